@@ -1,0 +1,296 @@
+"""``side-audit``: the headless front end over the engine.
+
+Exit codes: 0 ok, 1 unexpected error, 2 bad settings or input, 3 workspace
+inconsistent or unwritable, 130 stopped by the user (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched at run time
+os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
+
+from . import __version__  # noqa: E402
+from .errors import SideError  # noqa: E402
+from .progress import Progress  # noqa: E402
+
+
+class RichProgress(Progress):
+    """Bars with ETA per stage; Ctrl-C asks the engine to stop after the current batch."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        super().__init__()
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bars
+
+        self.console = Console(stderr=True)
+        self.quiet = quiet
+        self.bars = Bars(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
+                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                         console=self.console, disable=quiet, transient=False)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bars.stop()
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bars.add_task(stage, total=total, completed=done)
+        self.bars.update(self.tasks[stage], completed=done, total=total)
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            self.bars.console.print(f"[dim]·[/dim] {message}")
+
+    def stage_finished(self, stage: str, seconds: float) -> None:
+        if stage in self.tasks:
+            task = self.bars.tasks[self.tasks[stage]]
+            self.bars.update(self.tasks[stage], completed=task.total or 1, total=task.total or 1)
+
+
+def _install_sigint(progress: Progress):
+    def handler(signum, frame):
+        if progress.cancelled:  # second Ctrl-C: stop now (committed batches are kept)
+            raise KeyboardInterrupt
+        progress.cancel()
+        print("\nstopping after the current batch… (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+# -- commands ---------------------------------------------------------------------
+
+def cmd_init(args) -> int:
+    from .audit import init_workspace
+
+    settings = {}
+    if args.label_source:
+        settings["label_source"] = args.label_source
+    if args.lambdas:
+        settings["lambdas"] = parse_lambdas(args.lambdas)
+    if args.device:
+        settings["device"] = args.device
+    if args.n_per_lambda:
+        settings["n_per_lambda"] = args.n_per_lambda
+    ws = init_workspace(args.workspace, args.checkpoint, args.train_data, args.labels or "",
+                        overwrite=args.force, **settings)
+    print(f"wrote {ws.config_path}\nedit it if needed, then: side-audit run {ws.root}")
+    return 0
+
+
+def parse_lambdas(text: str) -> list[float]:
+    from .errors import ConfigError
+
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--lambdas {text!r}: give numbers separated by commas, e.g. 0,1,2,5") from None
+    return [int(v) if v.is_integer() else v for v in values]
+
+
+def run_workspace(workspace: str | Path, quiet: bool = False) -> dict:
+    from .audit import AuditRunner
+
+    with RichProgress(quiet=quiet) as progress:
+        old = _install_sigint(progress)
+        try:
+            return AuditRunner(workspace, progress).run()
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+
+def cmd_run(args) -> int:
+    t0 = time.time()
+    result = run_workspace(args.workspace, args.quiet)
+    print_summary(result)
+    print(f"\naudit complete in {time.time() - t0:.0f} s: {Path(args.workspace).resolve()}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from . import storage
+    from .workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    cfg = ws.load_config()
+    if not ws.db_path.exists():
+        print(f"{ws.root}: not started (settings in {ws.config_path})")
+        return 0
+    db = storage.connect(ws.db_path)
+    try:
+        print(f"workspace {ws.root}")
+        print(f"{'stage':<11} {'status':<8} {'progress':>15} {'time':>9}")
+        for r in storage.stage_rows(db):
+            prog = f"{r['done'] or 0}/{r['total'] or 0}"
+            secs = f"{r['seconds']:.1f} s" if r["seconds"] else ""
+            print(f"{r['name']:<11} {r['status'] or '':<8} {prog:>15} {secs:>9}")
+        n = db["samples"].count
+        planned = len(cfg.grid()) * cfg.n_per_lambda
+        print(f"samples stored: {n} of {planned}")
+    finally:
+        db.close()
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    from . import results, storage
+    from .workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    ws.load_config()
+    if not ws.db_path.exists():
+        from .errors import WorkspaceError
+
+        raise WorkspaceError(f"{ws.root}: the audit has not run yet; run `side-audit run {ws.root}`")
+    db = storage.connect(ws.db_path)
+    try:
+        result = results.metrics_json(db)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_summary(result)
+    return 0
+
+
+def print_summary(result: dict) -> None:
+    """Table-1 style: AMS / UMS per band for each method and λ (percent)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = result["rows"]
+    if not rows:
+        print("no metrics yet")
+        return
+    audit = result["audit"]
+    n = rows[0]["n_generated"]
+    table = Table(title=f"Memorisation (scorer {audit.get('scorer')}, N_G = {n} per row; % of N_G)")
+    table.add_column("method")
+    table.add_column("λ", justify="right")
+    for band in ("low", "mid", "high"):
+        table.add_column(f"AMS {band}", justify="right")
+        table.add_column(f"UMS {band}", justify="right")
+    table.add_column("steered", justify="right")
+    summary = {(s["method"], s["lambda"]): s for s in result.get("summary", [])}
+    by_key: dict = {}
+    for r in rows:
+        by_key.setdefault((r["method"], r["lambda"]), {})[r["band"]] = r
+    for (method, lam), bands in by_key.items():
+        cells = []
+        for band in ("low", "mid", "high"):
+            b = bands.get(band, {})
+            cells += [f"{100 * b.get('ams', 0):.2f}", f"{100 * b.get('ums', 0):.2f}"]
+        acc = summary.get((method, lam), {}).get("target_accuracy")
+        table.add_row(method, f"{lam:g}", *cells, "" if acc is None else f"{100 * acc:.0f} %")
+    Console().print(table)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_gui(args) -> int:
+    try:
+        from side_gui.app import main as gui_main
+    except ImportError as e:
+        from .errors import ConfigError
+
+        raise ConfigError(f"the desktop app is not available ({e})") from None
+    argv = [str(args.workspace)] if args.workspace else []
+    if args.screenshot:
+        argv += ["--screenshot", str(args.screenshot)]
+    return gui_main(argv)
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    path = write_report(args.workspace, args.format, args.out, redact=args.redact, top=args.top)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="side-audit", description="Audit an unconditional diffusion model "
+                                "for memorised training images (SIDE).")
+    p.add_argument("--version", action="version", version=f"side-audit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("init", help="create a workspace with every setting in audit.toml")
+    s.add_argument("workspace")
+    s.add_argument("--checkpoint", required=True, help="diffusers model folder")
+    s.add_argument("--train-data", required=True, help="folder of training images")
+    s.add_argument("--labels", help="CSV path,label (for label_source = original)")
+    s.add_argument("--label-source", choices=["original", "clusters", "random", "synthetic-clusters"])
+    s.add_argument("--lambdas", help="guidance scales, e.g. 0,1,2,5,10")
+    s.add_argument("--n-per-lambda", type=int)
+    s.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
+    s.add_argument("--force", action="store_true", help="overwrite an existing audit.toml")
+    s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("run", help="run the audit, or resume it where it stopped")
+    s.add_argument("workspace")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("status", help="stages, progress and timings")
+    s.add_argument("workspace")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("metrics", help="AMS/UMS per method and λ")
+    s.add_argument("workspace")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_metrics)
+
+    s = sub.add_parser("demo", help="audit the bundled memorising face model (CPU, minutes)")
+    s.add_argument("--workspace", help="where to put the demo audit (default: a folder in your data dir)")
+    s.add_argument("--no-gui", action="store_true", help="stay in the terminal")
+    s.add_argument("--quick", action="store_true", help="a reduced run (few samples, two λ) for checks")
+    s.add_argument("--fresh", action="store_true", help="discard a previous demo workspace")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("gui", help="open the desktop app")
+    s.add_argument("workspace", nargs="?")
+    s.add_argument("--screenshot", help="render each main view to PNGs in this folder and exit")
+    s.set_defaults(func=cmd_gui)
+
+    s = sub.add_parser("report", help="export a report for privacy reviewers")
+    s.add_argument("workspace")
+    s.add_argument("--format", choices=["html", "pdf", "csv"], default="html")
+    s.add_argument("--out", required=True)
+    s.add_argument("--redact", action="store_true", help="no training-image pixels in the report")
+    s.add_argument("--top", type=int, default=24, help="pairs shown in the gallery")
+    s.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SideError as e:
+        print(f"side-audit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("side-audit: stopped; committed work is kept, run again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

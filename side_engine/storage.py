@@ -1,0 +1,108 @@
+"""The workspace database: one SQLite file per audit, WAL mode, versioned migrations.
+
+Writers commit one batch per transaction, so a stopped or killed run leaves
+only whole batches; readers (the desktop app) open their own connection and
+see committed work while the engine writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from .errors import WorkspaceError
+
+migrations = Migrations("side_audit")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["audits"].create({
+        "id": int, "created": str, "config": str, "checkpoint_path": str, "checkpoint_sha256": str,
+        "train_path": str, "train_fingerprint": str, "n_train": int, "versions": str, "device": str,
+        "scorer": str, "scorer_source": str, "scorer_sha256": str,
+    }, pk="id")
+    db["stages"].create({
+        "name": str, "position": int, "status": str, "done": int, "total": int,
+        "started": float, "ended": float, "seconds": float, "message": str,
+    }, pk="name")
+    db["classifiers"].create({"name": str, "path": str, "accuracy": float, "details": str}, pk="name")
+    db["train_images"].create({"idx": int, "path": str, "sha256": str, "label": str, "surrogate": int},
+                              pk="idx")
+    db["samples"].create({
+        "id": int, "method": str, "lam": float, "sample_index": int, "seed": int, "cls": int,
+        "best": float, "nearest": int, "second": float, "gu_ratio": float, "png": str, "steered": int,
+    }, pk="id")
+    db["samples"].create_index(["method", "lam", "sample_index"], unique=True)
+    db["matches"].create({"sample_id": int, "train_idx": int, "score": float},
+                         pk=("sample_id", "train_idx"), foreign_keys=[("sample_id", "samples", "id")])
+    db["matches"].create_index(["train_idx"])
+    db["metrics"].create({
+        "method": str, "lam": float, "n_generated": int, "scorer": str, "band": str,
+        "ams": float, "ums": float, "ams_cumulative": float, "ums_cumulative": float,
+    }, pk=("method", "lam", "band"))
+    db["topk"].create({"method": str, "lam": float, "fraction": float, "mean_best": float},
+                      pk=("method", "lam", "fraction"))
+    db["summary"].create({"method": str, "lam": float, "n_generated": int, "p95_best": float,
+                          "gu_fraction": float, "mean_best": float, "target_accuracy": float},
+                         pk=("method", "lam"))
+
+
+@migrations()
+def m002_decisions(db: sqlite_utils.Database) -> None:
+    db["decisions"].create({"sample_id": int, "train_idx": int, "decision": str, "note": str,
+                            "decided_at": str}, pk="sample_id")
+    db["kv"].create({"key": str, "value": str}, pk="key")
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
+    """Open (and migrate) the database; one connection per thread."""
+    try:
+        if readonly:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=True, timeout=30)
+            return sqlite_utils.Database(conn)
+        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        db = sqlite_utils.Database(conn)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        migrations.apply(db)
+        return db
+    except sqlite3.OperationalError as e:
+        raise WorkspaceError(f"{path}: cannot open the workspace database ({e})") from None
+    except sqlite3.DatabaseError as e:
+        raise WorkspaceError(f"{path}: not a SIDE Audit database or corrupt ({e})") from None
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# -- stages --------------------------------------------------------------------
+
+def stage_rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    if "stages" not in db.table_names():
+        return []
+    return list(db.query("select * from stages order by position"))
+
+
+def set_stage(db: sqlite_utils.Database, name: str, position: int, **values: Any) -> None:
+    with db.atomic():
+        row = {"name": name, "position": position, **values}
+        db["stages"].upsert(row, pk="name")
+
+
+def get_kv(db: sqlite_utils.Database, key: str, default: Any = None) -> Any:
+    rows = list(db.query("select value from kv where key = ?", [key]))
+    return json.loads(rows[0]["value"]) if rows else default
+
+
+def set_kv(db: sqlite_utils.Database, key: str, value: Any) -> None:
+    with db.atomic():
+        db["kv"].upsert({"key": key, "value": json.dumps(value)}, pk="key")

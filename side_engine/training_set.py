@@ -1,0 +1,150 @@
+"""Import the reference (training) set exactly as the model saw it.
+
+Images are found recursively, resized on the shorter side and centre-cropped
+to the model's ``sample_size``, converted to its channel count and kept as
+uint8 in one array; every unreadable file is reported by path.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+MAX_PIXELS = 16_000 * 16_000  # larger files are refused, not decompressed
+
+
+@dataclass
+class ImportedSet:
+    pixels: np.ndarray  # (N, H, W, C) uint8
+    paths: list[str]  # relative to the root, POSIX style
+    hashes: list[str]
+    labels: list[str | None]
+    fingerprint: str
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    converted: int = 0  # images whose channel count was changed to the model's
+
+
+def list_images(root: Path) -> list[Path]:
+    if not root.exists():
+        raise InputError(f"training data {root}: no such folder")
+    if not root.is_dir():
+        raise InputError(f"training data {root}: not a folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"training data {root}: no image files (png, jpg, webp, bmp) found")
+    return files
+
+
+def fingerprint(hashes: list[str]) -> str:
+    """SHA-256 over the sorted file hashes: independent of names and order."""
+    return hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()
+
+
+def to_model_pixels(img: Image.Image, size: int, channels: int) -> tuple[np.ndarray, bool]:
+    """Resize the shorter side to ``size``, centre-crop, convert channels; (HWC uint8, converted?)."""
+    img = ImageOps.exif_transpose(img)
+    native = "L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+    target = "L" if channels == 1 else "RGB"
+    converted = native != target
+    img = img.convert(target)
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0 if min(w, h) > 4 * size else None)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    img = img.crop((left, top, left + size, top + size))
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr, converted
+
+
+def read_labels_csv(path: Path, root: Path) -> dict[str, str]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        raise InputError(f"labels {path}: no such file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"labels {path}: not UTF-8 text") from None
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
+        rows = rows[1:]
+    out: dict[str, str] = {}
+    for i, row in enumerate(rows, start=1):
+        if not row:
+            continue
+        if len(row) < 2:
+            raise InputError(f"labels {path}: line {i} should be 'path,label'")
+        rel = Path(row[0].strip())
+        if rel.is_absolute():
+            try:
+                rel = rel.relative_to(root)
+            except ValueError:
+                raise InputError(f"labels {path}: line {i}: {rel} is outside {root}") from None
+        out[rel.as_posix()] = row[1].strip()
+    return out
+
+
+def import_training_set(
+    root: str | Path,
+    size: int,
+    channels: int,
+    labels_csv: str | Path | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ImportedSet:
+    root = Path(root).expanduser()
+    files = list_images(root)
+    csv_labels = read_labels_csv(Path(labels_csv), root) if labels_csv else None
+    pixels, paths, hashes, labels, unreadable = [], [], [], [], []
+    converted = 0
+    for i, p in enumerate(files):
+        rel = p.relative_to(root).as_posix()
+        try:
+            data = p.read_bytes()
+            if not data:
+                raise OSError("empty file")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(p) as img:
+                    if img.width * img.height > MAX_PIXELS:
+                        raise OSError(f"{img.width}x{img.height} pixels is too large")
+                    img.load()
+                    arr, conv = to_model_pixels(img, size, channels)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as e:
+            unreadable.append((rel, str(e) or type(e).__name__))
+        else:
+            converted += conv
+            pixels.append(arr)
+            paths.append(rel)
+            hashes.append(hashlib.sha256(data).hexdigest())
+            if csv_labels is not None:
+                labels.append(csv_labels.get(rel))
+            else:
+                parent = Path(rel).parent.as_posix()
+                labels.append(None if parent == "." else parent.split("/")[0])
+        if on_progress and (i % 16 == 15 or i == len(files) - 1):
+            on_progress(i + 1, len(files))
+    if not pixels:
+        listed = "; ".join(f"{p}: {why}" for p, why in unreadable[:5])
+        raise InputError(f"training data {root}: none of {len(files)} image files is readable ({listed})")
+    return ImportedSet(
+        pixels=np.stack(pixels), paths=paths, hashes=hashes, labels=labels,
+        fingerprint=fingerprint(hashes), unreadable=unreadable, converted=converted,
+    )
+
+
+def to_model_tensor_range(pixels: np.ndarray) -> np.ndarray:
+    """uint8 HWC -> float32 CHW in [-1, 1], the model's input range."""
+    x = pixels.astype(np.float32).transpose(0, 3, 1, 2)
+    return x / 127.5 - 1.0

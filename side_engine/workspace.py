@@ -1,0 +1,61 @@
+"""The on-disk layout of one audit: settings, database and artefacts in one folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import config
+from .errors import ConfigError, WorkspaceError
+
+
+class Workspace:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "audit.toml"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "audit.db"
+
+    @property
+    def classifiers_dir(self) -> Path:
+        return self.root / "classifiers"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def synthetic_dir(self) -> Path:
+        return self.root / "synthetic"
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def ensure_dirs(self) -> None:
+        try:
+            for d in (self.root, self.classifiers_dir, self.cache_dir, self.samples_dir, self.synthetic_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WorkspaceError(f"workspace {self.root}: cannot create folders ({e.strerror})") from None
+
+    def load_config(self) -> config.AuditConfig:
+        if not self.root.exists():
+            raise ConfigError(f"workspace {self.root}: no such folder; create it with `side-audit init`")
+        return config.load(self.config_path)
+
+    def write_config(self, cfg: config.AuditConfig, overwrite: bool = False) -> None:
+        if self.config_path.exists() and not overwrite:
+            raise ConfigError(f"{self.config_path} already exists; use another folder or --force")
+        self.ensure_dirs()
+        try:
+            self.config_path.write_text(config.dumps(cfg), encoding="utf-8")
+        except OSError as e:
+            raise WorkspaceError(f"{self.config_path}: cannot write ({e.strerror})") from None

@@ -1,0 +1,67 @@
+"""Small real inputs: a tiny random-init UNet2DModel pipeline and LFW faces from scikit-image."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(2)
+
+
+def make_tiny_pipeline(path: Path, channels: int = 1, size: int = 16, seed: int = 0) -> Path:
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels,
+                       block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100)).save_pretrained(
+        path, safe_serialization=True)
+    return path
+
+
+def write_faces(folder: Path, n: int = 12, size: int | None = None, mode: str = "L") -> Path:
+    from PIL import Image
+    from skimage.data import lfw_subset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, face in enumerate(lfw_subset()[:n]):
+        img = Image.fromarray((face * 255).round().astype(np.uint8))
+        if size:
+            img = img.resize((size, size))
+        img.convert(mode).save(folder / f"face_{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_pipeline(tmp_path_factory.mktemp("model") / "pipe")
+
+
+@pytest.fixture(scope="session")
+def tiny_rgb_model(tmp_path_factory) -> Path:
+    return make_tiny_pipeline(tmp_path_factory.mktemp("model") / "pipe_rgb", channels=3)
+
+
+@pytest.fixture(scope="session")
+def faces(tmp_path_factory) -> Path:
+    return write_faces(tmp_path_factory.mktemp("data") / "faces")
+
+
+TINY_SETTINGS = dict(
+    classifier_width=4, classifier_epochs=2, n_syn=16, tdkd_epochs=1, lambdas=[0, 2, 5],
+    n_per_lambda=6, steps=4, batch_size=8, device="cpu", k=4,
+)
+
+
+@pytest.fixture()
+def tiny_workspace(tmp_path, tiny_model, faces):
+    from side_engine.audit import init_workspace
+
+    return init_workspace(tmp_path / "ws", str(tiny_model), str(faces), **TINY_SETTINGS)
