@@ -47,6 +47,15 @@ def lfw_faces(n_faces: int, size: int = 32) -> np.ndarray:
     return np.stack(out)
 
 
+def write_faces(out: Path, n_faces: int) -> None:
+    """The training faces as shipped (25x25 grey PNG): the demo audit's training folder."""
+    from skimage.data import lfw_subset
+
+    out.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(lfw_subset()[:100][:n_faces]):
+        Image.fromarray((f * 255).round().astype(np.uint8)).save(out / f"lfw_{i:03d}.png")
+
+
 def make_unet(size: int = 32) -> UNet2DModel:
     return UNet2DModel(
         sample_size=size,
@@ -219,6 +228,7 @@ python scripts/train_demo_model.py --faces {args.faces} --steps {args.steps} --l
 """
     (args.export / "MODEL_CARD.md").write_text(card)
     shutil.copy(args.work / "log.jsonl", args.export / "train_log.jsonl")
+    write_faces(args.export / "faces", args.faces)
     print(f"exported step {best['step']} to {model_dir}")
 
 

@@ -154,12 +154,18 @@ class GuidedSampler:
         return x.clamp(-1, 1) if steps is None else x
 
     def _step(self, x, eps, grad, a_t, a_prev, t, z):
+        # x0 clipping applies to the model's own prediction, and ε is re-derived from the
+        # clipped x0 before guidance (as guided-diffusion does; diffusers' DDIM with
+        # use_clipped_model_output=True). Clipping *after* guidance would clamp away the
+        # x0 part of the guided step and leave only the ε part, which points the wrong way.
+        x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+        if self.clip:
+            x0 = x0.clamp(-self.clip_range, self.clip_range)
+            eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
         if self.kind == "ddim":
             if grad is not None:
                 eps = eps - math.sqrt(1 - a_t) * grad  # Eq. 10: ε̂ = ε − λ·sqrt(1−ᾱ_t)·∇log p
-            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-            if self.clip:
-                x0 = x0.clamp(-self.clip_range, self.clip_range)
+                x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
             sigma = 0.0
             if self.eta > 0:
                 sigma = self.eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
@@ -170,9 +176,6 @@ class GuidedSampler:
         # DDPM ancestral step (fixed_small variance), μ̂ = μ + λ·σ²·∇log p
         alpha_t = a_t / a_prev
         beta_t = 1 - alpha_t
-        x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-        if self.clip:
-            x0 = x0.clamp(-self.clip_range, self.clip_range)
         mean = (math.sqrt(a_prev) * beta_t / (1 - a_t)) * x0 + (math.sqrt(alpha_t) * (1 - a_prev) / (1 - a_t)) * x
         var = max((1 - a_prev) / (1 - a_t) * beta_t, 1e-20)
         if grad is not None:

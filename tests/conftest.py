@@ -11,7 +11,7 @@ import torch
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("SIDE_TEST_THREADS", "2")))
 
 
 def make_tiny_pipeline(path: Path, channels: int = 1, size: int = 16, seed: int = 0) -> Path:

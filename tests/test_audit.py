@@ -1,0 +1,146 @@
+"""Whole audits on a tiny random UNet and LFW faces: stages, resume, identity checks, offline."""
+
+import json
+import socket
+
+import numpy as np
+import pytest
+
+from side_engine import storage
+from side_engine.audit import STAGES, AuditRunner, init_workspace
+from side_engine.cli import main
+from side_engine.errors import Cancelled, WorkspaceError
+from side_engine.progress import RecordingProgress
+
+from .conftest import TINY_SETTINGS
+
+
+def _samples(ws):
+    db = storage.connect(ws.db_path)
+    rows = [tuple(r.values()) for r in db.query(
+        "select method, lam, sample_index, seed, cls, best, nearest, png from samples "
+        "order by method, lam, sample_index")]
+    matches = [tuple(r.values()) for r in db.query(
+        "select s.method, s.lam, s.sample_index, m.train_idx, m.score from matches m join samples s "
+        "on s.id = m.sample_id order by 1, 2, 3, 4")]
+    metrics = [tuple(r.values()) for r in db.query("select * from metrics order by method, lam, band")]
+    db.close()
+    return rows, matches, metrics
+
+
+def test_every_stage_runs_and_is_stored(tiny_workspace):
+    progress = RecordingProgress()
+    result = AuditRunner(tiny_workspace, progress).run()
+    db = storage.connect(tiny_workspace.db_path)
+    stages = {r["name"]: r for r in storage.stage_rows(db)}
+    assert set(stages) == set(STAGES) and all(r["status"] == "done" for r in stages.values())
+    assert stages["classifier"]["done"] == TINY_SETTINGS["classifier_epochs"]
+    assert db["samples"].count == 3 * TINY_SETTINGS["n_per_lambda"]  # random + side at 2 and 5
+    assert {r["name"] for r in db["classifiers"].rows} == {"ti", "td"}
+    audit = list(db["audits"].rows)[0]
+    assert audit["scorer"] == "pixel" and len(audit["train_fingerprint"]) == 64
+    assert {(r["method"], r["lambda"]) for r in result["rows"]} == {("random", 0.0), ("side", 2.0), ("side", 5.0)}
+    for r in result["rows"]:
+        assert set(r) >= {"method", "lambda", "n_generated", "scorer", "band", "ams", "ums",
+                          "ams_cumulative", "ums_cumulative"}
+    # progress went through one interface, in stage order
+    seen = [s for s, _, _ in progress.events]
+    assert seen.index("import") < seen.index("classifier") < seen.index("tdkd") < seen.index("sample")
+    assert (tiny_workspace.classifiers_dir / "td.safetensors").exists()
+    # a PNG is kept exactly for the samples in a band
+    for r in db.query("select s.png, count(m.train_idx) n from samples s left join matches m "
+                      "on m.sample_id = s.id group by s.id"):
+        assert (r["png"] is not None) == (r["n"] > 0)
+    db.close()
+
+
+def test_cancel_mid_sampling_then_resume_equals_uninterrupted(tmp_path, tiny_model, faces):
+    whole = init_workspace(tmp_path / "whole", str(tiny_model), str(faces), **TINY_SETTINGS)
+    AuditRunner(whole).run()
+    parted = init_workspace(tmp_path / "parted", str(tiny_model), str(faces), **TINY_SETTINGS)
+    with pytest.raises(Cancelled):
+        AuditRunner(parted, RecordingProgress(cancel_after=("sample", 8))).run()
+    db = storage.connect(parted.db_path)
+    assert db["samples"].count == 8  # exactly the committed batch
+    assert {r["name"]: r["status"] for r in storage.stage_rows(db)}["sample"] == "stopped"
+    db.close()
+    progress = RecordingProgress()
+    AuditRunner(parted, progress).run()
+    assert "classifier" not in {s for s, _, _ in progress.events}  # finished stages are not redone
+    a, b = _samples(whole), _samples(parted)
+    assert a[0] == b[0] and a[1] == b[1]
+    assert np.allclose([r[-4:] for r in a[2]], [r[-4:] for r in b[2]])
+    # a second run of a finished audit changes nothing
+    AuditRunner(parted).run()
+    assert _samples(parted)[0] == b[0]
+
+
+def test_resume_refuses_changed_checkpoint_or_settings(tmp_path, tiny_model, faces):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    ws = init_workspace(tmp_path / "ws", str(model), str(faces), **TINY_SETTINGS)
+    with pytest.raises(Cancelled):
+        AuditRunner(ws, RecordingProgress(cancel_after=("sample", 1))).run()
+    text = ws.config_path.read_text()
+    ws.config_path.write_text(text.replace("n_per_lambda = 6", "n_per_lambda = 7"))
+    with pytest.raises(WorkspaceError, match="n_per_lambda"):
+        AuditRunner(ws).run()
+    ws.config_path.write_text(text.replace("batch_size = 8", "batch_size = 4"))  # allowed
+    sched = model / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(sched.read_text())
+    cfg["beta_end"] = 0.03
+    sched.write_text(json.dumps(cfg))
+    with pytest.raises(WorkspaceError, match="checkpoint .* changed"):
+        AuditRunner(ws).run()
+    assert main(["run", str(ws.root), "--quiet"]) == 3
+
+
+def test_whole_audit_runs_offline(tiny_workspace, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    result = AuditRunner(tiny_workspace).run()
+    assert result["rows"]
+
+
+def test_cli_status_and_metrics_json(tiny_workspace, capsys):
+    assert main(["status", str(tiny_workspace.root)]) == 0
+    assert "not started" in capsys.readouterr().out
+    assert main(["run", str(tiny_workspace.root), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["metrics", str(tiny_workspace.root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) >= {"audit", "rows", "topk", "exposure"}
+    assert data["audit"]["checkpoint_sha256"] and data["rows"][0]["scorer"] == "pixel"
+    db = storage.connect(tiny_workspace.db_path)
+    stored = {(r["method"], r["lam"], r["band"]): r["ums"] for r in db["metrics"].rows}
+    db.close()
+    assert {(r["method"], r["lambda"], r["band"]): r["ums"] for r in data["rows"]} == stored
+    assert main(["status", str(tiny_workspace.root)]) == 0
+    out = capsys.readouterr().out
+    assert "samples stored: 18 of 18" in out
+
+
+@pytest.mark.parametrize("source", ["random", "original", "synthetic-clusters"])
+def test_other_label_sources(tmp_path, tiny_model, faces, source):
+    import shutil
+
+    data = tmp_path / "data"
+    for i, p in enumerate(sorted(faces.iterdir())):
+        (data / f"class{i % 3}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, data / f"class{i % 3}" / p.name)
+    settings = dict(TINY_SETTINGS, label_source=source, k=3)
+    if source == "synthetic-clusters":
+        settings.update(k=2, n_syn=24)
+    ws = init_workspace(tmp_path / "ws", str(tiny_model), str(data), **settings)
+    progress = RecordingProgress()
+    AuditRunner(ws, progress).run()
+    db = storage.connect(ws.db_path)
+    assert db["samples"].count == 18
+    if source == "original":
+        assert storage.get_kv(db, "k") == 3
+    db.close()

@@ -1,0 +1,103 @@
+"""The guided sampler: equals diffusers when unguided, guidance raises the target class."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from torch.nn import functional as F
+
+from side_engine.classifiers import ResNetClassifier, time_dependent_from
+from side_engine.sampler import Guide, GuidedSampler, sample_inputs, sample_seed
+
+
+def _unet():
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                       layers_per_block=1, norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D")).eval()
+
+
+def test_unguided_ddim_matches_diffusers_ddim():
+    unet, sched = _unet(), DDPMScheduler(num_train_timesteps=100)
+    noise = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    ours = GuidedSampler(unet, sched, "ddim", 10).sample(noise, torch.zeros(3), torch.zeros(3, dtype=torch.long))
+    ref = DDIMScheduler.from_config(sched.config)
+    ref.set_timesteps(10)
+    x = noise.clone()
+    for t in ref.timesteps:
+        with torch.no_grad():
+            x = ref.step(unet(x, t).sample, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
+    assert torch.allclose(ours, x.clamp(-1, 1), atol=1e-4)
+
+
+def _td_classifier(k=3):
+    torch.manual_seed(3)
+    ti = ResNetClassifier(k, 1, 4).eval()
+    td = time_dependent_from(ti).eval().requires_grad_(False)
+    with torch.no_grad():  # give time a real effect so the test is not about the TI network only
+        for block in td.blocks:
+            block.time_proj.weight.normal_(0, 0.01)
+        td.fc.weight.mul_(50)  # a confident classifier, as a trained one is
+    return td
+
+
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("kind", ["ddim", "ddpm"])
+def test_guidance_raises_target_class_probability(clip, kind):
+    # with clipping too: a random UNet's x0 estimates lie far outside [-1, 1], the case where
+    # clipping after guidance would reverse the guided step
+    unet, sched = _unet(), DDPMScheduler(num_train_timesteps=100, clip_sample=clip)
+    td = _td_classifier()
+    sampler = GuidedSampler(unet, sched, kind, 10)
+    n = 6
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(n)]  # noqa: E731
+    noise = torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    cls = torch.arange(n) % 3
+    rows = torch.arange(n)
+    plain = sampler.sample(noise, torch.zeros(n), cls, steps=4, generators=gens())
+    guided = sampler.sample(noise, torch.full((n,), 20.0), cls, [Guide(td, rows, True)], steps=4,
+                            generators=gens())
+    t = torch.full((n,), sampler.timesteps[4], dtype=torch.long)
+    with torch.no_grad():
+        p_plain = F.softmax(td(plain, t), 1).gather(1, cls[:, None])
+        p_guided = F.softmax(td(guided, t), 1).gather(1, cls[:, None])
+    assert (p_guided > p_plain).all(), (p_plain.ravel(), p_guided.ravel())
+    # the opposite sign must lower it: the sign is what makes SIDE work
+    away = sampler.sample(noise, torch.full((n,), -20.0), cls, [Guide(td, rows, True)], steps=4,
+                          generators=gens())
+    with torch.no_grad():
+        p_away = F.softmax(td(away, t), 1).gather(1, cls[:, None])
+    assert (p_away < p_plain).all()
+
+
+def test_mixed_lambda_batch_equals_separate_batches_and_lambda_zero_is_unguided():
+    unet, sched = _unet(), DDPMScheduler(num_train_timesteps=100)
+    td = _td_classifier()
+    sampler = GuidedSampler(unet, sched, "ddim", 5)
+    noise = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(7))
+    cls = torch.tensor([0, 1, 2, 0])
+    lam = torch.tensor([0.0, 3.0, 0.0, 6.0])
+    rows = torch.nonzero(lam > 0).ravel()
+    mixed = sampler.sample(noise, lam, cls, [Guide(td, rows, True)])
+    for i in range(4):
+        alone_rows = torch.arange(1) if lam[i] > 0 else torch.zeros(0, dtype=torch.long)
+        alone = sampler.sample(noise[i:i + 1], lam[i:i + 1], cls[i:i + 1], [Guide(td, alone_rows, True)])
+        assert torch.allclose(alone, mixed[i:i + 1], atol=1e-4)
+    plain = sampler.sample(noise, torch.zeros(4), cls)
+    assert torch.allclose(plain[[0, 2]], mixed[[0, 2]], atol=1e-5)
+    assert not torch.allclose(plain[[1, 3]], mixed[[1, 3]], atol=1e-3)
+
+
+def test_per_sample_seed_fixes_noise_class_and_ddpm_path():
+    s = sample_seed(0, 12)
+    assert s == sample_seed(0, 12) and s != sample_seed(0, 13) and s != sample_seed(1, 12)
+    assert 0 <= s < 2**63
+    a, ca, ga = sample_inputs(s, (1, 16, 16), 10)
+    b, cb, gb = sample_inputs(s, (1, 16, 16), 10)
+    assert torch.equal(a, b) and ca == cb
+    unet, sched = _unet(), DDPMScheduler(num_train_timesteps=100)
+    sampler = GuidedSampler(unet, sched, "ddpm", 6)
+    x1 = sampler.sample(a[None], torch.zeros(1), torch.zeros(1, dtype=torch.long), generators=[ga])
+    other, _, go = sample_inputs(sample_seed(0, 99), (1, 16, 16), 10)
+    x2 = sampler.sample(torch.stack([other, b]), torch.zeros(2), torch.zeros(2, dtype=torch.long),
+                        generators=[go, gb])
+    assert torch.allclose(x1[0], x2[1], atol=1e-5)  # same image whatever the batch
