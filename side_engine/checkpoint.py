@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
@@ -172,3 +173,34 @@ def load_target(path: str | Path, scheduler_config: str = "", allow_pickle: bool
     unet.eval().requires_grad_(False)
     files = [unet_dir / "config.json", weights, sched_path]
     return TargetModel(unet, scheduler, path, sha256_files(files), files)
+
+
+def inspect_checkpoint(path: str | Path, scheduler_config: str = "", allow_pickle: bool = False) -> dict:
+    """What a checkpoint folder holds, from its configs and the safetensors header only
+    (no weights are read), so the desktop app can describe it instantly."""
+    path = Path(path).expanduser()
+    unet_dir, sched_path = _locate(path, scheduler_config)
+    cfg = _unet_config(unet_dir)
+    sched = _read_json(sched_path)
+    params = None
+    for name in SAFE_WEIGHTS:
+        p = unet_dir / name
+        if p.exists():
+            from safetensors import SafetensorError, safe_open
+
+            try:
+                with safe_open(str(p), "pt") as f:
+                    params = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())  # noqa: SIM118
+            except (SafetensorError, OSError, ValueError) as e:
+                raise InputError(f"{p}: unreadable safetensors file ({e})") from None
+            break
+    else:
+        if not any((unet_dir / n).exists() for n in PICKLE_WEIGHTS):
+            raise InputError(f"{unet_dir}: no weights found (expected {SAFE_WEIGHTS[0]})")
+        if not allow_pickle:
+            raise InputError(f"{unet_dir}: pickle weights are refused (they can run code); convert to .safetensors")
+    size = cfg.get("sample_size", 0)
+    return {"resolution": int(size[0] if isinstance(size, list) else size), "channels": int(cfg.get("in_channels", 3)),
+            "parameters": params, "scheduler": sched.get("_class_name", "?"),
+            "train_timesteps": int(sched.get("num_train_timesteps", 1000)),
+            "prediction_type": sched.get("prediction_type", "epsilon")}

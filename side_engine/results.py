@@ -32,6 +32,18 @@ def _samples(db: sqlite_utils.Database, method: str, lam: float) -> dict[str, np
 
 def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
                       bands: list[Band], scorer: str) -> None:
+    metric_rows, topk_rows, summary_rows = compute_tables(db, cfg, higher_is_closer, bands, scorer)
+    with db.atomic():
+        for table in ("metrics", "topk", "summary"):
+            db[table].delete_where()
+        db["metrics"].insert_all(metric_rows)
+        db["topk"].insert_all(topk_rows)
+        db["summary"].insert_all(summary_rows)
+
+
+def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
+                   bands: list[Band], scorer: str) -> tuple[list[dict], list[dict], list[dict]]:
+    """The metric tables from the samples stored so far (also mid-run, read-only)."""
     metric_rows, topk_rows, summary_rows = [], [], []
     for method, lam in cfg.grid():
         s = _samples(db, method, lam)
@@ -50,12 +62,23 @@ def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clo
             "mean_best": _nan(float(s["best"].mean()) if n else math.nan),
             "target_accuracy": _nan(float(steered.mean()) if len(steered) and method != "random" else math.nan),
         })
-    with db.atomic():
-        for table in ("metrics", "topk", "summary"):
-            db[table].delete_where()
-        db["metrics"].insert_all(metric_rows)
-        db["topk"].insert_all(topk_rows)
-        db["summary"].insert_all(summary_rows)
+    return metric_rows, topk_rows, summary_rows
+
+
+def live_metrics(db: sqlite_utils.Database) -> dict:
+    """metrics_json, with the tables computed from what is stored now (the run may be going on)."""
+    info = audit_info(db)
+    if not info:
+        return {"audit": {}, "rows": [], "topk": [], "summary": [], "classifiers": [], "exposure": []}
+    cfg = AuditConfig(**info["config"])
+    bands, higher = stored_bands(db)
+    m, t, s = compute_tables(db, cfg, higher, bands, info.get("scorer") or "pixel")
+    out = metrics_json(db)
+    rename = lambda rows: [dict(r, **{"lambda": r["lam"]}) for r in rows if r["n_generated"] or "fraction" in r]  # noqa: E731
+    out["rows"] = rename(m)
+    out["summary"] = rename(s)
+    out["topk"] = [dict(r, **{"lambda": r["lam"]}) for r in t]
+    return out
 
 
 def _nan(v: float) -> float | None:
@@ -111,3 +134,74 @@ def metrics_json(db: sqlite_utils.Database) -> dict:
     classifiers = [dict(r, details=json.loads(r["details"])) for r in db.query("select * from classifiers")]
     return {"audit": audit, "rows": rows, "topk": topk, "summary": summary, "classifiers": classifiers,
             "exposure": exposure(db, limit=100)}
+
+
+# -- review: gallery rows and decisions ---------------------------------------------------
+
+DECISIONS = ("memorised", "not a copy", "unsure")
+
+
+def gallery_rows(db: sqlite_utils.Database, band: str | None = None, method: str | None = None,
+                 lam: float | None = None, train_idx: int | None = None) -> list[dict]:
+    """(generated, nearest training) pairs with a stored PNG, closest first."""
+    bands, higher = stored_bands(db)
+    where, args = ["s.png is not null"], []
+    if method:
+        where.append("s.method = ?")
+        args.append(method)
+    if lam is not None:
+        where.append("s.lam = ?")
+        args.append(lam)
+    if train_idx is not None:
+        where.append("s.id in (select sample_id from matches where train_idx = ?)")
+        args.append(train_idx)
+    order = "desc" if higher else "asc"
+    rows = list(db.query(
+        f"select s.id, s.method, s.lam, s.sample_index, s.seed, s.cls, s.best, s.nearest, s.png, "
+        f"t.path as train_path, d.decision from samples s join train_images t on t.idx = s.nearest "
+        f"left join decisions d on d.sample_id = s.id where {' and '.join(where)} order by s.best {order}, s.id",
+        args))
+    for r in rows:
+        r["band"] = band_of(r["best"], bands, higher)
+    if band:
+        rows = [r for r in rows if r["band"] == band]
+    return rows
+
+
+def band_of(score: float, bands: list[Band], higher: bool) -> str | None:
+    for b in reversed(bands):  # closest first
+        if metrics.in_band(np.array([score]), b, bands, higher)[0]:
+            return b.name
+    return None
+
+
+def sample_matches(db: sqlite_utils.Database, sample_id: int) -> list[dict]:
+    """Every in-band training image of one generated image, closest first."""
+    _, higher = stored_bands(db)
+    order = "desc" if higher else "asc"
+    return list(db.query(f"select m.train_idx, m.score, t.path from matches m join train_images t "
+                         f"on t.idx = m.train_idx where m.sample_id = ? order by m.score {order}", [sample_id]))
+
+
+def set_decision(db: sqlite_utils.Database, sample_ids: list[int], decision: str | None, note: str = "") -> None:
+    """Store (or, with ``None``, clear) the reviewer's decision for each pair."""
+    from .storage import now
+
+    if decision is not None and decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {DECISIONS}")
+    with db.atomic():
+        for sid in sample_ids:
+            if decision is None:
+                db.execute("delete from decisions where sample_id = ?", [sid])
+                continue
+            nearest = db.execute("select nearest from samples where id = ?", [sid]).fetchone()
+            db["decisions"].upsert({"sample_id": sid, "train_idx": nearest[0] if nearest else None,
+                                    "decision": decision, "note": note, "decided_at": now()}, pk="sample_id")
+
+
+def best_scores(db: sqlite_utils.Database, method: str | None = None) -> np.ndarray:
+    q, args = "select best from samples", []
+    if method:
+        q += " where method = ?"
+        args.append(method)
+    return np.array([r[0] for r in db.execute(q, args).fetchall()], dtype=np.float64)

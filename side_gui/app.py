@@ -1,0 +1,71 @@
+"""``side-audit gui`` / ``side-audit-gui``: the QApplication and the screenshot mode."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from PySide6.QtGui import QIcon  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+ICON = RESOURCES / "icons" / "side-audit.svg"
+
+
+class SideAuditApp(QApplication):
+    def __init__(self, argv: list[str]) -> None:
+        super().__init__(argv)
+        self.setApplicationName("SIDE Audit")
+        self.setOrganizationName("side-audit")
+        self.setDesktopFileName("side-audit")
+        if ICON.exists():
+            self.setWindowIcon(QIcon(str(ICON)))
+
+
+def screenshot(window, out: Path) -> list[Path]:
+    """Render each main view of the current audit to a PNG."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    app = QApplication.instance()
+    for i in range(window.tabs.count()):
+        window.tabs.setCurrentIndex(i)
+        for _ in range(3):
+            app.processEvents()
+        name = window.tabs.tabText(i).lower().replace(" ", "-")
+        path = out / f"{i + 1}-{name}.png"
+        window.grab().save(str(path))
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="side-audit gui")
+    parser.add_argument("workspace", nargs="?")
+    parser.add_argument("--screenshot", help="render each main view to PNGs in this folder and exit")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from .main_window import MainWindow
+
+    app = QApplication.instance() or SideAuditApp(sys.argv[:1])
+    window = MainWindow()
+    if args.workspace:
+        if not (Path(args.workspace) / "audit.toml").exists():
+            print(f"side-audit gui: error: {args.workspace} holds no audit.toml", file=sys.stderr)
+            return 2
+        window.open_workspace(args.workspace)
+    elif window.settings.current and Path(window.settings.current).exists():
+        window.open_workspace(window.settings.current)
+    window.show()
+    if args.screenshot:
+        for p in screenshot(window, Path(args.screenshot)):
+            print(p)
+        window.close()
+        return 0
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""The main window: audits on the left; Run, Results, Gallery and At-risk views on the right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QTabWidget,
+)
+
+from side_engine import results
+from side_engine.errors import SideError
+
+from .settings import AppSettings
+from .store import AuditStore
+from .widgets.detail_dialog import DetailDialog
+from .widgets.gallery import GalleryView
+from .widgets.new_audit_dialog import NewAuditDialog
+from .widgets.results_view import ResultsView
+from .widgets.risk_view import RiskView
+from .widgets.run_view import RunView
+from .workers import AuditWorker
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: AppSettings | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("SIDE Audit")
+        self.resize(1280, 820)
+        self.settings = settings or AppSettings.load()
+        self.store: AuditStore | None = None
+        self.worker: AuditWorker | None = None
+        self.confirm_close = self._ask_close  # tests replace this
+        self.audits = QListWidget()
+        self.audits.currentItemChanged.connect(self._on_select)
+        dock = QDockWidget("Audits", self)
+        dock.setObjectName("audits")
+        dock.setWidget(self.audits)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+        self.run_view = RunView()
+        self.results_view = ResultsView()
+        self.gallery = GalleryView(self._resolve_pair)
+        self.risk = RiskView()
+        self.tabs = QTabWidget()
+        for view, title in ((self.run_view, "Run"), (self.results_view, "Results"), (self.gallery, "Gallery"),
+                            (self.risk, "Training images at risk")):
+            self.tabs.addTab(view, title)
+        self.setCentralWidget(self.tabs)
+        self.run_view.start_requested.connect(self.start_run)
+        self.run_view.cancel_requested.connect(self.cancel_run)
+        self.gallery.filters_changed.connect(self._on_filters)
+        self.gallery.decision_made.connect(self.record_decision)
+        self.gallery.open_detail.connect(self.open_detail)
+        self.risk.open_training_image.connect(self._show_training_image)
+        self.refresh_timer = QTimer(self)
+        self.refresh_timer.setInterval(1500)
+        self.refresh_timer.timeout.connect(self.refresh_views)
+        self._build_menu()
+        self.statusBar()
+        self._fill_audits()
+
+    # -- menu ------------------------------------------------------------------------
+    def _build_menu(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        for text, shortcut, slot in (("&New audit…", QKeySequence.StandardKey.New, self.new_audit),
+                                     ("&Open workspace…", QKeySequence.StandardKey.Open, self.open_dialog),
+                                     ("&Export report…", None, self.export_report),
+                                     ("&Quit", QKeySequence.StandardKey.Quit, self.close)):
+            action = QAction(text, self)
+            if shortcut:
+                action.setShortcut(shortcut)
+            action.triggered.connect(slot)
+            file_menu.addAction(action)
+
+    # -- audits list -------------------------------------------------------------------
+    def _fill_audits(self) -> None:
+        self.audits.blockSignals(True)
+        self.audits.clear()
+        for ws in self.settings.recent:
+            status = AuditStore(ws)
+            try:
+                text = status.status()
+            except SideError:
+                text = "unreadable"
+            finally:
+                status.close()
+            item = QListWidgetItem(f"{Path(ws).name}\n{text}")
+            item.setData(Qt.ItemDataRole.UserRole, ws)
+            item.setToolTip(ws)
+            self.audits.addItem(item)
+        self.audits.blockSignals(False)
+
+    def open_workspace(self, workspace: str) -> None:
+        workspace = str(Path(workspace).expanduser().resolve())
+        self.settings.add_recent(workspace)
+        self.settings.save()
+        self._fill_audits()
+        for i in range(self.audits.count()):
+            if self.audits.item(i).data(Qt.ItemDataRole.UserRole) == workspace:
+                self.audits.setCurrentRow(i)
+                return
+
+    def _on_select(self, item, _previous=None) -> None:
+        if item is None:
+            return
+        if self.worker is not None and self.worker.isRunning():
+            self.statusBar().showMessage("an audit is running; it keeps running in the background", 5000)
+        if self.store is not None:
+            self.store.close()
+        ws = item.data(Qt.ItemDataRole.UserRole)
+        self.store = AuditStore(ws)
+        self.settings.current = ws
+        self.gallery.set_filters(self.settings.filters.get(ws, {}))
+        self.setWindowTitle(f"SIDE Audit — {ws}")
+        self.refresh_views()
+
+    def open_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open an audit workspace")
+        if path:
+            if not (Path(path) / "audit.toml").exists():
+                QMessageBox.warning(self, "Open workspace", f"{path} holds no audit.toml")
+                return
+            self.open_workspace(path)
+
+    def new_audit(self) -> None:
+        dialog = NewAuditDialog(self)
+        if dialog.exec():
+            self.open_workspace(dialog.created_workspace())
+            self.tabs.setCurrentWidget(self.run_view)
+
+    # -- views ---------------------------------------------------------------------------
+    def refresh_views(self) -> None:
+        if self.store is None:
+            return
+        try:
+            cfg = self.store.config()
+            stages = self.store.stages()
+            if not (self.worker and self.worker.isRunning()):
+                self.run_view.show_stored(stages)
+            self.run_view.set_resumable(bool(stages))
+            data = self.store.metrics()
+            if data.get("audit"):
+                bands, higher = results.stored_bands(self.store.db)
+                self.results_view.set_data(data, results.best_scores(self.store.db), bands, higher)
+                self.risk.set_rows(results.exposure(self.store.db))
+                if cfg:
+                    self.gallery.set_lambdas([lam for _, lam in cfg.grid()])
+                self._load_gallery()
+            else:
+                self.results_view.set_data({"rows": []}, results.best_scores(self.store.db)
+                                           if self.store.started() else [], [], True)
+        except SideError as e:
+            self.statusBar().showMessage(str(e), 10000)
+
+    def _load_gallery(self) -> None:
+        f = self.gallery.filters()
+        self.gallery.set_rows(results.gallery_rows(self.store.db, f["band"], f["method"], f["lam"], f["train_idx"]))
+
+    def _on_filters(self, f: dict) -> None:
+        if self.store is None:
+            return
+        self.settings.filters[str(self.store.ws.root)] = f
+        self.settings.save()
+        if self.store.started():
+            self._load_gallery()
+
+    def _resolve_pair(self, row: dict) -> tuple[str, str]:
+        ws = self.store.ws.root
+        return str(ws / row["png"]), str(self.store.train_image_path(row["train_path"]))
+
+    def _show_training_image(self, idx: int) -> None:
+        self.gallery.set_filters({"train_idx": idx})
+        self._on_filters(self.gallery.filters())
+        self.tabs.setCurrentWidget(self.gallery)
+
+    def record_decision(self, ids: list, decision) -> None:
+        results.set_decision(self.store.db, list(ids), decision)
+        self.gallery.model.update_decisions(set(ids), decision)
+
+    def open_detail(self, row: dict) -> DetailDialog:
+        gen, train = self._resolve_pair(row)
+        others = results.sample_matches(self.store.db, row["id"])
+        dialog = DetailDialog(row, gen, train, others, self.store.train_image_path, self)
+        dialog.decision_made.connect(self.record_decision)
+        dialog.show()
+        return dialog
+
+    def export_report(self) -> None:
+        if self.store is None:
+            return
+        path, kind = QFileDialog.getSaveFileName(self, "Export report", str(self.store.ws.root / "report.html"),
+                                                 "HTML (*.html);;PDF (*.pdf);;CSV zip (*.zip)")
+        if not path:
+            return
+        fmt = "pdf" if path.endswith(".pdf") else "csv" if path.endswith(".zip") else "html"
+        try:
+            from side_engine.report import write_report
+
+            write_report(self.store.ws.root, fmt, path)
+        except (SideError, ImportError) as e:
+            QMessageBox.warning(self, "Export report", str(e))
+            return
+        self.statusBar().showMessage(f"wrote {path}", 10000)
+
+    # -- running ------------------------------------------------------------------------
+    def start_run(self) -> AuditWorker | None:
+        if self.store is None or (self.worker and self.worker.isRunning()):
+            return None
+        self.store.close()  # the engine opens its own connection; ours reopens on demand
+        self.worker = AuditWorker(str(self.store.ws.root), self)
+        sig = self.worker.progress.signals
+        sig.progress.connect(self.run_view.on_progress)
+        sig.stage_finished.connect(self.run_view.on_stage_finished)
+        sig.log.connect(self.run_view.append_log)
+        self.worker.succeeded.connect(lambda _: self._finished("audit complete"))
+        self.worker.failed.connect(lambda msg: self._finished(f"failed: {msg}"))
+        self.worker.cancelled.connect(lambda: self._finished("stopped; Resume continues where it stopped"))
+        self.run_view.set_running(True)
+        self.run_view.append_log(f"running {self.store.ws.root}")
+        self.refresh_timer.start()
+        self.worker.start()
+        return self.worker
+
+    def cancel_run(self) -> None:
+        if self.worker and self.worker.isRunning():
+            self.worker.cancel()
+            self.run_view.status.setText("stopping after the current batch…")
+
+    def _finished(self, message: str) -> None:
+        self.refresh_timer.stop()
+        self.run_view.set_running(False)
+        self.run_view.status.setText(message)
+        self.run_view.append_log(message)
+        self.refresh_views()
+        self._fill_audits()
+
+    # -- closing --------------------------------------------------------------------------
+    def _ask_close(self) -> bool:
+        answer = QMessageBox.question(self, "Quit SIDE Audit",
+                                      "An audit is running. Stop it after the current batch and quit? "
+                                      "Everything stored so far is kept; Resume continues later.")
+        return answer == QMessageBox.StandardButton.Yes
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        if self.worker and self.worker.isRunning():
+            if not self.confirm_close():
+                event.ignore()
+                return
+            self.worker.cancel()
+            self.worker.wait()
+        self.refresh_timer.stop()
+        if self.store is not None:
+            self.store.close()
+        self.settings.save()
+        event.accept()

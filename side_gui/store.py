@@ -1,0 +1,62 @@
+"""Read-side access for the views: a connection per (GUI) thread, opened on demand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from side_engine import config, results, storage
+from side_engine.workspace import Workspace
+
+
+class AuditStore:
+    """What the views show of one workspace; every call reads what is stored now."""
+
+    def __init__(self, workspace: str | Path) -> None:
+        self.ws = Workspace(workspace)
+        self._db = None
+
+    @property
+    def db(self):
+        if self._db is None:
+            self._db = storage.connect(self.ws.db_path)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def started(self) -> bool:
+        return self.ws.db_path.exists()
+
+    def config(self) -> config.AuditConfig | None:
+        try:
+            return self.ws.load_config()
+        except Exception:
+            return None
+
+    def status(self) -> str:
+        if not self.ws.exists():
+            return "missing"
+        if not self.started():
+            return "not started"
+        rows = storage.stage_rows(self.db)
+        if rows and all(r["status"] == "done" for r in rows) and any(r["name"] == "metrics" for r in rows):
+            return "complete"
+        if any(r["status"] == "failed" for r in rows):
+            return "failed"
+        if any(r["status"] in ("running", "stopped") for r in rows):
+            return "stopped"
+        return "in progress"
+
+    def stages(self) -> list[dict]:
+        return storage.stage_rows(self.db) if self.started() else []
+
+    def metrics(self) -> dict:
+        if not self.started() or not list(self.db["audits"].rows):
+            return {"audit": {}, "rows": [], "topk": [], "summary": [], "classifiers": [], "exposure": []}
+        return results.live_metrics(self.db)
+
+    def train_image_path(self, rel: str) -> Path:
+        info = results.audit_info(self.db)
+        return Path(info.get("train_path", "")) / rel
