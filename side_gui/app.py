@@ -56,8 +56,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"side-audit gui: error: {args.workspace} holds no audit.toml", file=sys.stderr)
             return 2
         window.open_workspace(args.workspace)
-    elif window.settings.current and Path(window.settings.current).exists():
-        window.open_workspace(window.settings.current)
     window.show()
     if args.screenshot:
         for p in screenshot(window, Path(args.screenshot)):

@@ -67,6 +67,8 @@ class MainWindow(QMainWindow):
         self._build_menu()
         self.statusBar()
         self._fill_audits()
+        if self.settings.current and (Path(self.settings.current) / "audit.toml").exists():
+            self.open_workspace(self.settings.current)  # reopening restores the last audit and its filters
 
     # -- menu ------------------------------------------------------------------------
     def _build_menu(self) -> None:

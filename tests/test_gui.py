@@ -1,0 +1,184 @@
+"""The desktop app, offscreen: dialog validation, a run through the worker, review, cancel/resume."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest.importorskip("PySide6")
+from PySide6.QtCore import QItemSelectionModel, QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication, QDialogButtonBox  # noqa: E402
+
+from side_engine import results, storage  # noqa: E402
+from side_engine.audit import AuditRunner, init_workspace  # noqa: E402
+from side_engine.demo import DEMO_FACES, DEMO_MODEL, QUICK_SETTINGS  # noqa: E402
+from side_gui.main_window import MainWindow  # noqa: E402
+from side_gui.settings import AppSettings  # noqa: E402
+from side_gui.widgets.new_audit_dialog import NewAuditDialog  # noqa: E402
+
+GUI_SETTINGS = dict(QUICK_SETTINGS, n_per_lambda=12, lambdas=[0, 2], batch_size=8)
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIDE_AUDIT_SETTINGS", str(tmp_path / "settings.json"))
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(qapp):
+    before = set(QApplication.topLevelWidgets())
+    yield
+    for _ in range(3):
+        qapp.processEvents()
+    leaked = [w for w in QApplication.topLevelWidgets() if w not in before and w.isVisible()]
+    assert not leaked, f"widgets left open: {leaked}"
+
+
+@pytest.fixture()
+def window(qtbot):
+    w = MainWindow(AppSettings())
+    qtbot.addWidget(w)
+    w.confirm_close = lambda: True
+    yield w
+    if w.worker is not None:
+        w.worker.cancel()
+        w.worker.wait(60_000)
+        assert not w.worker.isRunning()
+    w.close()
+
+
+@pytest.fixture()
+def demo_workspace(tmp_path):
+    return init_workspace(tmp_path / "ws", str(DEMO_MODEL), str(DEMO_FACES), **GUI_SETTINGS)
+
+
+def test_new_audit_dialog_rejects_bad_input_and_creates_workspace(qtbot, tmp_path, tiny_model, faces):
+    d = NewAuditDialog()
+    qtbot.addWidget(d)
+    ok = d.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    assert not ok.isEnabled()
+    d.workspace.setText(str(tmp_path / "new"))
+    d.checkpoint.setText(str(tmp_path / "missing"))
+    d.train_data.setText(str(faces))
+    assert not ok.isEnabled() and "no such folder" in d.error.text()
+    assert d.model_info.text().startswith("✗")
+    d.checkpoint.setText(str(tiny_model))
+    assert "16 px, 1 channel" in d.model_info.text()
+    assert "12 image files" in d.data_info.text() and d.thumbs.count() == 8
+    d.lambdas.setText("0, -3")
+    assert not ok.isEnabled() and "'lambdas' holds -3" in d.error.text()
+    d.lambdas.setText("0, 2, 5")
+    assert ok.isEnabled()
+    d.accept()
+    assert (tmp_path / "new" / "audit.toml").exists()
+    assert "lambdas = [0, 2, 5]" in (tmp_path / "new" / "audit.toml").read_text()
+
+
+def test_run_through_worker_then_review(qtbot, window, demo_workspace):
+    window.open_workspace(str(demo_workspace.root))
+    worker = window.start_run()
+    with qtbot.waitSignal(worker.succeeded, timeout=240_000):
+        pass
+    worker.wait()
+    window.refresh_views()
+    db = storage.connect(demo_workspace.db_path)
+    stored = {(r["method"], r["lam"], r["band"]): r["ams"] for r in db["metrics"].rows}
+    # plots hold the stored points
+    x, y = window.results_view.ams_plot.points[("side", "low")]
+    assert list(x) == [2.0] and y[0] == pytest.approx(100 * stored[("side", 2.0, "low")])
+    assert window.results_view.table1.rowCount() == 2
+    # gallery holds the stored pairs (samples kept as PNG), closest first
+    n_pairs = db.execute("select count(*) from samples where png is not null").fetchone()[0]
+    assert n_pairs > 0, "the demo model should yield some in-band pairs"
+    assert window.gallery.model.rowCount() == n_pairs
+    scores = [r["best"] for r in window.gallery.model.rows]
+    assert scores == sorted(scores)  # pixel ratio: lower is closer
+    # decisions: bulk on a selection, stored, and restored by a new window
+    sel = window.gallery.view.selectionModel()
+    for i in range(min(2, n_pairs)):
+        sel.select(window.gallery.model.index(i), QItemSelectionModel.SelectionFlag.Select)
+    window.gallery.decide("memorised")
+    decided = {r["sample_id"]: r["decision"] for r in db["decisions"].rows}
+    assert set(decided.values()) == {"memorised"} and len(decided) == min(2, n_pairs)
+    window.gallery.band.setCurrentText(window.gallery.model.rows[0]["band"])
+    band = window.gallery.filters()["band"]
+    window.close()
+    again = MainWindow(AppSettings.load())
+    qtbot.addWidget(again)
+    assert again.store is not None and str(again.store.ws.root) == str(demo_workspace.root)
+    assert again.gallery.filters()["band"] == band
+    assert all(r["band"] == band for r in again.gallery.model.rows)
+    assert {r["id"] for r in again.gallery.model.rows if r["decision"] == "memorised"} <= set(decided)
+    # the detail view shows the pair and records a decision
+    dialog = again.open_detail(again.gallery.model.rows[0])
+    qtbot.addWidget(dialog)
+    dialog.decide("not a copy")
+    assert results.gallery_rows(again.store.db)[0]["decision"] in ("not a copy", "memorised")
+    dialog.close()
+    # training images at risk open their generations
+    if again.risk.model.rows:
+        idx = again.risk.model.rows[0]["train_idx"]
+        again._show_training_image(idx)
+        ids = {r["id"] for r in again.gallery.model.rows}
+        matched = {r[0] for r in db.execute("select sample_id from matches where train_idx = ?", [idx])}
+        assert ids and ids <= matched
+    again.close()
+    db.close()
+
+
+def test_cancel_mid_run_keeps_ui_responsive_and_resumes(qtbot, window, demo_workspace):
+    window.open_workspace(str(demo_workspace.root))
+    worker = window.start_run()
+    latencies: list[float] = []
+    last = [time.monotonic()]
+
+    def tick():
+        now = time.monotonic()
+        latencies.append(now - last[0] - 0.02)
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(tick)
+    timer.start()
+    with qtbot.waitSignal(worker.progress.signals.progress, timeout=120_000,
+                          check_params_cb=lambda stage, done, total: stage == "sample" and done > 0):
+        pass
+    window.cancel_run()
+    with qtbot.waitSignal(worker.cancelled, timeout=120_000):
+        pass
+    timer.stop()
+    worker.wait()
+    assert latencies and max(latencies) < 0.1, f"event loop blocked for {max(latencies):.3f} s"
+    assert "stopped" in window.run_view.status.text()
+    assert window.run_view.start_button.text() == "Resume"
+    db = storage.connect(demo_workspace.db_path)
+    partial = db["samples"].count
+    db.close()
+    assert 0 < partial < 24
+    AuditRunner(demo_workspace).run()  # resumes to completion
+    db = storage.connect(demo_workspace.db_path)
+    assert db["samples"].count == 24
+    db.close()
+
+
+def test_close_during_run_cancels_cleanly(qtbot, demo_workspace):
+    w = MainWindow(AppSettings())
+    qtbot.addWidget(w)
+    w.confirm_close = lambda: True
+    w.open_workspace(str(demo_workspace.root))
+    worker = w.start_run()
+    with qtbot.waitSignal(worker.progress.signals.progress, timeout=120_000):
+        pass
+    w.close()
+    assert not worker.isRunning()
+
+
+def test_screenshot_mode(tmp_path, demo_workspace):
+    from side_gui.app import main
+
+    AuditRunner(demo_workspace).run()
+    assert main([str(demo_workspace.root), "--screenshot", str(tmp_path / "shots")]) == 0
+    shots = sorted(p.name for p in (tmp_path / "shots").glob("*.png"))
+    assert shots == ["1-run.png", "2-results.png", "3-gallery.png", "4-training-images-at-risk.png"]
