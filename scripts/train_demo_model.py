@@ -213,6 +213,10 @@ over random sampling.
   unguided DDIM-25 samples memorised (Gu et al.: nearest / second-nearest ℓ2 < 1/3),
   {best['distinct']} distinct faces.
 
+Training is resumable (`--work` keeps the optimiser state) and may run in
+segments with different CPU thread counts, which changes floating-point
+rounding only; it can stop as soon as a snapshot lies in the 10–50 % window.
+
 ## Memorisation during training (from `log.jsonl`)
 
 | step | mean loss | memorised | distinct faces |
