@@ -1,0 +1,231 @@
+"""Reports for privacy reviewers: one report model, rendered to HTML, PDF and CSV.
+
+``--redact`` keeps every training-image pixel on the machine: pairs are shown
+by training index, file hash and score only, and generated images are left out
+too (a memorised generation *is* training pixels). Charts carry no pixels.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import io
+import json
+import zipfile
+from pathlib import Path
+
+from . import __version__, charts, results, storage
+from .errors import ConfigError, WorkspaceError
+from .workspace import Workspace
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "resources" / "templates"
+BAND_WORDS = {"high": "near-identical copies", "mid": "close copies", "low": "loose resemblances"}
+
+
+def _b64(data: bytes, name: str = "") -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> dict:
+    """Everything a report shows, read from the workspace database."""
+    ws = Workspace(workspace)
+    if not ws.db_path.exists():
+        raise WorkspaceError(f"{ws.root}: no audit database; run the audit first")
+    db = storage.connect(ws.db_path)
+    try:
+        data = results.metrics_json(db)
+        if not data["rows"]:
+            raise WorkspaceError(f"{ws.root}: the audit has no metrics yet; finish it with `side-audit run`")
+        info = results.audit_info(db)
+        bands, higher = results.stored_bands(db)
+        stages = storage.stage_rows(db)
+        n_train = info["n_train"]
+        exposure = results.exposure(db)
+        decisions = {r["sample_id"]: r["decision"] for r in db["decisions"].rows}
+        pairs = results.gallery_rows(db)
+        pairs.sort(key=lambda r: (r["decision"] is None, -r["best"] if higher else r["best"]))
+        pairs = pairs[:top]
+        train_hash = {r["idx"]: r["sha256"] for r in db.query("select idx, sha256 from train_images")}
+        best_all = results.best_scores(db)
+        model = {
+            "tool": f"SIDE Audit {__version__}", "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "workspace": str(ws.root), "redacted": redact, "audit": info, "config": info["config"],
+            "bands": [{"name": b.name, "lo": b.lo, "hi": b.hi} for b in bands], "higher_is_closer": higher,
+            "stages": [{"name": s["name"], "seconds": s["seconds"] or 0.0, "status": s["status"]} for s in stages],
+            "rows": data["rows"], "topk": data["topk"], "summary": data["summary"],
+            "classifiers": data["classifiers"], "n_train": n_train,
+        }
+        model["headline"] = _headline(data["rows"], exposure, n_train, bands)
+        model["table1"] = _table1(data["rows"])
+        model["exposure"] = [
+            {**e, "hash": train_hash.get(e["train_idx"], ""), "path": None if redact else e["path"]}
+            for e in exposure[:50]]
+        model["pairs"] = []
+        for r in pairs:
+            item = {"id": r["id"], "method": r["method"], "lam": r["lam"], "seed": r["seed"], "score": r["best"],
+                    "band": r["band"], "train_idx": r["nearest"], "train_hash": train_hash.get(r["nearest"], ""),
+                    "train_path": None if redact else r["train_path"], "decision": decisions.get(r["id"])}
+            if not redact:
+                item["generated_png"] = (ws.root / r["png"]).read_bytes()
+                item["training_png"] = _thumbnail(Path(info["train_path"]) / r["train_path"])
+            model["pairs"].append(item)
+        model["charts"] = _charts(data["rows"], best_all, bands, higher, info.get("scorer"))
+        return model
+    finally:
+        db.close()
+
+
+def _thumbnail(path: Path, size: int = 128) -> bytes | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            scale = size / max(img.size)
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.NEAREST)
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            return buf.getvalue()
+    except OSError:
+        return None
+
+
+def _headline(rows: list[dict], exposure: list[dict], n_train: int, bands) -> list[str]:
+    """Plain-language findings, one sentence per band, closest band first."""
+    lines = []
+    for band in reversed([b.name for b in bands]):
+        hits = [e for e in exposure if e[band] > 0]
+        best = max((r for r in rows if r["band"] == band), key=lambda r: r["ums"], default=None)
+        random = next((r for r in rows if r["band"] == band and r["method"] == "random"), None)
+        text = (f"{len(hits)} of {n_train} training images were reproduced as {BAND_WORDS.get(band, band)} "
+                f"({band} band) by at least one generated image.")
+        if best and best["ums"] > 0:
+            text += (f" The most effective setting was {best['method'].upper()} at λ = {best['lambda']:g}: "
+                     f"{100 * best['ums']:.2f} % of its {best['n_generated']} images found distinct training "
+                     f"images in this band")
+            text += (f", against {100 * random['ums']:.2f} % for random sampling." if random else ".")
+        lines.append(text)
+    return lines
+
+
+def _table1(rows: list[dict]) -> list[dict]:
+    """Random and each method at its best λ (by mid-band UMS, then AMS), as in the paper's Table 1."""
+    out = []
+    for method in ("random", "ti", "side"):
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
+        by_lam: dict[float, dict] = {}
+        for r in mine:
+            by_lam.setdefault(r["lambda"], {})[r["band"]] = r
+        lam = max(by_lam, key=lambda k, t=by_lam: (t[k].get("mid", {}).get("ums", 0),
+                                                   t[k].get("mid", {}).get("ams", 0)))
+        n = next(iter(by_lam[lam].values()))["n_generated"]
+        out.append({"method": method, "lambda": lam, "n_generated": n, "bands": by_lam[lam]})
+    return out
+
+
+def _charts(rows, best_all, bands, higher, scorer) -> dict[str, bytes]:
+    out = {}
+    for metric in ("ams", "ums"):
+        series, hlines = [], []
+        for method in sorted({r["method"] for r in rows} - {"random"}):
+            for b in bands:
+                pts = sorted((r["lambda"], 100 * r[metric]) for r in rows
+                             if r["method"] == method and r["band"] == b.name)
+                if pts:
+                    series.append({"label": f"{method.upper()} {b.name}", "x": [p[0] for p in pts],
+                                   "y": [p[1] for p in pts], "colour": charts.COLOURS[b.name]})
+        for b in bands:
+            ref = [100 * r[metric] for r in rows if r["method"] == "random" and r["band"] == b.name]
+            if ref:
+                hlines.append({"label": f"Random {b.name}", "y": ref[0], "colour": charts.COLOURS[b.name]})
+        out[metric] = charts.line_chart(series, f"{metric.upper()} vs guidance scale", "λ", "% of N_G", hlines)
+    edges = [{"label": b.name, "x": b.lo if higher else b.hi, "colour": charts.COLOURS[b.name]} for b in bands]
+    what = "cosine (higher = closer)" if higher else "calibrated l2 ratio (lower = closer)"
+    out["hist"] = charts.histogram(best_all, edges, f"Best match of every generated image ({scorer})", what)
+    return out
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+def render_html(model: dict, image_src=_b64) -> str:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]))
+    env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.2f} %"
+    env.filters["num"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}"
+    env.filters["img"] = lambda data, name="": image_src(data, name)
+    return env.get_template("report.html.j2").render(m=model, json=json)
+
+
+def write_csv(model: dict, workspace: str | Path, out: Path) -> Path:
+    """A zip with one CSV per table (headers included) and the audit's identification."""
+    ws = Workspace(workspace)
+    db = storage.connect(ws.db_path)
+    try:
+        tables = {
+            "samples": "select id, method, lam, sample_index, seed, cls, best, nearest, second, gu_ratio, png, steered "
+                       "from samples order by id",
+            "matches": "select sample_id, train_idx, score from matches order by sample_id, train_idx",
+            "metrics": "select * from metrics order by method, lam, band",
+            "topk": "select * from topk order by method, lam, fraction",
+            "summary": "select * from summary order by method, lam",
+            "decisions": "select sample_id, train_idx, decision, note, decided_at from decisions order by sample_id",
+        }
+        if out.suffix != ".zip":
+            out = out.with_suffix(".zip")
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, query in tables.items():
+                cur = db.execute(query)
+                z.writestr(f"{name}.csv", _csv([c[0] for c in cur.description], cur.fetchall()))
+            exp = model["exposure_all"]
+            cols = ["train_idx", "hash", "high", "mid", "low", "total", "best_score", "best_sample"]
+            if not model["redacted"]:
+                cols.insert(1, "path")
+            z.writestr("exposure.csv", _csv(cols, [[e.get(c) for c in cols] for e in exp]))
+            ident = {k: model[k] for k in ("tool", "date", "workspace", "redacted", "config", "bands", "stages")}
+            ident["audit"] = {k: v for k, v in model["audit"].items() if k != "config"}
+            if model["redacted"]:
+                ident["audit"]["train_path"] = "(redacted)"
+            z.writestr("audit.json", json.dumps(ident, indent=2, default=str))
+        return out
+    finally:
+        db.close()
+
+
+def _csv(header: list[str], rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_report(workspace: str | Path, fmt: str, out: str | Path, redact: bool = False, top: int = 24) -> Path:
+    out = Path(out).expanduser()
+    if fmt not in ("html", "pdf", "csv"):
+        raise ConfigError(f"--format {fmt!r}: choose html, pdf or csv")
+    model = build_report(workspace, redact=redact, top=top)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "html":
+            out.write_text(render_html(model), encoding="utf-8")
+            return out
+        if fmt == "csv":
+            db = storage.connect(Workspace(workspace).db_path)
+            try:
+                exp = results.exposure(db)
+                hashes = {r["idx"]: r["sha256"] for r in db.query("select idx, sha256 from train_images")}
+            finally:
+                db.close()
+            model["exposure_all"] = [{**e, "hash": hashes.get(e["train_idx"], "")} for e in exp]
+            return write_csv(model, workspace, out)
+        try:
+            from side_gui.report_pdf import write_pdf
+        except ImportError as e:
+            raise ConfigError(f"PDF export needs PySide6 ({e})") from None
+        return write_pdf(model, out)
+    except OSError as e:
+        raise WorkspaceError(f"{out}: cannot write the report ({e.strerror or e})") from None

@@ -1,0 +1,106 @@
+"""Reports from a small stored audit: numbers equal the database, no external references, redaction."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+
+import pytest
+
+from side_engine import storage
+from side_engine.audit import AuditRunner, init_workspace
+from side_engine.cli import main
+from side_engine.demo import DEMO_FACES, DEMO_MODEL, QUICK_SETTINGS
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    ws = init_workspace(tmp_path_factory.mktemp("report") / "ws", str(DEMO_MODEL), str(DEMO_FACES),
+                        **dict(QUICK_SETTINGS, n_per_lambda=16, lambdas=[0, 2]))
+    AuditRunner(ws).run()
+    db = storage.connect(ws.db_path)
+    pairs = db.execute("select id from samples where png is not null order by best limit 1").fetchone()
+    assert pairs, "the demo model should yield in-band pairs"
+    from side_engine.results import set_decision
+
+    set_decision(db, [pairs[0]], "memorised")
+    db.close()
+    return ws
+
+
+def _stored(ws):
+    db = storage.connect(ws.db_path)
+    rows = list(db["metrics"].rows)
+    audit = list(db["audits"].rows)[0]
+    train_bytes = [(ws.root / "cache" / "train_pixels.npy").read_bytes()]
+    db.close()
+    return rows, audit, train_bytes
+
+
+def test_html_is_self_contained_and_holds_the_stored_numbers(audited, tmp_path):
+    out = tmp_path / "r.html"
+    assert main(["report", str(audited.root), "--format", "html", "--out", str(out)]) == 0
+    html = out.read_text()
+    rows, audit, _ = _stored(audited)
+    assert audit["checkpoint_sha256"] in html and audit["train_fingerprint"] in html
+    for r in rows:  # every cumulative rate appears as printed from the database
+        assert f"{100 * r['ums_cumulative']:.2f} %" in html
+    assert "memorised" in html
+    refs = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+
+
+def test_pdf_has_pages_and_the_summary(audited, tmp_path):
+    pypdf = pytest.importorskip("pypdf")
+    out = tmp_path / "r.pdf"
+    assert main(["report", str(audited.root), "--format", "pdf", "--out", str(out)]) == 0
+    reader = pypdf.PdfReader(str(out))
+    assert len(reader.pages) >= 2
+    text = " ".join(p.extract_text() for p in reader.pages)
+    text = re.sub(r"\s+", " ", text)
+    rows, audit, _ = _stored(audited)
+    assert "Summary" in text and "training images were reproduced" in text
+    random_low = next(r for r in rows if r["method"] == "random" and r["band"] == "low")
+    assert f"{100 * random_low['ams']:.2f} %" in text
+    assert re.search(r"\b2\b", reader.pages[1].extract_text())  # page number on page 2
+
+
+def test_csv_zip_tables_match_database(audited, tmp_path):
+    out = tmp_path / "r.zip"
+    assert main(["report", str(audited.root), "--format", "csv", "--out", str(out)]) == 0
+    with zipfile.ZipFile(out) as z:
+        names = set(z.namelist())
+        assert {"samples.csv", "matches.csv", "metrics.csv", "exposure.csv", "decisions.csv"} <= names
+        samples = z.read("samples.csv").decode().splitlines()
+        decisions = z.read("decisions.csv").decode().splitlines()
+    db = storage.connect(audited.db_path)
+    assert len(samples) - 1 == db["samples"].count and samples[0].startswith("id,method,lam")
+    assert len(decisions) == 2 and "memorised" in decisions[1]
+    db.close()
+
+
+def test_redacted_report_holds_no_image_pixels(audited, tmp_path):
+    out = tmp_path / "red.html"
+    assert main(["report", str(audited.root), "--format", "html", "--out", str(out), "--redact"]) == 0
+    html = out.read_text()
+    assert "REDACTED REPORT" in html
+    # only the three charts are embedded; no thumbnail of any pair
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) == 3
+    import base64
+    import io
+
+    from PIL import Image
+
+    for data in images:
+        assert Image.open(io.BytesIO(base64.b64decode(data))).size == (560, 330)  # charts only
+    assert str(DEMO_FACES) not in html and "lfw_0" not in html
+    pdf = tmp_path / "red.pdf"
+    assert main(["report", str(audited.root), "--format", "pdf", "--out", str(pdf), "--redact"]) == 0
+
+
+def test_report_before_the_audit_ran_is_a_clear_error(tmp_path, tiny_model, faces, capsys):
+    ws = init_workspace(tmp_path / "ws", str(tiny_model), str(faces))
+    assert main(["report", str(ws.root), "--format", "html", "--out", str(tmp_path / "x.html")]) == 3
+    assert "run the audit first" in capsys.readouterr().err
