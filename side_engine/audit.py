@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -463,12 +464,16 @@ class AuditRunner:
                 "second": _f(scores.second[r]), "gu_ratio": _f(scores.gu_ratio[r]), "png": png,
                 "steered": int(steered[r]) if steered is not None else None,
             })
-        with self.db.atomic():
-            ids = []
-            for row in rows:
-                ids.append(self.db["samples"].insert(row).last_pk)
-            self.db["matches"].insert_all(
-                {"sample_id": ids[r], "train_idx": j, "score": s} for r, j, s in scores.pairs)
+        try:
+            with self.db.atomic():  # one batch, one transaction: all of it or none of it
+                ids = []
+                for row in rows:
+                    ids.append(self.db["samples"].insert(row).last_pk)
+                self.db["matches"].insert_all(
+                    {"sample_id": ids[r], "train_idx": j, "score": s} for r, j, s in scores.pairs)
+        except sqlite3.OperationalError as e:
+            raise WorkspaceError(f"{self.ws.db_path}: cannot store a batch ({e}); the database keeps every "
+                                 "earlier batch — free space or fix permissions, then run again") from None
 
     @staticmethod
     def _write_png(img: np.ndarray, path: Path) -> None:

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -287,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     except SideError as e:
         print(f"side-audit: error: {e}", file=sys.stderr)
         return e.exit_code
+    except sqlite3.OperationalError as e:
+        print(f"side-audit: error: workspace database: {e} (stored work is kept)", file=sys.stderr)
+        return 3
+    except OSError as e:
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"side-audit: error: {where}{e.strerror or e} (stored work is kept)", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("side-audit: stopped; committed work is kept, run again to resume", file=sys.stderr)
         return 130
