@@ -142,6 +142,7 @@ class AuditRunner:
                                                               self.target.channels)
             self._stage_import(cfg)
             self._record_audit(cfg)
+            self._log_estimate(cfg)
             self._stage_embed(cfg)
             synthetic_first = cfg.label_source == "synthetic-clusters"
             if synthetic_first:
@@ -194,6 +195,24 @@ class AuditRunner:
                 "scorer_sha256": "",
             })
             storage.set_kv(self.db, "model", self.target.summary())
+
+    def _log_estimate(self, cfg: AuditConfig) -> None:
+        """Before the long stages: a timed probe of this device, scaled to the work left."""
+        from .estimate import describe_seconds, estimate, probe
+
+        done = [r["name"] for r in storage.stage_rows(self.db) if r["status"] == "done"]
+        if "metrics" in done:
+            return
+        stored = self.db["samples"].count
+        total = len(cfg.grid()) * cfg.n_per_lambda
+        k = cfg.k or labels.default_k(len(self.train_pixels))
+        per = probe(self.target.unet, cfg, k, self.target.channels, self.target.sample_size, self.device,
+                    self.batch)
+        est = estimate(per, cfg, len(self.train_pixels), {"sample": total - stored, "done": done})
+        storage.set_kv(self.db, "estimate", est)
+        self.progress.log(f"estimated time left ≈ {describe_seconds(est['total'])} on {describe(self.device)} "
+                          f"(probe: UNet {1e3 * per['unet']:.2f} ms, guidance {1e3 * per['guidance']:.2f} ms "
+                          "per image and step)")
 
     # -- 1. import -------------------------------------------------------------------
     def _stage_import(self, cfg: AuditConfig) -> None:

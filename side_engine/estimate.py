@@ -1,0 +1,84 @@
+"""How long will an audit take? A short timed probe of the real networks on this device.
+
+Times one UNet forward, one classifier input-gradient (guidance) and one
+classifier training step on a small batch, then scales by the work each
+stage has left. A rough guide (batching and warm caches change it), shown before a run.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .classifiers import ResNetClassifier, small_stem_for
+from .config import AuditConfig
+
+
+def _timed(fn, device: torch.device, repeat: int = 2) -> float:
+    fn()  # warm-up (allocations, kernels, autotuning)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) / repeat
+
+
+def probe(unet, cfg: AuditConfig, k: int, channels: int, size: int, device: torch.device, batch: int) -> dict:
+    """Seconds per image: UNet step, guidance gradient, classifier training step."""
+    b = max(1, min(batch, 16 if device.type == "cpu" else 64))
+    x = torch.randn(b, channels, size, size, device=device)
+    t = torch.full((b,), 500, device=device, dtype=torch.long)
+    clf = ResNetClassifier(max(k, 2), channels, cfg.classifier_width, small_stem_for(size, cfg.classifier_stem),
+                           time_dependent=True).to(device)
+    with torch.no_grad():
+        unet_s = _timed(lambda: unet(x, t).sample, device) / b
+
+    def grad():
+        clf.eval().requires_grad_(False)
+        xr = x.detach().requires_grad_(True)
+        torch.autograd.grad(clf(xr, t).log_softmax(1)[:, 0].sum(), xr)
+
+    grad_s = _timed(grad, device) / b
+    clf.train().requires_grad_(True)
+    opt = torch.optim.AdamW(clf.parameters(), lr=1e-4)
+
+    def step():
+        loss = clf(x, t).logsumexp(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    train_s = _timed(step, device) / b
+    return {"unet": unet_s, "guidance": grad_s, "train": train_s}
+
+
+def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | None = None) -> dict:
+    """Seconds per stage. ``pending`` may give the work left per stage (a resumed run)."""
+    pending = pending or {}
+    guided = sum(cfg.n_per_lambda for m, lam in cfg.grid() if lam > 0)
+    total = len(cfg.grid()) * cfg.n_per_lambda
+    frac = pending.get("sample", total) / max(total, 1)
+    ti_epochs = 0 if cfg.label_source == "synthetic-clusters" else cfg.classifier_epochs
+    stages = {
+        "classifier": ti_epochs * n_train * per_image["train"],
+        "synthetic": cfg.n_syn * cfg.steps * per_image["unet"],
+        "tdkd": cfg.tdkd_epochs * cfg.n_syn * 0.9 * per_image["train"],
+        "sample": frac * cfg.steps * (total * per_image["unet"] + guided * per_image["guidance"]),
+    }
+    for name in pending.get("done", ()):
+        stages[name] = 0.0
+    stages["total"] = sum(stages.values())
+    return stages
+
+
+def describe_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
