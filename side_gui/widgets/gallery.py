@@ -24,13 +24,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .rows_model import RowsMixin
+
 THUMB = 96
 DECISION_KEYS = {"memorised": "M", "not a copy": "N", "unsure": "U"}
 DECISION_COLOURS = {"memorised": QColor(200, 40, 40), "not a copy": QColor(40, 150, 60),
                     "unsure": QColor(200, 150, 20)}
 
-
-_ROOT = QModelIndex()
 
 
 class ThumbnailCache:
@@ -58,20 +58,12 @@ class ThumbnailCache:
         return len(self._items)
 
 
-class GalleryModel(QAbstractListModel):
+class GalleryModel(RowsMixin, QAbstractListModel):
     RowRole = Qt.ItemDataRole.UserRole + 1
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.rows: list[dict] = []
-
-    def set_rows(self, rows: list[dict]) -> None:
-        self.beginResetModel()
-        self.rows = rows
-        self.endResetModel()
-
-    def rowCount(self, parent=_ROOT) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.rows)
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, Qt, Signal
 from PySide6.QtWidgets import QLabel, QTableView, QVBoxLayout, QWidget
+
+from .rows_model import _ROOT, RowsMixin
 
 COLUMNS = ("train_idx", "path", "high", "mid", "low", "total", "best_score")
 TITLES = ("#", "training image", "high", "mid", "low", "matches", "best score")
 
 
-_ROOT = QModelIndex()
 
-
-class ExposureModel(QAbstractTableModel):
+class ExposureModel(RowsMixin, QAbstractTableModel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.rows: list[dict] = []
-
-    def set_rows(self, rows: list[dict]) -> None:
-        self.beginResetModel()
-        self.rows = rows
-        self.endResetModel()
-
-    def rowCount(self, parent=_ROOT) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.rows)
 
     def columnCount(self, parent=_ROOT) -> int:  # noqa: N802
         return len(COLUMNS)
