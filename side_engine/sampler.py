@@ -148,8 +148,12 @@ class GuidedSampler:
             if grad is not None:
                 grad = grad * scale
             z = None
-            if stochastic:
-                z = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]).to(self.device)
+            if stochastic:  # per-sample CPU generators keep images device-independent
+                z = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators])
+                if self.device.type == "cuda":  # pinned + non_blocking: no wait on the device
+                    z = z.pin_memory().to(self.device, non_blocking=True)
+                else:
+                    z = z.to(self.device)
             x = self._step(x, eps, grad, a_t, a_prev, t, z)
         return x.clamp(-1, 1) if steps is None else x
 
