@@ -135,6 +135,8 @@ class ResultsView(QWidget):
 
     def _draw_hist(self) -> None:
         self.hist.clear()
+        self.hist.setLabel("bottom", "best match: cosine (higher = closer)" if self._higher
+                           else "best match: calibrated l2 ratio (lower = closer)")
         best = self._best[np.isfinite(self._best)] if len(self._best) else self._best
         if not len(best):
             return
