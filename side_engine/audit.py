@@ -137,7 +137,7 @@ class AuditRunner:
         try:
             self._check_identity(cfg)
             self.scorer_name = choose_scorer_name(cfg.scorer, self.target.sample_size)
-            self.bands = bands_for(None, cfg.bands_sscd if self.scorer_name == "sscd" else cfg.bands_pixel)
+            self.bands = bands_for(cfg.bands_sscd if self.scorer_name == "sscd" else cfg.bands_pixel)
             self.batch = cfg.batch_size or default_batch_size(self.device, self.target.sample_size,
                                                               self.target.channels)
             self._stage_import(cfg)

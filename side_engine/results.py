@@ -99,7 +99,7 @@ def stored_bands(db: sqlite_utils.Database) -> tuple[list[Band], bool]:
     info = audit_info(db)
     cfg = info["config"]
     sscd = info.get("scorer") == "sscd"
-    return bands_for(None, cfg["bands_sscd"] if sscd else cfg["bands_pixel"]), sscd
+    return bands_for(cfg["bands_sscd"] if sscd else cfg["bands_pixel"]), sscd
 
 
 def exposure(db: sqlite_utils.Database, method: str | None = None, limit: int | None = None) -> list[dict]:

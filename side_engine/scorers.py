@@ -152,6 +152,6 @@ def make_scorer(name: str, sscd_model: str = "", device: str = "cpu", threads: i
     raise ConfigError(f"setting 'scorer' = {name!r}: must be auto, pixel or sscd")
 
 
-def bands_for(scorer: Scorer, config_bands: dict) -> list[Band]:
+def bands_for(config_bands: dict) -> list[Band]:
     """Bands ordered far -> close (low, mid, high)."""
     return [Band(n, float(config_bands[n][0]), float(config_bands[n][1])) for n in ("low", "mid", "high")]
