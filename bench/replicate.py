@@ -117,10 +117,12 @@ def write_markdown(args, runs, lambdas, wall) -> None:
     import torch
 
     seeds = args.seeds
+    audit_seconds = sum(sum(v or 0 for k, v in d["stages"].items() if k != "score") for d in runs.values())
     lines = ["# Replication study: SIDE vs Random vs TI on the demo model", "",
              f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, Python "
              f"{platform.python_version()}, torch {torch.__version__}; {time.strftime('%Y-%m-%d')}; "
-             f"wall time {wall / 60:.0f} min.", "",
+             f"audit time {audit_seconds / 60:.0f} min in all (stored stage times; a rerun over "
+             "finished workspaces only re-aggregates).", "",
              "Command:", "", "```",
              f"python bench/replicate.py --seeds {' '.join(map(str, seeds))} --k {' '.join(map(str, args.k))} "
              f"--n {args.n} --lambdas {args.lambdas} --methods {args.methods}", "```", "",

@@ -17,7 +17,13 @@ def _font(size: int = 13):
         return ImageFont.load_default()
 
 
+def _plain(text: str) -> str:
+    """Pillow's built-in font has no Greek: spell λ out."""
+    return text.replace("λ", "lambda")
+
+
 def _frame(w: int, h: int, title: str, xlabel: str, ylabel: str):
+    title, xlabel, ylabel = _plain(title), _plain(xlabel), _plain(ylabel)
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
     box = (60, 30, w - 20, h - 45)
@@ -63,7 +69,7 @@ def line_chart(series: Sequence[dict], title: str, xlabel: str, ylabel: str, hli
     ly = y0 + 6
     for entry in list(series) + list(hlines):
         d.line([(x1 - 150, ly + 6), (x1 - 130, ly + 6)], fill=entry["colour"], width=2)
-        d.text((x1 - 126, ly), entry["label"], fill="black", font=_font(11))
+        d.text((x1 - 126, ly), _plain(entry["label"]), fill="black", font=_font(11))
         ly += 15
     return _png(img)
 
