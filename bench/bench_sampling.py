@@ -31,17 +31,21 @@ from side_engine.demo import DEMO_MODEL, DEMO_SETTINGS  # noqa: E402
 from side_engine.sampler import Guide, GuidedSampler  # noqa: E402
 
 
-def timed(fn, device, repeat):
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    best = float("inf")
+def interleaved(variants: dict, device, repeat: int) -> dict:
+    """Best of ``repeat`` rounds, the variants alternating within each round so that a slow
+    stretch of the machine hits all of them alike."""
+    for fn in variants.values():
+        fn()  # warm-up (and compilation)
+    best = dict.fromkeys(variants, float("inf"))
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
+        for name, fn in variants.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best[name] = min(best[name], time.perf_counter() - t0)
     return best
 
 
@@ -64,7 +68,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
     device = torch.device(args.device)
     unet, sched, clf = models(device)
@@ -76,7 +80,7 @@ def main() -> None:
     print(f"# {platform.machine()} {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else ''}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; {size} px x{ch}, batch {b}, "
           f"{args.steps} DDIM steps, {time.strftime('%Y-%m-%d')}")
-    results = {}
+    variants = {}
     pipe = DDIMPipeline(unet=unet, scheduler=sched).to(device)
     pipe.set_progress_bar_config(disable=True)
 
@@ -84,25 +88,23 @@ def main() -> None:
         gen = torch.Generator(device="cpu").manual_seed(0)
         pipe(batch_size=b, num_inference_steps=args.steps, generator=gen, output_type="np")
 
-    results["diffusers DDIMPipeline fp32"] = timed(diffusers_run, device, args.repeat)
+    variants["diffusers DDIMPipeline fp32"] = diffusers_run
     for precision in (["fp32", "bf16"] if device.type == "cuda" else ["fp32"]):
         s = GuidedSampler(unet, sched, "ddim", args.steps, 0.0, device, precision)
-        results[f"ours unguided {precision}"] = timed(
-            lambda s=s: s.sample(noise, torch.zeros(b), cls), device, args.repeat)
-        results[f"ours SIDE-guided {precision}"] = timed(
-            lambda s=s: s.sample(noise, torch.full((b,), 3.0), cls, [Guide(clf, rows, True)]), device, args.repeat)
+        variants[f"ours unguided {precision}"] = lambda s=s: s.sample(noise, torch.zeros(b), cls)
+        variants[f"ours SIDE-guided {precision}"] = (
+            lambda s=s: s.sample(noise, torch.full((b,), 3.0), cls, [Guide(clf, rows, True)]))
     if device.type == "cuda":
-        unet.to(memory_format=torch.channels_last)
-        clf.to(memory_format=torch.channels_last)
         try:
-            unet_c = torch.compile(unet)
+            unet_c = torch.compile(unet.to(memory_format=torch.channels_last))
+            clf.to(memory_format=torch.channels_last)
             s = GuidedSampler(unet_c, sched, "ddim", args.steps, 0.0, device, "bf16")
-            results["ours unguided bf16+channels_last+compile"] = timed(
-                lambda: s.sample(noise, torch.zeros(b), cls), device, args.repeat)
-            results["ours SIDE-guided bf16+channels_last+compile"] = timed(
-                lambda: s.sample(noise, torch.full((b,), 3.0), cls, [Guide(clf, rows, True)]), device, args.repeat)
+            variants["ours unguided bf16+channels_last+compile"] = lambda s=s: s.sample(noise, torch.zeros(b), cls)
+            variants["ours SIDE-guided bf16+channels_last+compile"] = (
+                lambda s=s: s.sample(noise, torch.full((b,), 3.0), cls, [Guide(clf, rows, True)]))
         except Exception as e:  # compile is optional
             print(f"# torch.compile unavailable: {e}")
+    results = interleaved(variants, device, args.repeat)
     print("| variant | s / batch | images/s |\n|---|---:|---:|")
     for name, sec in results.items():
         print(f"| {name} | {sec:.3f} | {b / sec:.1f} |")

@@ -324,7 +324,7 @@ class AuditRunner:
     def _stage_classifier(self, cfg: AuditConfig) -> None:
         path = self._classifier_path("ti")
         if self._done("classifier") and path.exists():
-            self.ti = load_classifier(path, self.device).requires_grad_(False)
+            self.ti = _for_guidance(load_classifier(path, self.device))
             return
         with self._stage("classifier"):
             torch.manual_seed(cfg.seed)
@@ -337,7 +337,7 @@ class AuditRunner:
             self._store_classifier("ti", path, report)
             self.progress.log(f"TI classifier: accuracy {report.accuracy:.3f} on {report.held_out}; "
                               f"train accuracy {report.details['train_accuracy']:.3f}")
-            self.ti = model.eval().requires_grad_(False)
+            self.ti = _for_guidance(model)
 
     def _store_classifier(self, name: str, path: Path, report) -> None:
         with self.db.atomic():
@@ -390,7 +390,7 @@ class AuditRunner:
             self.td = None
             return
         if self._done("tdkd") and path.exists():
-            self.td = load_classifier(path, self.device).requires_grad_(False)
+            self.td = _for_guidance(load_classifier(path, self.device))
             return
         with self._stage("tdkd"):
             syn = self._load_synthetic(cfg)
@@ -415,7 +415,7 @@ class AuditRunner:
             agree = ", ".join(f"{k}: {v:.2f}" for k, v in report.details["agreement_by_t"].items())
             self.progress.log(f"TD classifier ({report.details['objective']}): final loss {report.final_loss:.4f}; "
                               f"held-out agreement {agree}")
-            self.td = td.eval().requires_grad_(False)
+            self.td = _for_guidance(td)
 
     # -- 6 + 7. sampling with streamed scoring ------------------------------------------------
     def plan(self, cfg: AuditConfig) -> list[tuple[str, float, int]]:
@@ -511,6 +511,11 @@ class AuditRunner:
             results.compute_and_store(self.db, cfg, self.scorer.higher_is_closer, self.bands,
                                       self.scorer_name)
             self._update("metrics", 1, 1)
+
+
+def _for_guidance(model: torch.nn.Module) -> torch.nn.Module:
+    """Frozen, eval-mode, channels_last: the classifier as the sampler differentiates it."""
+    return model.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
 
 def _f(v) -> float | None:
