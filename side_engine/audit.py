@@ -514,8 +514,8 @@ class AuditRunner:
 
 
 def _for_guidance(model: torch.nn.Module) -> torch.nn.Module:
-    """Frozen, eval-mode, channels_last: the classifier as the sampler differentiates it."""
-    return model.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+    """Frozen and in eval mode: the classifier as the sampler differentiates it."""
+    return model.eval().requires_grad_(False)
 
 
 def _f(v) -> float | None:

@@ -125,8 +125,9 @@ def test_config_errors_name_the_setting():
     with pytest.raises(ConfigError, match="invalid TOML"):
         config.loads(good + "\n[[[")
     with pytest.raises(ConfigError, match="unknown setting 'run.bogus'"):
-        config.loads(good + "\n[run]\nbogus = 1\n".replace("[run]\n", ""), "x").validate() if False else \
-            config.loads(good.replace("seed = 0", "seed = 0\nbogus = 1"))
+        config.loads(good.replace("seed = 0", "seed = 0\nbogus = 1"))
+    with pytest.raises(ConfigError, match="belongs in \\[run\\]"):
+        config.loads(good.replace("[sampling]", "[sampling]\nseed = 3"))
     for bad, match in [("lambdas = []", "'lambdas' is empty"), ("lambdas = [0, -1]", "'lambdas' holds -1"),
                        ('device = "tpu"', "'device'"), ('lambdas = ["a"]', "'lambdas' holds 'a'")]:
         text = good
