@@ -145,6 +145,10 @@ def import_training_set(
 
 
 def to_model_tensor_range(pixels: np.ndarray) -> np.ndarray:
-    """uint8 HWC -> float32 CHW in [-1, 1], the model's input range."""
-    x = pixels.astype(np.float32).transpose(0, 3, 1, 2)
+    """uint8 HWC -> float32 CHW in [-1, 1], the model's input range.
+
+    Contiguous on purpose: a transposed view reaches torch as a channels_last-strided
+    tensor, and with 3 channels torch 2.13's oneDNN convolution backward crashed
+    (SIGSEGV/SIGABRT) on such inputs during TDKD."""
+    x = np.ascontiguousarray(pixels.astype(np.float32).transpose(0, 3, 1, 2))
     return x / 127.5 - 1.0

@@ -119,12 +119,14 @@ def test_bad_image_corpus_is_reported_by_path(tmp_path):
 
 
 def test_grey_data_for_rgb_model_is_converted_and_said(tmp_path, tiny_rgb_model, faces):
-    from side_engine.progress import RecordingProgress
-
+    # Through the CLI, in its own process, with the default 2 threads: this is how an RGB
+    # audit crashed (SIGSEGV in TDKD backward on channels_last-strided input) before the
+    # training tensors were made contiguous.
     ws = init_workspace(tmp_path / "ws", str(tiny_rgb_model), str(faces), **TINY_SETTINGS)
-    p = RecordingProgress()
-    AuditRunner(ws, p).run()
-    assert any("converted to RGB" in m for m in p.messages)
+    out = subprocess.run([sys.executable, "-m", "side_engine", "run", str(ws.root)], capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, COLUMNS="200"))
+    assert out.returncode == 0, out.stderr
+    assert "converted to RGB" in out.stderr
     assert np.load(ws.cache_dir / "train_pixels.npy").shape[-1] == 3
 
 
