@@ -74,10 +74,10 @@ def live_metrics(db: sqlite_utils.Database) -> dict:
     bands, higher = stored_bands(db)
     m, t, s = compute_tables(db, cfg, higher, bands, info.get("scorer") or "pixel")
     out = metrics_json(db)
-    rename = lambda rows: [dict(r, **{"lambda": r["lam"]}) for r in rows if r["n_generated"] or "fraction" in r]  # noqa: E731
-    out["rows"] = rename(m)
-    out["summary"] = rename(s)
-    out["topk"] = [dict(r, **{"lambda": r["lam"]}) for r in t]
+    started = {(r["method"], r["lam"]) for r in s if r["n_generated"]}  # (method, λ) with samples so far
+    out["rows"] = [dict(r, **{"lambda": r["lam"]}) for r in m if (r["method"], r["lam"]) in started]
+    out["summary"] = [dict(r, **{"lambda": r["lam"]}) for r in s if (r["method"], r["lam"]) in started]
+    out["topk"] = [dict(r, **{"lambda": r["lam"]}) for r in t if (r["method"], r["lam"]) in started]
     return out
 
 
