@@ -64,10 +64,19 @@ def run_demo(args) -> int:
     print(f"\ndemo audit finished in {time.time() - t0:.0f} s. Workspace: {ws.root}")
     print(f"  side-audit metrics {ws.root} --json   # every number\n  side-audit gui {ws.root}              "
           "# review the pairs")
-    if not args.no_gui:
+    if not args.no_gui and _has_display():
         try:
             from side_gui.app import main as gui_main
         except ImportError:
             return 0
         return gui_main([str(ws.root)])
     return 0
+
+
+def _has_display() -> bool:
+    """Open the app only where a window can appear (Qt aborts without a display)."""
+    import os
+
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
