@@ -10,7 +10,6 @@ result-affecting settings are compared with those the audit started with.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sqlite3
@@ -39,7 +38,13 @@ from .neighbours import TrainIndex
 from .progress import Progress
 from .sampler import SYNTHETIC_STREAM, Guide, GuidedSampler, sample_inputs, sample_seed, to_uint8
 from .scorers import bands_for, choose_scorer_name, make_scorer
-from .training_set import IMAGE_SUFFIXES, import_training_set, list_images, to_model_tensor_range
+from .training_set import (
+    IMAGE_SUFFIXES,
+    files_fingerprint,
+    import_training_set,
+    list_images,
+    to_model_tensor_range,
+)
 from .workspace import Workspace
 
 STAGES = ("import", "embed", "labels", "classifier", "synthetic", "tdkd", "sample", "score", "metrics")
@@ -53,14 +58,6 @@ def package_versions() -> dict[str, str]:
     return {"side-audit": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "diffusers": diffusers.__version__, "numpy": np.__version__, "faiss": faiss.__version__,
             "sqlite-utils": getattr(sqlite_utils, "__version__", "4")}
-
-
-def files_fingerprint(root: Path) -> str:
-    """SHA-256 over every image file of the folder (readable or not): detects any change."""
-    hashes = []
-    for p in list_images(root):
-        hashes.append(hashlib.sha256(p.read_bytes()).hexdigest())
-    return hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()
 
 
 @dataclass
@@ -247,7 +244,7 @@ class AuditRunner:
                     {"idx": i, "path": p, "sha256": h, "label": lab, "surrogate": None}
                     for i, (p, h, lab) in enumerate(zip(imported.paths, imported.hashes, imported.labels)))
                 storage.set_kv(self.db, "train_fingerprint", imported.fingerprint)
-                storage.set_kv(self.db, "train_files_fingerprint", files_fingerprint(root))
+                storage.set_kv(self.db, "train_files_fingerprint", imported.files_fingerprint)
                 storage.set_kv(self.db, "unreadable", imported.unreadable)
                 storage.set_kv(self.db, "converted", imported.converted)
             self.train_pixels = imported.pixels

@@ -32,6 +32,7 @@ class ImportedSet:
     fingerprint: str
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     converted: int = 0  # images whose channel count was changed to the model's
+    files_fingerprint: str = ""  # over every image file, readable or not (see files_fingerprint)
 
 
 def list_images(root: Path) -> list[Path]:
@@ -105,12 +106,13 @@ def import_training_set(
     root = Path(root).expanduser()
     files = list_images(root)
     csv_labels = read_labels_csv(Path(labels_csv), root) if labels_csv else None
-    pixels, paths, hashes, labels, unreadable = [], [], [], [], []
+    pixels, paths, hashes, labels, unreadable, file_hashes = [], [], [], [], [], []
     converted = 0
     for i, p in enumerate(files):
         rel = p.relative_to(root).as_posix()
         try:
             data = p.read_bytes()
+            file_hashes.append(hashlib.sha256(data).hexdigest())
             if not data:
                 raise OSError("empty file")
             with warnings.catch_warnings():
@@ -127,7 +129,7 @@ def import_training_set(
             converted += conv
             pixels.append(arr)
             paths.append(rel)
-            hashes.append(hashlib.sha256(data).hexdigest())
+            hashes.append(file_hashes[-1])
             if csv_labels is not None:
                 labels.append(csv_labels.get(rel))
             else:
@@ -141,7 +143,14 @@ def import_training_set(
     return ImportedSet(
         pixels=np.stack(pixels), paths=paths, hashes=hashes, labels=labels,
         fingerprint=fingerprint(hashes), unreadable=unreadable, converted=converted,
+        files_fingerprint=fingerprint(file_hashes),
     )
+
+
+def files_fingerprint(root: Path) -> str:
+    """Fingerprint over every image file of the folder (readable or not): detects any change
+    before a resume, without decoding anything."""
+    return fingerprint([hashlib.sha256(p.read_bytes()).hexdigest() for p in list_images(root)])
 
 
 def to_model_tensor_range(pixels: np.ndarray) -> np.ndarray:

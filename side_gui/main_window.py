@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
@@ -143,6 +144,16 @@ class MainWindow(QMainWindow):
     def refresh_views(self) -> None:
         if self.store is None:
             return
+        t0 = time.perf_counter()
+        try:
+            self._refresh_views()
+        finally:
+            # reading a large audit takes a while: refresh at most 10 % of the time, so the
+            # live view never starves the event loop however big the audit grows
+            spent_ms = 1000 * (time.perf_counter() - t0)
+            self.refresh_timer.setInterval(max(1500, int(10 * spent_ms)))
+
+    def _refresh_views(self) -> None:
         try:
             cfg = self.store.config()
             stages = self.store.stages()
