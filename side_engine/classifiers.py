@@ -8,6 +8,7 @@ so a fresh TD classifier computes exactly what the TI classifier computes.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -108,6 +109,42 @@ def time_dependent_from(ti: ResNetClassifier) -> ResNetClassifier:
     missing, unexpected = td.load_state_dict(ti.state_dict(), strict=False)
     assert not unexpected and all("time_" in k for k in missing), (missing, unexpected)
     return td.to(next(ti.parameters()).device)
+
+
+def for_guidance(model: ResNetClassifier, channels_last: bool = True) -> ResNetClassifier:
+    """A frozen copy for sampling: eval BatchNorm folded into the convolutions before it.
+
+    Guidance differentiates the classifier ~50 times per image; folding removes every
+    BatchNorm pass (forward and backward) and computes the same function (up to rounding:
+    an eval-mode BatchNorm is a per-channel affine map). channels_last suits oneDNN and
+    cuDNN; inputs are converted to match in the sampler. The original stays untouched
+    (TDKD copies its state dict, which the folded copy no longer matches).
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(model).eval()
+    stem = list(fused.stem)
+    fused.stem = nn.Sequential(fuse_conv_bn_eval(stem[0], stem[1]), *stem[2:])
+    for block in fused.blocks:
+        block.conv1 = fuse_conv_bn_eval(block.conv1, block.bn1)
+        block.bn1 = nn.Identity()
+        block.conv2 = fuse_conv_bn_eval(block.conv2, block.bn2)
+        block.bn2 = nn.Identity()
+        if len(block.shortcut):
+            block.shortcut = nn.Sequential(fuse_conv_bn_eval(block.shortcut[0], block.shortcut[1]))
+    fused.requires_grad_(False)
+    if channels_last:
+        fused = fused.to(memory_format=torch.channels_last)
+    return fused
+
+
+def prefers_channels_last(model: nn.Module) -> bool:
+    """Whether the model's convolutions are stored channels_last (judged on one with C_in > 1,
+    where the two layouts differ)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.weight.shape[1] > 1:
+            return m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous()
+    return False
 
 
 def small_stem_for(sample_size: int, choice: str) -> bool:

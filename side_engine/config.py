@@ -28,7 +28,8 @@ UMS_MODES = ("union", "nearest-only")
 
 # Settings that may change between a stopped run and its resume without
 # mixing results from different audits.
-RESUMABLE_CHANGES = frozenset({"batch_size", "device", "precision", "threads"})
+RESUMABLE_CHANGES = frozenset({"batch_size", "device", "precision", "threads", "compile"})
+COMPILE_CHOICES = ("auto", "on", "off")
 
 
 def _f(section: str, default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -82,6 +83,8 @@ class AuditConfig:
     batch_size: int = _f("run", 0, "images per batch; 0 = chosen from the device")
     device: str = _f("run", "auto", "auto | cuda | mps | cpu", DEVICES)
     precision: str = _f("run", "fp32", "fp32 | bf16 (bf16 autocast on CUDA only)", PRECISIONS)
+    compile: str = _f("run", "auto", "torch.compile the UNet and classifiers on CUDA: auto (when sampling is "
+                      ">= 150 000 image-steps: compiling takes a minute or two) | on | off", COMPILE_CHOICES)
     threads: int = _f("run", 0, "CPU threads for torch; 0 = torch's default")
     seed: int = _f("run", 0, "seed of the audit: every sample's seed derives from it")
 

@@ -27,22 +27,31 @@ def _timed(fn, device: torch.device, repeat: int = 2) -> float:
     return (time.perf_counter() - t0) / repeat
 
 
-def probe(unet, cfg: AuditConfig, k: int, channels: int, size: int, device: torch.device, batch: int) -> dict:
-    """Seconds per image: UNet step, guidance gradient, classifier training step."""
-    b = max(1, min(batch, 16 if device.type == "cpu" else 64))
+def probe(unet, scheduler, cfg: AuditConfig, k: int, channels: int, size: int, device: torch.device,
+          batch: int) -> dict:
+    """Seconds per image: sampler step (unguided), guidance's extra per step, classifier training step.
+
+    The sampling part runs the audit's own sampler (folded classifier, concurrent guidance,
+    the configured precision; eager, since compiling would dominate a probe), so the
+    estimate follows what the run will do rather than a model of it.
+    """
+    from .classifiers import for_guidance
+    from .sampler import Guide, GuidedSampler
+
+    b = max(1, min(batch, 32 if device.type == "cpu" else 64))
     x = torch.randn(b, channels, size, size, device=device)
     t = torch.full((b,), 500, device=device, dtype=torch.long)
     clf = ResNetClassifier(max(k, 2), channels, cfg.classifier_width, small_stem_for(size, cfg.classifier_stem),
                            time_dependent=True).to(device)
-    with torch.no_grad():
-        unet_s = _timed(lambda: unet(x, t).sample, device) / b
-
-    def grad():
-        clf.eval().requires_grad_(False)
-        xr = x.detach().requires_grad_(True)
-        torch.autograd.grad(clf(xr, t).log_softmax(1)[:, 0].sum(), xr)
-
-    grad_s = _timed(grad, device) / b
+    sampler = GuidedSampler(unet, scheduler, "ddim", max(cfg.steps, 2), 0.0, device, cfg.precision)
+    zeros, ones = torch.zeros(b), torch.ones(b)
+    cls = torch.zeros(b, dtype=torch.long)
+    guide = Guide(for_guidance(clf), torch.arange(b, device=device), True)
+    try:
+        unet_s = _timed(lambda: sampler.sample(x, zeros, cls, steps=2), device) / (2 * b)
+        guided_s = _timed(lambda: sampler.sample(x, ones, cls, [guide], steps=2), device) / (2 * b)
+    finally:
+        sampler.close()
     clf.train().requires_grad_(True)
     opt = torch.optim.AdamW(clf.parameters(), lr=1e-4)
 
@@ -53,7 +62,7 @@ def probe(unet, cfg: AuditConfig, k: int, channels: int, size: int, device: torc
         opt.step()
 
     train_s = _timed(step, device) / b
-    return {"unet": unet_s, "guidance": grad_s, "train": train_s}
+    return {"unet": unet_s, "guidance": max(guided_s - unet_s, 0.0), "train": train_s}
 
 
 def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | None = None) -> dict:

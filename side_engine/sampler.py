@@ -7,12 +7,20 @@ without autograd; only the frozen classifier is differentiated, and only for
 the rows with λ > 0 (λ = 0 is plain unconditional sampling, the Random
 baseline). Step coefficients are Python floats and row indices are built
 once per batch, so the step loop never waits on the device.
+
+The UNet's ε and the classifier's gradient both depend on x_t alone, so with
+guidance they run concurrently: the gradient on a helper thread (on CUDA, its
+own stream) while the UNet runs on the caller's. The classifier is a folded
+copy (``classifiers.for_guidance``); on CUDA, bf16 autocast covers both networks
+and ``compile`` wraps them in ``torch.compile`` (eager again if that fails).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +28,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from torch.nn import functional as F
 
+from .classifiers import prefers_channels_last
 from .devices import autocast
 
 SYNTHETIC_STREAM = 1  # seeds of the TDKD synthetic set never collide with audit samples
@@ -60,6 +69,9 @@ class GuidedSampler:
         eta: float = 0.0,
         device: torch.device | str = "cpu",
         precision: str = "fp32",
+        overlap: bool | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         self.unet = unet
         self.kind = kind
@@ -90,33 +102,115 @@ class GuidedSampler:
         self.timesteps = ts
         # per step: (t, alpha_bar_t, alpha_bar_prev) as Python floats
         self.schedule = [(t, float(acp[t]), float(acp[p]) if p >= 0 else final) for t, p in zip(ts, prevs)]
+        # timesteps reach the device once, not once per step (no host wait in the loop)
+        self.t_device = torch.tensor(ts, device=self.device, dtype=torch.long)
+        # concurrency needs a second core (CPU) or a second stream (CUDA)
+        if overlap is None:
+            overlap = self.device.type == "cuda" or (self.device.type == "cpu" and torch.get_num_threads() > 1)
+        self.overlap = bool(overlap) and self.device.type in ("cpu", "cuda")
+        self._pool: ThreadPoolExecutor | None = None
+        self._side_stream = None
+        self.compile = bool(compile) and self.device.type == "cuda"
+        # channels_last for the UNet: slower eager (0.84x) and no gain compiled on an H200
+        # (bench/RESULTS.md), so off unless asked for; the folded classifier keeps it (CPU gain)
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            unet.to(memory_format=torch.channels_last)
+        self.compile_error: str | None = None
+        self._compiled: dict[int, tuple[torch.nn.Module, bool]] = {}  # id(module) -> (wrapper, ran once)
 
     # -----------------------------------------------------------------------
     def _eps(self, x: torch.Tensor, t_batch: torch.Tensor, a_t: float) -> torch.Tensor:
         with torch.no_grad(), autocast(self.device, self.precision):
-            out = self.unet(x, t_batch).sample.float()
+            out = self._call(self.unet, x, t_batch).sample.float()
         if self.prediction_type == "epsilon":
             return out
         if self.prediction_type == "sample":
             return (x - math.sqrt(a_t) * out) / math.sqrt(1 - a_t)
         return math.sqrt(a_t) * out + math.sqrt(1 - a_t) * x  # v_prediction
 
-    @staticmethod
-    def _grad_log_prob(guide: Guide, x: torch.Tensor, t_batch: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    def _call(self, module: torch.nn.Module, *args):
+        """``module(*args)``, through ``torch.compile`` when asked; a compile failure (no
+        compiler, an unsupported op) falls back to eager once and is kept in ``compile_error``."""
+        if not self.compile:
+            return module(*args)
+        key = id(module)
+        if key not in self._compiled:
+            self._compiled[key] = (torch.compile(module), False)
+        wrapper, ran = self._compiled[key]
+        if ran:
+            return wrapper(*args)
+        try:
+            out = wrapper(*args)
+        except Exception as e:  # only the first call: later errors are real errors
+            self.compile_error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            warnings.warn(f"torch.compile failed, running eager: {self.compile_error}", stacklevel=2)
+            self._compiled[key] = (module, True)
+            return module(*args)
+        self._compiled[key] = (wrapper, True)
+        return out
+
+    def _grad_log_prob(self, guide: Guide, x: torch.Tensor, t_batch: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         """∇_x log softmax(f(x_t, t))[c] for the guide's rows."""
         with torch.enable_grad():
-            # default layout: channels_last was ~15 % faster for this step on CPU, but torch
-            # 2.13's oneDNN crashed in convolution backward on channels_last-strided RGB input
-            # (see training_set.to_model_tensor_range); not worth the risk here
-            xr = x.index_select(0, guide.rows).detach().requires_grad_(True)
-            if guide.time_dependent:
-                logits = guide.classifier(xr, t_batch.index_select(0, guide.rows))
-            else:
-                logits = guide.classifier(xr)
+            xr = x.index_select(0, guide.rows)
+            if prefers_channels_last(guide.classifier):
+                xr = xr.contiguous(memory_format=torch.channels_last)
+            xr = xr.detach().requires_grad_(True)
+            with autocast(self.device, self.precision):
+                if guide.time_dependent:
+                    logits = self._call(guide.classifier, xr, t_batch.index_select(0, guide.rows))
+                else:
+                    logits = self._call(guide.classifier, xr)
             logp = F.log_softmax(logits.float(), dim=1)
             picked = logp.gather(1, cls.index_select(0, guide.rows)[:, None]).sum()
             (g,) = torch.autograd.grad(picked, xr)
         return g
+
+    def _guidance(self, x: torch.Tensor, t_batch: torch.Tensor, cls: torch.Tensor,
+                  guides: Sequence[Guide]) -> torch.Tensor | None:
+        """∇ log p for every guided row (zero elsewhere); None when no row is guided."""
+        grad = None
+        for guide in guides:
+            g = self._grad_log_prob(guide, x, t_batch, cls)
+            if grad is None:
+                grad = torch.zeros_like(x)
+            grad.index_copy_(0, guide.rows, g.to(grad.dtype))
+        return grad
+
+    def _guidance_async(self, x, t_batch, cls, guides) -> Future:
+        """Start the guidance gradient on the helper thread (CUDA: on a side stream that
+        first waits for x_t); ``_join`` makes the caller's stream wait for the result."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="side-guidance")
+        if self.device.type != "cuda":
+            return self._pool.submit(self._guidance, x, t_batch, cls, guides)
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        ready = torch.cuda.current_stream(self.device).record_event()
+
+        def work():
+            with torch.cuda.device(self.device), torch.cuda.stream(self._side_stream):
+                self._side_stream.wait_event(ready)
+                g = self._guidance(x, t_batch, cls, guides)
+                return g, self._side_stream.record_event()
+
+        return self._pool.submit(work)
+
+    def _join(self, fut: Future) -> torch.Tensor | None:
+        if self.device.type != "cuda":
+            return fut.result()
+        g, done = fut.result()
+        main = torch.cuda.current_stream(self.device)
+        main.wait_event(done)
+        if g is not None:
+            g.record_stream(main)  # made on the side stream, read on this one
+        return g
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def sample(
         self,
@@ -129,27 +223,26 @@ class GuidedSampler:
     ) -> torch.Tensor:
         """Run the reverse process from ``noise``; returns x_0 in [-1, 1] (or x after ``steps``)."""
         x = noise.to(self.device, torch.float32)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         lam = lam.to(self.device, torch.float32)
         cls = cls.to(self.device)
         scale = lam[:, None, None, None]
         stochastic = self.kind == "ddpm" or self.eta > 0
         if stochastic and generators is None:
             raise ValueError("stochastic sampling needs one generator per sample")
-        # timesteps reach the device once per batch, not once per step (no host wait in the loop)
-        t_device = torch.tensor(self.timesteps, device=self.device, dtype=torch.long)
+        guides = [g for g in guides if g.rows.numel() > 0]  # λ = 0 rows: the classifier never runs
         for i, (t, a_t, a_prev) in enumerate(self.schedule):
             if steps is not None and i >= steps:
                 break
-            t_batch = t_device[i].expand(x.shape[0])  # the classifier's per-row timesteps
-            eps = self._eps(x, t_device[i], a_t)  # the UNet's: one 0-d tensor, as DDIMPipeline passes
-            grad = None
-            for guide in guides:
-                if guide.rows.numel() == 0:
-                    continue
-                g = self._grad_log_prob(guide, x, t_batch, cls)
-                if grad is None:
-                    grad = torch.zeros_like(x)
-                grad.index_copy_(0, guide.rows, g)
+            t_batch = self.t_device[i].expand(x.shape[0])  # the classifier's per-row timesteps
+            if guides and self.overlap:
+                pending = self._guidance_async(x, t_batch, cls, guides)
+                eps = self._eps(x, self.t_device[i], a_t)  # the UNet's: one 0-d tensor, as DDIMPipeline passes
+                grad = self._join(pending)
+            else:
+                eps = self._eps(x, self.t_device[i], a_t)
+                grad = self._guidance(x, t_batch, cls, guides) if guides else None
             if grad is not None:
                 grad = grad * scale
             z = None

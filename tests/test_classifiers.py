@@ -38,3 +38,32 @@ def test_save_and_load_roundtrip(tmp_path):
     back = load_classifier(tmp_path / "td.safetensors")
     x, t = torch.randn(2, 1, 16, 16), torch.tensor([3, 40])
     assert back.time_dependent and torch.equal(back(x, t), td(x, t))
+
+
+def test_folded_guidance_copy_has_same_logits_and_input_gradient_and_leaves_original():
+    from side_engine.classifiers import for_guidance, prefers_channels_last
+
+    torch.manual_seed(1)
+    for channels in (1, 3):
+        ti = ResNetClassifier(6, channels, 8)
+        ti.train()
+        ti(torch.randn(32, channels, 32, 32) * 2 + 0.5)  # BatchNorm statistics far from (0, 1)
+        td = time_dependent_from(ti.eval()).eval()
+        with torch.no_grad():
+            for block in td.blocks:
+                block.time_proj.weight.normal_(0, 0.05)
+        folded = for_guidance(td)
+        assert prefers_channels_last(folded) and not prefers_channels_last(td)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in td.modules()) > 30  # original untouched
+        assert not any(p.requires_grad for p in folded.parameters())
+        x = torch.randn(4, channels, 32, 32)
+        t = torch.tensor([0, 100, 500, 999])
+        grads = []
+        for model, xin in ((td, x), (folded, x.contiguous(memory_format=torch.channels_last))):
+            xr = xin.clone().requires_grad_(True)
+            logits = model(xr, t)
+            (g,) = torch.autograd.grad(logits.log_softmax(1)[:, 2].sum(), xr)
+            grads.append((logits.detach(), g))
+        assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-4, atol=1e-4)
+        assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-6 * grads[0][1].abs().max())
