@@ -203,30 +203,34 @@ class AuditRunner:
         one guided step (``devices.fit_batch_size``), else a fixed CPU/MPS size."""
         if cfg.batch_size:
             return cfg.batch_size
-        size, ch = self.target.sample_size, self.target.channels
         if self.device.type != "cuda":
-            return default_batch_size(self.device, size, ch)
+            return default_batch_size(self.device, self.target.sample_size, self.target.channels)
+        step, close = self._probe_step(cfg)
+        try:
+            batch, info = fit_batch_size(step, self.device)
+        finally:
+            close()
+        self.progress.log(f"batch size {batch}, chosen from free GPU memory ({info['free_mb']:.0f} MB free; "
+                          f"{info['per_image_mb']:.1f} MB per image, {info['fixed_mb']:.0f} MB fixed)")
+        return batch
+
+    def _probe_step(self, cfg: AuditConfig):
+        """(step(b): one guided sampling step at batch b with this audit's networks and settings,
+        close()). The classifier is untrained but of the audit's shape: memory is what counts."""
+        size, ch = self.target.sample_size, self.target.channels
         k = max(2, cfg.k or labels.default_k(max(len(self.train_pixels), 2)))
         clf = for_guidance(ResNetClassifier(k, ch, cfg.classifier_width, small_stem_for(size, cfg.classifier_stem),
                                             time_dependent=True).to(self.device))
         sampler = GuidedSampler(self.target.unet, self.target.scheduler, cfg.sampler, cfg.steps, cfg.eta,
                                 self.device, cfg.precision)
-        gens = None
 
-        def step(b: int) -> None:
-            nonlocal gens
+        def step(b: int) -> torch.Tensor:
             noise = torch.randn(b, ch, size, size, device=self.device)
             gens = [torch.Generator().manual_seed(i) for i in range(b)]
-            sampler.sample(noise, torch.ones(b), torch.zeros(b, dtype=torch.long),
-                           [Guide(clf, torch.arange(b, device=self.device), True)], generators=gens, steps=1)
+            return sampler.sample(noise, torch.ones(b), torch.zeros(b, dtype=torch.long),
+                                  [Guide(clf, torch.arange(b, device=self.device), True)], generators=gens, steps=1)
 
-        try:
-            batch, info = fit_batch_size(step, self.device)
-        finally:
-            sampler.close()
-        self.progress.log(f"batch size {batch}, chosen from free GPU memory ({info['free_mb']:.0f} MB free; "
-                          f"{info['per_image_mb']:.1f} MB per image, {info['fixed_mb']:.0f} MB fixed)")
-        return batch
+        return step, sampler.close
 
     def _log_estimate(self, cfg: AuditConfig) -> None:
         """Before the long stages: a timed probe of this device, scaled to the work left."""

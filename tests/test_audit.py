@@ -144,3 +144,25 @@ def test_other_label_sources(tmp_path, tiny_model, faces, source):
     if source == "original":
         assert storage.get_kv(db, "k") == 3
     db.close()
+
+
+def test_estimate_is_stored_and_the_batch_probe_step_runs(tiny_workspace):
+    # the CUDA batch probe cannot run here; its step (one guided step with the audit's own
+    # networks and settings) can, for DDPM too
+    runner = AuditRunner(tiny_workspace)
+    runner.run()
+    db = storage.connect(tiny_workspace.db_path)
+    est = storage.get_kv(db, "estimate")
+    assert set(est) >= {"classifier", "synthetic", "tdkd", "sample", "total"}
+    assert est["total"] == pytest.approx(sum(v for k, v in est.items() if k != "total"))
+    assert est["import"] == 0.0  # done before the estimate: nothing left of it
+    assert all(est[k] > 0 for k in ("classifier", "synthetic", "tdkd", "sample")), est
+    db.close()
+    for sampler in ("ddim", "ddpm"):
+        cfg = tiny_workspace.load_config()
+        cfg.sampler = sampler
+        step, close = runner._probe_step(cfg)
+        x = step(3)
+        close()
+        size = runner.target.sample_size
+        assert x.shape == (3, runner.target.channels, size, size) and bool(x.isfinite().all())
