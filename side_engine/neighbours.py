@@ -45,21 +45,36 @@ class TrainIndex:
             return self._score_cosine(q)
         return self._score_pixel(q)
 
+    TOP_K = 16  # cosine: neighbours fetched per query; enough to hold every in-band pair nearly always
+
     def _score_cosine(self, q: np.ndarray) -> BatchScores:
-        k = min(2, self.n)
+        """One exact top-k search gives the two nearest (Gu ratio) and, for every row whose k-th
+        neighbour is already outside the loosest band, all its in-band pairs; only rows with k
+        or more in-band neighbours need the range search. The usual case is then one pass over
+        the training set instead of two (search + range search)."""
+        k = min(self.TOP_K, self.n)
         sims, idx = self.index.search(q, k)
         best, nearest = sims[:, 0], idx[:, 0]
         second = sims[:, 1] if k > 1 else np.full(len(q), np.nan, np.float32)
         d1 = np.sqrt(np.maximum(2 - 2 * best, 0))
         d2 = np.sqrt(np.maximum(2 - 2 * second, 0))
         gu = np.where(d2 > 0, d1 / np.where(d2 > 0, d2, 1), np.nan) if k > 1 else np.full(len(q), np.nan)
-        # range search returns every training image with inner product > radius
-        lims, dist, labels = self.index.range_search(q, float(self.loose) - 1e-6)
+        full = sims[:, -1] >= self.loose  # the top k may not hold all of this row's pairs
+        if k == self.n:
+            full[:] = False
         pairs = []
-        for row in range(len(q)):
-            for j in range(lims[row], lims[row + 1]):
-                if dist[j] >= self.loose:
-                    pairs.append((row, int(labels[j]), float(dist[j])))
+        for row in np.flatnonzero(~full):
+            for j in np.flatnonzero(sims[row] >= self.loose):
+                pairs.append((int(row), int(idx[row, j]), float(sims[row, j])))
+        rows = np.flatnonzero(full)
+        if len(rows):
+            # range search returns every training image with inner product > radius
+            lims, dist, labels = self.index.range_search(q[rows], float(self.loose) - 1e-6)
+            for i, row in enumerate(rows):
+                for j in range(lims[i], lims[i + 1]):
+                    if dist[j] >= self.loose:
+                        pairs.append((int(row), int(labels[j]), float(dist[j])))
+            pairs.sort(key=lambda p: p[0])
         return BatchScores(best, nearest, second, gu.astype(np.float32), pairs)
 
     def _score_pixel(self, q: np.ndarray) -> BatchScores:
