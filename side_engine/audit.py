@@ -126,6 +126,7 @@ class AuditRunner:
         cfg = self.ws.load_config()
         self.cfg = cfg
         self._samplers: list[GuidedSampler] = []
+        self._guiding_cache: dict[str, tuple[torch.nn.Module, torch.nn.Module]] = {}
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
@@ -360,7 +361,7 @@ class AuditRunner:
     def _stage_classifier(self, cfg: AuditConfig) -> None:
         path = self._classifier_path("ti")
         if self._done("classifier") and path.exists():
-            self.ti = _for_guidance(load_classifier(path, self.device))
+            self.ti = _frozen(load_classifier(path, self.device))
             return
         with self._stage("classifier"):
             torch.manual_seed(cfg.seed)
@@ -373,7 +374,7 @@ class AuditRunner:
             self._store_classifier("ti", path, report)
             self.progress.log(f"TI classifier: accuracy {report.accuracy:.3f} on {report.held_out}; "
                               f"train accuracy {report.details['train_accuracy']:.3f}")
-            self.ti = _for_guidance(model)
+            self.ti = _frozen(model)
 
     def _store_classifier(self, name: str, path: Path, report) -> None:
         with self.db.atomic():
@@ -436,7 +437,7 @@ class AuditRunner:
             self.td = None
             return
         if self._done("tdkd") and path.exists():
-            self.td = _for_guidance(load_classifier(path, self.device))
+            self.td = _frozen(load_classifier(path, self.device))
             return
         with self._stage("tdkd"):
             syn = self._load_synthetic(cfg)
@@ -461,7 +462,7 @@ class AuditRunner:
             agree = ", ".join(f"{k}: {v:.2f}" for k, v in report.details["agreement_by_t"].items())
             self.progress.log(f"TD classifier ({report.details['objective']}): final loss {report.final_loss:.4f}; "
                               f"held-out agreement {agree}")
-            self.td = _for_guidance(td)
+            self.td = _frozen(td)
 
     # -- 6 + 7. sampling with streamed scoring ------------------------------------------------
     def plan(self, cfg: AuditConfig) -> list[tuple[str, float, int]]:
@@ -509,8 +510,8 @@ class AuditRunner:
         if self._guiding("side") is not None:
             with torch.no_grad():  # measured in fp32 whatever the sampling precision
                 t0 = torch.zeros(len(batch), dtype=torch.long, device=self.device)
-                x0_c = x0.contiguous(memory_format=torch.channels_last)
-                steered = (self._guiding("side")(x0_c, t0).argmax(1).cpu() == cls).tolist()
+                x0_cl = x0.contiguous(memory_format=torch.channels_last)
+                steered = (self._guiding("side")(x0_cl, t0).argmax(1).cpu() == cls).tolist()
         images = to_uint8(x0)
         scores = self.index.score(self.scorer.embed(images))
         loose_hit = np.zeros(len(batch), bool)
@@ -546,10 +547,10 @@ class AuditRunner:
         model = getattr(self, "td" if method == "side" else "ti", None)
         if model is None:
             return None
-        cache = self.__dict__.setdefault("_guiding_cache", {})
-        if cache.get(method, (None,))[0] is not model:
-            cache[method] = (model, for_guidance(model))
-        return cache[method][1]
+        cached = self._guiding_cache.get(method)
+        if cached is None or cached[0] is not model:
+            cached = self._guiding_cache[method] = (model, for_guidance(model))
+        return cached[1]
 
     @staticmethod
     def _write_png(img: np.ndarray, path: Path) -> None:
@@ -573,8 +574,9 @@ class AuditRunner:
 COMPILE_WORK = 150_000  # image-steps of sampling above which compile = auto compiles
 
 
-def _for_guidance(model: torch.nn.Module) -> torch.nn.Module:
-    """Frozen and in eval mode: the classifier as the sampler differentiates it."""
+def _frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """Frozen and in eval mode: a trained classifier as later stages use it (sampling uses a
+    folded copy of it, see ``AuditRunner._guiding``)."""
     return model.eval().requires_grad_(False)
 
 
