@@ -235,18 +235,17 @@ class AuditRunner:
 
     def _log_estimate(self, cfg: AuditConfig) -> None:
         """Before the long stages: a timed probe of this device, scaled to the work left."""
-        from .estimate import describe_seconds, estimate, probe
+        from .estimate import describe_seconds, estimate, probe, work_left
 
-        done = [r["name"] for r in storage.stage_rows(self.db) if r["status"] == "done"]
-        if "metrics" in done:
+        left = work_left(self.db, cfg)
+        if "metrics" in left["done"]:
             return
-        stored = self.db["samples"].count
-        total = len(cfg.grid()) * cfg.n_per_lambda
         k = cfg.k or labels.default_k(len(self.train_pixels))
         per = probe(self.target.unet, self.target.scheduler, cfg, k, self.target.channels, self.target.sample_size,
                     self.device, self.batch)
-        est = estimate(per, cfg, len(self.train_pixels), {"sample": total - stored, "done": done})
+        est = estimate(per, cfg, len(self.train_pixels), left)
         storage.set_kv(self.db, "estimate", est)
+        storage.set_kv(self.db, "estimate_device", describe(self.device))
         self.progress.log(f"estimated time left ≈ {describe_seconds(est['total'])} on {describe(self.device)} "
                           f"(probe: UNet {1e3 * per['unet']:.2f} ms, guidance {1e3 * per['guidance']:.2f} ms "
                           "per image and step)")

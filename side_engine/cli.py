@@ -120,6 +120,22 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_estimate(args) -> int:
+    from .estimate import describe_seconds, estimate_workspace
+
+    result = estimate_workspace(args.workspace)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    sec = result["seconds"]
+    what = "the work left" if result["resumed"] else "the whole audit"
+    print(f"≈ {describe_seconds(sec['total'])} on {result['device']} for {what} "
+          f"({result['n_train']} training images; a timed probe, not a promise)")
+    for stage in ("classifier", "synthetic", "tdkd", "sample"):
+        print(f"  {stage:<11} {describe_seconds(sec.get(stage, 0.0))}")
+    return 0
+
+
 def cmd_status(args) -> int:
     from . import storage
     from .workspace import Workspace
@@ -248,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("workspace")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("estimate", help="how long the audit (or what is left of it) will take, from a short probe")
+    s.add_argument("workspace")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_estimate)
 
     s = sub.add_parser("status", help="stages, progress and timings")
     s.add_argument("workspace")

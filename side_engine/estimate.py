@@ -84,6 +84,54 @@ def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | No
     return stages
 
 
+def work_left(db, cfg: AuditConfig) -> dict:
+    """What a (resumed) run still has to do, from what the workspace database holds."""
+    from . import storage
+
+    done = [r["name"] for r in storage.stage_rows(db) if r["status"] == "done"]
+    total = len(cfg.grid()) * cfg.n_per_lambda
+    stored = db["samples"].count if "samples" in db.table_names() else 0
+    return {"sample": total - stored, "done": done}
+
+
+def estimate_workspace(root) -> dict:
+    """The estimate without running anything: settings, model and training-image count from
+    the workspace, the probe on the configured device. Writes nothing. A started audit is
+    estimated for the work it has left."""
+    from pathlib import Path
+
+    from . import labels, storage
+    from .checkpoint import load_target
+    from .devices import default_batch_size, describe, resolve_device
+    from .errors import InputError
+    from .training_set import list_images
+    from .workspace import Workspace
+
+    ws = Workspace(root)
+    cfg = ws.load_config()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    target = load_target(cfg.checkpoint, cfg.scheduler_config, cfg.allow_pickle)
+    target.unet.to(device)
+    train = Path(cfg.train_data).expanduser()
+    n = len(list_images(train)) if train.is_dir() else 0
+    if n == 0:
+        raise InputError(f"training data {cfg.train_data}: no image file found")
+    left = None
+    if ws.db_path.exists():
+        db = storage.connect(ws.db_path)
+        try:
+            left = work_left(db, cfg)
+        finally:
+            db.close()
+    batch = cfg.batch_size or default_batch_size(device, target.sample_size, target.channels)
+    per = probe(target.unet, target.scheduler, cfg, cfg.k or labels.default_k(n), target.channels,
+                target.sample_size, device, batch)
+    return {"seconds": estimate(per, cfg, n, left), "device": describe(device), "n_train": n,
+            "per_image_step": per, "resumed": left is not None}
+
+
 def describe_seconds(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds >= 3600:

@@ -28,7 +28,7 @@ from .widgets.new_audit_dialog import NewAuditDialog
 from .widgets.results_view import ResultsView
 from .widgets.risk_view import RiskView
 from .widgets.run_view import RunView
-from .workers import AuditWorker
+from .workers import AuditWorker, EstimateWorker
 
 
 class MainWindow(QMainWindow):
@@ -39,6 +39,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or AppSettings.load()
         self.store: AuditStore | None = None
         self.worker: AuditWorker | None = None
+        self.estimate_worker: EstimateWorker | None = None
         self.confirm_close = self._ask_close  # tests replace this
         self.audits = QListWidget()
         self.audits.currentItemChanged.connect(self._on_select)
@@ -55,9 +56,12 @@ class MainWindow(QMainWindow):
         for view, title in ((self.run_view, "Run"), (self.results_view, "Results"), (self.gallery, "Gallery"),
                             (self.risk, "Training images at risk")):
             self.tabs.addTab(view, title)
+        self.tabs.currentChanged.connect(lambda _: self.results_view.ensure_drawn()
+                                         if self.tabs.currentWidget() is self.results_view else None)
         self.setCentralWidget(self.tabs)
         self.run_view.start_requested.connect(self.start_run)
         self.run_view.cancel_requested.connect(self.cancel_run)
+        self.run_view.estimate_requested.connect(self.estimate_run)
         self.gallery.filters_changed.connect(self._on_filters)
         self.gallery.decision_made.connect(self.record_decision)
         self.gallery.open_detail.connect(self.open_detail)
@@ -121,6 +125,7 @@ class MainWindow(QMainWindow):
             self.store.close()
         ws = item.data(Qt.ItemDataRole.UserRole)
         self.store = AuditStore(ws)
+        self.run_view.show_estimate(None)
         self.settings.current = ws
         self.gallery.set_filters(self.settings.filters.get(ws, {}))
         self.setWindowTitle(f"SIDE Audit — {ws}")
@@ -160,17 +165,22 @@ class MainWindow(QMainWindow):
             if not (self.worker and self.worker.isRunning()):
                 self.run_view.show_stored(stages)
             self.run_view.set_resumable(bool(stages))
+            if not self.run_view.estimate.text():
+                stored, device = self.store.estimate()
+                self.run_view.show_estimate(stored, device, " (estimated at the last start)")
             data = self.store.metrics()
             if data.get("audit"):
                 bands, higher = results.stored_bands(self.store.db)
-                self.results_view.set_data(data, results.best_scores(self.store.db), bands, higher)
+                self.results_view.set_data(data, results.best_scores(self.store.db), bands, higher,
+                                           draw=self.tabs.currentWidget() is self.results_view)
                 self.risk.set_rows(results.exposure(self.store.db))
                 if cfg:
                     self.gallery.set_lambdas([lam for _, lam in cfg.grid()])
                 self._load_gallery()
             else:
                 self.results_view.set_data({"rows": []}, results.best_scores(self.store.db)
-                                           if self.store.started() else [], [], True)
+                                           if self.store.started() else [], [], True,
+                                           draw=self.tabs.currentWidget() is self.results_view)
         except SideError as e:
             self.statusBar().showMessage(str(e), 10000)
 
@@ -243,6 +253,33 @@ class MainWindow(QMainWindow):
         self.worker.start()
         return self.worker
 
+    def estimate_run(self) -> EstimateWorker | None:
+        """A short timed probe on a worker thread; the estimate appears beside the buttons."""
+        if self.store is None or (self.worker and self.worker.isRunning()) or (
+                self.estimate_worker and self.estimate_worker.isRunning()):
+            return None
+        worker = self.estimate_worker = EstimateWorker(str(self.store.ws.root), self)
+        root = self.store.ws.root
+
+        def done(result: dict) -> None:
+            self.run_view.estimate_button.setEnabled(True)
+            if self.store is None or self.store.ws.root != root:
+                return  # another audit was selected meanwhile
+            note = " (for the work left)" if result["resumed"] else ""
+            self.run_view.show_estimate(result["seconds"], result["device"], note)
+            self.run_view.status.setText("")
+
+        def failed(message: str) -> None:
+            self.run_view.estimate_button.setEnabled(True)
+            self.run_view.status.setText(f"estimate failed: {message}")
+
+        worker.succeeded.connect(done)
+        worker.failed.connect(failed)
+        self.run_view.estimate_button.setEnabled(False)
+        self.run_view.status.setText("timing a short probe…")
+        worker.start()
+        return worker
+
     def cancel_run(self) -> None:
         if self.worker and self.worker.isRunning():
             self.worker.cancel()
@@ -270,6 +307,8 @@ class MainWindow(QMainWindow):
                 return
             self.worker.cancel()
             self.worker.wait()
+        if self.estimate_worker is not None:
+            self.estimate_worker.wait()  # a probe takes seconds
         self.refresh_timer.stop()
         if self.store is not None:
             self.store.close()

@@ -57,6 +57,12 @@ class AuditStore:
             return {"audit": {}, "rows": [], "topk": [], "summary": [], "classifiers": [], "exposure": []}
         return results.live_metrics(self.db)
 
+    def estimate(self) -> tuple[dict | None, str]:
+        """The duration estimate the last run logged at its start, and its device."""
+        if not self.started():
+            return None, ""
+        return storage.get_kv(self.db, "estimate"), storage.get_kv(self.db, "estimate_device", "")
+
     def train_image_path(self, rel: str) -> Path:
         info = results.audit_info(self.db)
         return Path(info.get("train_path", "")) / rel

@@ -60,3 +60,26 @@ class AuditWorker(QThread):
             self.failed.emit(f"unexpected error: {e}\n{traceback.format_exc(limit=3)}")
         else:
             self.succeeded.emit(result)
+
+
+class EstimateWorker(QThread):
+    """Times the probe for one workspace (``estimate.estimate_workspace``); writes nothing."""
+
+    succeeded = Signal(dict)
+    failed = Signal(str)
+
+    def __init__(self, workspace: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.workspace = workspace
+
+    def run(self) -> None:  # worker thread
+        from side_engine.estimate import estimate_workspace
+
+        try:
+            result = estimate_workspace(self.workspace)
+        except SideError as e:
+            self.failed.emit(str(e))
+        except Exception as e:  # a bug: show it rather than die silently
+            self.failed.emit(f"unexpected error: {e}")
+        else:
+            self.succeeded.emit(result)

@@ -166,3 +166,18 @@ def test_estimate_is_stored_and_the_batch_probe_step_runs(tiny_workspace):
         close()
         size = runner.target.sample_size
         assert x.shape == (3, runner.target.channels, size, size) and bool(x.isfinite().all())
+
+
+def test_cli_estimate_whole_audit_then_only_the_work_left(tiny_workspace, capsys):
+    assert main(["estimate", str(tiny_workspace.root), "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert not before["resumed"] and before["n_train"] == 12 and before["device"] == "cpu"
+    assert before["seconds"]["total"] > before["seconds"]["sample"] > 0
+    assert not tiny_workspace.db_path.exists()  # an estimate writes nothing
+    AuditRunner(tiny_workspace).run()
+    assert main(["estimate", str(tiny_workspace.root)]) == 0
+    out = capsys.readouterr().out
+    assert "for the work left" in out and "on cpu" in out
+    assert main(["estimate", str(tiny_workspace.root), "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert after["resumed"] and after["seconds"]["total"] == 0.0

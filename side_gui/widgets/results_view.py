@@ -115,10 +115,21 @@ class ResultsView(QWidget):
         self._best = np.zeros(0)
         self._bands: list = []
         self._higher = True
+        self._dirty = False
 
-    def set_data(self, data: dict, best: np.ndarray, bands: list, higher: bool) -> None:
+    def set_data(self, data: dict, best: np.ndarray, bands: list, higher: bool, draw: bool = True) -> None:
+        """Keep the data; draw now only if ``draw`` (the view is on screen). Rebuilding the plots
+        is the costliest part of a live refresh, and under a running audit's load it held the
+        event loop for a quarter of a second: a hidden view draws when it is shown."""
         self._data, self._best, self._bands, self._higher = data, best, bands, higher
-        self._redraw()
+        self._dirty = True
+        if draw:
+            self.ensure_drawn()
+
+    def ensure_drawn(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            self._redraw()
 
     def _redraw(self) -> None:
         rows = self._data.get("rows", [])

@@ -39,6 +39,7 @@ def format_eta(seconds: float) -> str:
 class RunView(QWidget):
     start_requested = Signal()
     cancel_requested = Signal()
+    estimate_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -60,12 +61,19 @@ class RunView(QWidget):
         self.start_button = QPushButton("Start")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.estimate_button = QPushButton("Estimate duration")
+        self.estimate_button.setToolTip("time a short probe of the networks on this device and scale it "
+                                        "to the audit's work (runs nothing else)")
         self.start_button.clicked.connect(self.start_requested)
         self.cancel_button.clicked.connect(self.cancel_requested)
+        self.estimate_button.clicked.connect(self.estimate_requested)
         self.status = QLabel("")
+        self.estimate = QLabel("")
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.estimate_button)
+        buttons.addWidget(self.estimate)
         buttons.addWidget(self.status, 1)
         self.log_pane = QPlainTextEdit()
         self.log_pane.setReadOnly(True)
@@ -78,6 +86,7 @@ class RunView(QWidget):
 
     def set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
+        self.estimate_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         if running:
             self._first.clear()
@@ -119,6 +128,15 @@ class RunView(QWidget):
                     self.etas[row["name"]].setText(f"done in {row['seconds']:.0f} s")
                 elif row["status"]:
                     self.etas[row["name"]].setText(row["status"])
+
+    def show_estimate(self, seconds: dict | None, device: str = "", note: str = "") -> None:
+        """``seconds``: the engine's per-stage estimate (``total`` included), or None to clear."""
+        if not seconds:
+            self.estimate.setText("")
+            self.estimate.setToolTip("")
+            return
+        self.estimate.setText(f"{format_eta(seconds['total'])} on {device}{note}")
+        self.estimate.setToolTip("\n".join(f"{k}: {format_eta(v)}" for k, v in seconds.items() if k != "total"))
 
     def append_log(self, text: str) -> None:
         self.log_pane.appendPlainText(text)
