@@ -34,8 +34,8 @@ class QtProgress(Progress):
         self.signals.stage_finished.emit(stage, seconds)
 
 
-class AuditWorker(QThread):
-    """Runs (or resumes) one audit. ``cancel()`` stops it at the next batch boundary."""
+class _EngineWorker(QThread):
+    """One engine call on a worker thread; its result or error comes back as a signal."""
 
     succeeded = Signal(dict)
     failed = Signal(str)
@@ -44,14 +44,13 @@ class AuditWorker(QThread):
     def __init__(self, workspace: str, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.workspace = workspace
-        self.progress = QtProgress()
 
-    def cancel(self) -> None:
-        self.progress.cancel()
+    def work(self) -> dict:
+        raise NotImplementedError
 
     def run(self) -> None:  # worker thread
         try:
-            result = AuditRunner(self.workspace, self.progress).run()
+            result = self.work()
         except Cancelled:
             self.cancelled.emit()
         except SideError as e:
@@ -62,24 +61,24 @@ class AuditWorker(QThread):
             self.succeeded.emit(result)
 
 
-class EstimateWorker(QThread):
-    """Times the probe for one workspace (``estimate.estimate_workspace``); writes nothing."""
-
-    succeeded = Signal(dict)
-    failed = Signal(str)
+class AuditWorker(_EngineWorker):
+    """Runs (or resumes) one audit. ``cancel()`` stops it at the next batch boundary."""
 
     def __init__(self, workspace: str, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.workspace = workspace
+        super().__init__(workspace, parent)
+        self.progress = QtProgress()
 
-    def run(self) -> None:  # worker thread
+    def cancel(self) -> None:
+        self.progress.cancel()
+
+    def work(self) -> dict:
+        return AuditRunner(self.workspace, self.progress).run()
+
+
+class EstimateWorker(_EngineWorker):
+    """Times the probe for one workspace (``estimate.estimate_workspace``); writes nothing."""
+
+    def work(self) -> dict:
         from side_engine.estimate import estimate_workspace
 
-        try:
-            result = estimate_workspace(self.workspace)
-        except SideError as e:
-            self.failed.emit(str(e))
-        except Exception as e:  # a bug: show it rather than die silently
-            self.failed.emit(f"unexpected error: {e}")
-        else:
-            self.succeeded.emit(result)
+        return estimate_workspace(self.workspace)
