@@ -156,8 +156,10 @@ def test_cancel_mid_run_keeps_ui_responsive_and_resumes(qtbot, window, demo_work
     timer.stop()
     worker.wait()
     assert latencies and max(latencies) < 0.1, f"event loop blocked for {max(latencies):.3f} s"
-    # known, open: once per run, before sampling, the event loop stalls for 0.25-0.35 s (seen
-    # since guidance became concurrent; not root-caused); it must stay an isolated hiccup
+    # known, open: under pytest only, once per run before sampling, the event loop stalls for
+    # 0.25-0.35 s (since guidance became concurrent). The same start-up in a plain process
+    # (bench/bench_gui_latency.py, app.exec or a nested QEventLoop) stays under 10 ms; the
+    # cause was not found. It must stay an isolated hiccup
     assert startup and max(startup) < 0.5, f"event loop blocked for {max(startup):.3f} s before sampling"
     assert sum(x > 0.1 for x in startup) <= 1
     assert "stopped" in window.run_view.status.text()
