@@ -118,6 +118,7 @@ class GuidedSampler:
             unet.to(memory_format=torch.channels_last)
         self.compile_error: str | None = None
         self._compiled: dict[int, tuple[torch.nn.Module, bool]] = {}  # id(module) -> (wrapper, ran once)
+        self._layouts: dict[int, bool] = {}  # id(classifier) -> wants channels_last input
 
     # -----------------------------------------------------------------------
     def _eps(self, x: torch.Tensor, t_batch: torch.Tensor, a_t: float) -> torch.Tensor:
@@ -154,7 +155,7 @@ class GuidedSampler:
         """∇_x log softmax(f(x_t, t))[c] for the guide's rows."""
         with torch.enable_grad():
             xr = x.index_select(0, guide.rows)
-            if prefers_channels_last(guide.classifier):
+            if self._channels_last_input(guide.classifier):
                 xr = xr.contiguous(memory_format=torch.channels_last)
             xr = xr.detach().requires_grad_(True)
             with autocast(self.device, self.precision):
@@ -166,6 +167,14 @@ class GuidedSampler:
             picked = logp.gather(1, cls.index_select(0, guide.rows)[:, None]).sum()
             (g,) = torch.autograd.grad(picked, xr)
         return g
+
+    def _channels_last_input(self, classifier: torch.nn.Module) -> bool:
+        """Looked up once per classifier, not once per step (the module walk is Python work
+        in the step loop, which is launch-bound on a GPU)."""
+        key = id(classifier)
+        if key not in self._layouts:
+            self._layouts[key] = prefers_channels_last(classifier)
+        return self._layouts[key]
 
     def _guidance(self, x: torch.Tensor, t_batch: torch.Tensor, cls: torch.Tensor,
                   guides: Sequence[Guide]) -> torch.Tensor | None:
