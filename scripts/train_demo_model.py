@@ -108,7 +108,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", type=float, default=0.25)
+    ap.add_argument("--window", type=float, nargs=2, default=(0.10, 0.50), metavar=("LO", "HI"),
+                    help="export the snapshot closest to --target whose memorised fraction lies in [LO, HI]")
     ap.add_argument("--export", type=Path, default=ROOT / "resources" / "demo")
+    ap.add_argument("--title", default="SIDE Audit demo model")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -176,9 +179,11 @@ def main() -> None:
 
 def export(args: argparse.Namespace) -> None:
     records = [json.loads(line) for line in (args.work / "log.jsonl").read_text().splitlines()]
-    in_range = [r for r in records if 0.10 <= r["memorised"] <= 0.50]
+    lo, hi = args.window
+    in_range = [r for r in records if lo <= r["memorised"] <= hi]
     if not in_range:
-        raise SystemExit("no snapshot is partly memorised (10-50 %); train longer or change --faces/--lr")
+        raise SystemExit(f"no snapshot has {100 * lo:.0f}-{100 * hi:.0f} % memorised samples; "
+                         "train longer or change --faces/--lr")
     best = min(in_range, key=lambda r: (abs(r["memorised"] - args.target), -r["step"]))
     model_dir = args.export / "model"
     if model_dir.exists():
@@ -190,10 +195,10 @@ def export(args: argparse.Namespace) -> None:
         for r in records
     )
     n_params = sum(p.numel() for p in make_unet().parameters())
-    card = f"""# SIDE Audit demo model
+    card = f"""# {args.title}
 
 A small unconditional DDPM that **partly memorises** its training faces, so
-that the demo audit has something to find and SIDE has something to gain
+that an audit has something to find and SIDE has something to gain
 over random sampling.
 
 - **Data**: the first {args.faces} of the 100 LFW faces that scikit-image ships
@@ -208,14 +213,14 @@ over random sampling.
 - **Why these choices**: on all 100 faces with lr 5e-4 no sample was memorised
   after 4 000 steps; few faces and a high learning rate memorise within a
   CPU budget. The exported snapshot is the one closest to {100 * args.target:.0f} %
-  memorised unguided samples within 10–50 %.
+  memorised unguided samples within {100 * lo:.0f}–{100 * hi:.0f} %.
 - **Exported**: step {best['step']} — {100 * best['memorised']:.0f} % of {args.eval_samples}
   unguided DDIM-25 samples memorised (Gu et al.: nearest / second-nearest ℓ2 < 1/3),
   {best['distinct']} distinct faces.
 
 Training is resumable (`--work` keeps the optimiser state) and may run in
 segments with different CPU thread counts, which changes floating-point
-rounding only; it can stop as soon as a snapshot lies in the 10–50 % window.
+rounding only; it can stop as soon as a snapshot lies in the {100 * lo:.0f}–{100 * hi:.0f} % window.
 
 ## Memorisation during training (from `log.jsonl`)
 
@@ -227,7 +232,8 @@ rounding only; it can stop as soon as a snapshot lies in the 10–50 % window.
 
 ```
 python scripts/train_demo_model.py --faces {args.faces} --steps {args.steps} --lr {args.lr} \\
-    --batch {args.batch} --seed {args.seed} --threads {args.threads}
+    --batch {args.batch} --seed {args.seed} --threads {args.threads} --eval-every {args.eval_every} \\
+    --eval-samples {args.eval_samples} --target {args.target} --window {lo} {hi}
 ```
 """
     (args.export / "MODEL_CARD.md").write_text(card)

@@ -8,6 +8,13 @@ the rows with λ > 0 (λ = 0 is plain unconditional sampling, the Random
 baseline). Step coefficients are Python floats and row indices are built
 once per batch, so the step loop never waits on the device.
 
+λ = 0 is the model's own sampler: from the same noise it gives what the
+checkpoint's diffusers scheduler gives with its defaults (``DDIMScheduler.step``
+as ``DDIMPipeline`` calls it, ``DDPMScheduler.step``). Guidance is added to that
+update as the change Eq. 10's ε̂ makes in the *unclipped* update, a positive
+multiple of the gradient that x0 clipping cannot reverse and that vanishes as
+λ → 0 (derivation: docs/method.md, "Guided update").
+
 The UNet's ε and the classifier's gradient both depend on x_t alone, so with
 guidance they run concurrently: the gradient on a helper thread (on CUDA, its
 own stream) while the UNet runs on the caller's. The classifier is a folded
@@ -33,6 +40,15 @@ from .devices import autocast
 
 SYNTHETIC_STREAM = 1  # seeds of the TDKD synthetic set never collide with audit samples
 AUDIT_STREAM = 0
+TARGET_STREAM = 2  # the permutation behind the stratified target classes
+
+# How the unguided step treats ε when x0 is clipped (a setting recorded in the audit):
+# "pipeline": the checkpoint's own diffusers step (DDIMScheduler.step defaults, as DDIMPipeline
+#   calls it): x0 is clipped, the direction term keeps the model's ε. The Random baseline.
+# "clipped-eps": ε re-derived from the clipped x0 (guided-diffusion; diffusers'
+#   use_clipped_model_output=True). On some models this erases memorisation (docs/method.md).
+CONVENTIONS = ("pipeline", "clipped-eps")
+VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log")
 
 
 def sample_seed(audit_seed: int, index: int, stream: int = AUDIT_STREAM) -> int:
@@ -48,6 +64,16 @@ def sample_inputs(seed: int, shape: tuple[int, ...], num_classes: int) -> tuple[
     cls = int(torch.randint(num_classes, (1,), generator=g)) if num_classes > 0 else -1
     noise = torch.randn(shape, generator=g)
     return noise, cls, g
+
+
+def target_classes(audit_seed: int, n: int, num_classes: int) -> np.ndarray:
+    """Stratified targets: sample i gets ``perm(i) mod K`` for a permutation fixed by the
+    audit seed, so every class is targeted equally often (±1) and UMS varies less than
+    with i.i.d. draws; the class of any sample follows from (audit seed, N_G, index)."""
+    if num_classes <= 0:
+        return np.full(n, -1, dtype=np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([audit_seed, TARGET_STREAM, n]))
+    return (rng.permutation(n) % num_classes).astype(np.int64)
 
 
 @dataclass
@@ -72,7 +98,11 @@ class GuidedSampler:
         overlap: bool | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        convention: str = "pipeline",
     ) -> None:
+        if convention not in CONVENTIONS:
+            raise ValueError(f"unknown sampler convention {convention!r}: one of {', '.join(CONVENTIONS)}")
+        self.convention = convention
         self.unet = unet
         self.kind = kind
         self.eta = float(eta)
@@ -83,6 +113,15 @@ class GuidedSampler:
         self.prediction_type = cfg.prediction_type
         self.clip = bool(cfg.get("clip_sample", True))
         self.clip_range = float(cfg.get("clip_sample_range", 1.0))
+        if cfg.get("thresholding", False):
+            raise ValueError("the scheduler uses dynamic thresholding (thresholding = true), which this "
+                             "sampler does not reproduce; audit with a scheduler config without it")
+        self.variance_type = cfg.get("variance_type", "fixed_small") or "fixed_small"
+        if kind == "ddpm" and self.variance_type not in VARIANCE_TYPES:
+            raise ValueError(f"scheduler variance_type {self.variance_type!r} (a learned variance) is not "
+                             "supported by the DDPM sampler; use sampler = 'ddim'")
+        # guidance-to-ε RMS ratio per row, averaged over guided steps (None before the first batch)
+        self.last_guidance_ratio: torch.Tensor | None = None
         acp = scheduler.alphas_cumprod.double().cpu().numpy()
         if kind == "ddim":
             s = DDIMScheduler.from_config(cfg)
@@ -241,6 +280,8 @@ class GuidedSampler:
         if stochastic and generators is None:
             raise ValueError("stochastic sampling needs one generator per sample")
         guides = [g for g in guides if g.rows.numel() > 0]  # λ = 0 rows: the classifier never runs
+        ratio_sum = torch.zeros(x.shape[0], device=self.device) if guides else None
+        n_steps = 0
         for i, (t, a_t, a_prev) in enumerate(self.schedule):
             if steps is not None and i >= steps:
                 break
@@ -254,6 +295,10 @@ class GuidedSampler:
                 grad = self._guidance(x, t_batch, cls, guides) if guides else None
             if grad is not None:
                 grad = grad * scale
+                # RMS of the ε shift λ·sqrt(1-ᾱ)·g over RMS of ε, per row: says whether λ is in a useful range
+                ratio_sum += (math.sqrt(1 - a_t) * grad.flatten(1).pow(2).mean(1).sqrt()
+                              / eps.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12))
+                n_steps += 1
             z = None
             if stochastic:  # per-sample CPU generators keep images device-independent
                 z = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators])
@@ -262,33 +307,45 @@ class GuidedSampler:
                 else:
                     z = z.to(self.device)
             x = self._step(x, eps, grad, a_t, a_prev, t, z)
+        self.last_guidance_ratio = ratio_sum / max(n_steps, 1) if ratio_sum is not None else None
         return x.clamp(-1, 1) if steps is None else x
 
     def _step(self, x, eps, grad, a_t, a_prev, t, z):
-        # x0 clipping applies to the model's own prediction, and ε is re-derived from the
-        # clipped x0 before guidance (as guided-diffusion does; diffusers' DDIM with
-        # use_clipped_model_output=True). Clipping *after* guidance would clamp away the
-        # x0 part of the guided step and leave only the ε part, which points the wrong way.
+        """One reverse step: the scheduler's own update, then λ·(its response to Eq. 10's ε̂).
+
+        DDIM, σ the η-noise scale and c = sqrt(1 - ᾱ_prev - σ²):
+            unguided  x' = sqrt(ᾱ_prev)·clip(x0(ε)) + c·ε + σ z        (DDIMScheduler.step)
+            guided    x' = unguided + k_t·sqrt(1 - ᾱ_t)·g,  g = λ ∇log p,
+                      k_t = sqrt(ᾱ_prev)·sqrt(1 - ᾱ_t)/sqrt(ᾱ_t) - c  > 0  (ᾱ_prev > ᾱ_t),
+        which is exactly the unclipped DDIM update with ε̂ = ε − λ sqrt(1 - ᾱ_t) ∇log p; x0
+        clipping acts on the model's prediction only, so it can neither erase nor reverse
+        the guided shift (clipping the guided x0 would keep only the −c·(ε̂ − ε) part, which
+        points away from the class). DDPM: μ̂ = μ + σ_t²·g on DDPMScheduler.step's mean.
+        """
         x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
         if self.clip:
             x0 = x0.clamp(-self.clip_range, self.clip_range)
-            eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+            if self.convention == "clipped-eps":
+                eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
         if self.kind == "ddim":
-            if grad is not None:
-                eps = eps - math.sqrt(1 - a_t) * grad  # Eq. 10: ε̂ = ε − λ·sqrt(1−ᾱ_t)·∇log p
-                x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
             sigma = 0.0
             if self.eta > 0:
                 sigma = self.eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
-            x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+            c = math.sqrt(max(1 - a_prev - sigma**2, 0.0))
+            x = math.sqrt(a_prev) * x0 + c * eps
+            if grad is not None:
+                k = math.sqrt(a_prev) * math.sqrt(1 - a_t) / math.sqrt(a_t) - c
+                x = x + (k * math.sqrt(1 - a_t)) * grad
             if sigma > 0:
                 x = x + sigma * z
             return x
-        # DDPM ancestral step (fixed_small variance), μ̂ = μ + λ·σ²·∇log p
+        # DDPM ancestral step, as DDPMScheduler.step (its variance_type), μ̂ = μ + λ·σ²·∇log p
         alpha_t = a_t / a_prev
         beta_t = 1 - alpha_t
         mean = (math.sqrt(a_prev) * beta_t / (1 - a_t)) * x0 + (math.sqrt(alpha_t) * (1 - a_prev) / (1 - a_t)) * x
         var = max((1 - a_prev) / (1 - a_t) * beta_t, 1e-20)
+        if self.variance_type in ("fixed_large", "fixed_large_log"):
+            var = beta_t
         if grad is not None:
             mean = mean + var * grad
         if t > 0:

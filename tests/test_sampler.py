@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 from torch.nn import functional as F
 
 from side_engine.classifiers import ResNetClassifier, time_dependent_from
@@ -16,10 +16,47 @@ def _unet():
                        up_block_types=("UpBlock2D", "UpBlock2D")).eval()
 
 
-def test_unguided_ddim_matches_diffusers_ddim():
-    unet, sched = _unet(), DDPMScheduler(num_train_timesteps=100)
+def _clipping_scheduler(cls=DDPMScheduler):
+    # a random UNet's x0 estimates lie far outside [-1, 1]: every step clips, the case where the
+    # sampler conventions differ (a trained model clips less, but does: docs/method.md)
+    return cls(num_train_timesteps=100, clip_sample=True)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_lambda_zero_is_the_checkpoints_own_ddim_pipeline(eta):
+    unet, sched = _unet(), _clipping_scheduler()
+    seeds = [11, 12, 13]
+    ref = DDIMPipeline(unet=unet, scheduler=sched)(
+        batch_size=3, generator=[torch.Generator().manual_seed(s) for s in seeds], num_inference_steps=10,
+        eta=eta, output_type="np").images  # NHWC on [0, 1]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    noise = torch.stack([torch.randn(1, 16, 16, generator=g) for g in gens])
+    ours = GuidedSampler(unet, sched, "ddim", 10, eta).sample(noise, torch.zeros(3), torch.zeros(3, dtype=torch.long),
+                                                               generators=gens)
+    ours = (ours / 2 + 0.5).permute(0, 2, 3, 1).numpy()
+    assert abs(ours - ref).max() < 1e-5
+
+
+def test_lambda_zero_is_the_checkpoints_own_ddpm_pipeline():
+    unet, sched = _unet(), _clipping_scheduler()
+    seeds = [21, 22]
+    sched.set_timesteps(10)  # DDPMPipeline takes the step count as an argument
+    ref = DDPMPipeline(unet=unet, scheduler=sched)(
+        batch_size=2, generator=[torch.Generator().manual_seed(s) for s in seeds], num_inference_steps=10,
+        output_type="np").images
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    noise = torch.stack([torch.randn(1, 16, 16, generator=g) for g in gens])
+    ours = GuidedSampler(unet, sched, "ddpm", 10).sample(noise, torch.zeros(2), torch.zeros(2, dtype=torch.long),
+                                                          generators=gens)
+    ours = (ours / 2 + 0.5).permute(0, 2, 3, 1).numpy()
+    assert abs(ours - ref).max() < 1e-5
+
+
+def test_clipped_eps_convention_is_diffusers_use_clipped_model_output_and_differs():
+    unet, sched = _unet(), _clipping_scheduler()
     noise = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
-    ours = GuidedSampler(unet, sched, "ddim", 10).sample(noise, torch.zeros(3), torch.zeros(3, dtype=torch.long))
+    zeros, cls = torch.zeros(3), torch.zeros(3, dtype=torch.long)
+    ours = GuidedSampler(unet, sched, "ddim", 10, convention="clipped-eps").sample(noise, zeros, cls)
     ref = DDIMScheduler.from_config(sched.config)
     ref.set_timesteps(10)
     x = noise.clone()
@@ -27,6 +64,30 @@ def test_unguided_ddim_matches_diffusers_ddim():
         with torch.no_grad():
             x = ref.step(unet(x, t).sample, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
     assert torch.allclose(ours, x.clamp(-1, 1), atol=1e-4)
+    pipeline = GuidedSampler(unet, sched, "ddim", 10).sample(noise, zeros, cls)
+    assert (pipeline - ours).abs().max() > 0.05  # the setting matters on a clipping model
+    with pytest.raises(ValueError, match="convention"):
+        GuidedSampler(unet, sched, "ddim", 10, convention="bogus")
+
+
+@pytest.mark.parametrize("kind", ["ddim", "ddpm"])
+def test_guidance_is_continuous_and_linear_as_lambda_goes_to_zero(kind):
+    unet, sched = _unet(), _clipping_scheduler()
+    td = _td_classifier()
+    sampler = GuidedSampler(unet, sched, kind, 6)
+    n = 3
+    noise = torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(8))
+    cls, rows = torch.arange(n) % 3, torch.arange(n)
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(n)]  # noqa: E731
+
+    def one_step(lam):
+        return sampler.sample(noise, torch.full((n,), lam), cls, [Guide(td, rows, True)], generators=gens(), steps=1)
+
+    base = sampler.sample(noise, torch.zeros(n), cls, generators=gens(), steps=1)
+    d_small, d_double = one_step(1e-3) - base, one_step(2e-3) - base
+    assert d_small.abs().max() > 0  # guidance acts at any λ > 0 ...
+    assert d_small.abs().max() < 1e-3  # ... and fades with λ, clipping or not
+    assert torch.allclose(d_double, 2 * d_small, atol=1e-6)  # one step is linear in λ
 
 
 def _td_classifier(k=3):
