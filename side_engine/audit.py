@@ -37,8 +37,8 @@ from .devices import default_batch_size, describe, fit_batch_size, resolve_devic
 from .errors import InputError, WorkspaceError
 from .neighbours import TrainIndex
 from .progress import Progress
-from .sampler import SYNTHETIC_STREAM, Guide, GuidedSampler, sample_inputs, sample_seed, to_uint8
-from .scorers import bands_for, choose_scorer_name, make_scorer
+from .sampler import SYNTHETIC_STREAM, Guide, GuidedSampler, sample_inputs, sample_seed, target_classes, to_uint8
+from .scorers import bands_for, bands_setting, check_training_size, choose_scorer_name, make_scorer
 from .training_set import (
     IMAGE_SUFFIXES,
     files_fingerprint,
@@ -137,8 +137,9 @@ class AuditRunner:
         try:
             self._check_identity(cfg)
             self.scorer_name = choose_scorer_name(cfg.scorer, self.target.sample_size)
-            self.bands = bands_for(cfg.bands_sscd if self.scorer_name == "sscd" else cfg.bands_pixel)
+            self.bands = bands_for(getattr(cfg, bands_setting(self.scorer_name)))
             self._stage_import(cfg)
+            check_training_size(self.scorer_name, len(self.train_pixels))
             self.batch = self._choose_batch(cfg)
             self._record_audit(cfg)
             self._log_estimate(cfg)
@@ -179,8 +180,9 @@ class AuditRunner:
         old = json.loads(audit["config"])
         changed = [k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and old.get(k) != v]
         if changed:
+            was = "; ".join(f"{k} = {json.dumps(old.get(k))}" for k in changed)
             raise WorkspaceError(f"{self.ws.config_path}: settings changed since this audit started: "
-                                 f"{', '.join(changed)}; restore them or start a new workspace")
+                                 f"{', '.join(changed)}; restore them ({was}) or start a new workspace")
 
     def _record_audit(self, cfg: AuditConfig) -> None:
         if list(self.db["audits"].rows):
@@ -223,7 +225,7 @@ class AuditRunner:
         clf = for_guidance(ResNetClassifier(k, ch, cfg.classifier_width, small_stem_for(size, cfg.classifier_stem),
                                             time_dependent=True).to(self.device))
         sampler = GuidedSampler(self.target.unet, self.target.scheduler, cfg.sampler, cfg.steps, cfg.eta,
-                                self.device, cfg.precision)
+                                self.device, cfg.precision, convention=cfg.sampler_convention)
 
         def step(b: int) -> torch.Tensor:
             noise = torch.randn(b, ch, size, size, device=self.device)
@@ -386,7 +388,8 @@ class AuditRunner:
     # -- 5a. synthetic set -----------------------------------------------------------------
     def _sampler(self, cfg: AuditConfig) -> GuidedSampler:
         sampler = GuidedSampler(self.target.unet, self.target.scheduler, cfg.sampler, cfg.steps, cfg.eta,
-                                self.device, cfg.precision, compile=self._compile(cfg))
+                                self.device, cfg.precision, compile=self._compile(cfg),
+                                convention=cfg.sampler_convention)
         self._samplers.append(sampler)
         return sampler
 
@@ -404,7 +407,7 @@ class AuditRunner:
         with self._stage("synthetic"):
             sampler = self._sampler(cfg)
             shape = (self.target.channels, self.target.sample_size, self.target.sample_size)
-            n, b = cfg.n_syn, self.batch
+            n, b = self._n_syn(cfg), self.batch
             for start in range(0, n, b):
                 chunk = self.ws.synthetic_dir / f"chunk_{start:08d}.npy"
                 if not chunk.exists():
@@ -420,11 +423,18 @@ class AuditRunner:
                 self._update("synthetic", min(start + b, n), n)
                 self.progress.check()
 
+    def _n_syn(self, cfg: AuditConfig) -> int:
+        """The synthetic set's size: at least 20 images a class unless set (K known from the
+        labels stage, or, for synthetic-clusters, its default from N)."""
+        k = getattr(self, "k", None) or labels.resolve_k(cfg.k, len(self.train_pixels))
+        return cfg.resolved_n_syn(k)
+
     def _load_synthetic(self, cfg: AuditConfig) -> np.ndarray:
         chunks = sorted(self.ws.synthetic_dir.glob("chunk_*.npy"))
-        arr = np.concatenate([np.load(c) for c in chunks])[: cfg.n_syn]
-        if len(arr) < cfg.n_syn:
-            raise WorkspaceError(f"{self.ws.synthetic_dir}: {len(arr)} of {cfg.n_syn} synthetic images found; "
+        n_syn = self._n_syn(cfg)
+        arr = np.concatenate([np.load(c) for c in chunks])[:n_syn]
+        if len(arr) < n_syn:
+            raise WorkspaceError(f"{self.ws.synthetic_dir}: {len(arr)} of {n_syn} synthetic images found; "
                                  "delete the folder and run again")
         return arr
 
@@ -497,7 +507,8 @@ class AuditRunner:
         seeds = [sample_seed(cfg.seed, i) for _, _, i in batch]
         inputs = [sample_inputs(s, shape, num_classes) for s in seeds]
         noise = torch.stack([x for x, _, _ in inputs])
-        cls = torch.tensor([c for _, c, _ in inputs], dtype=torch.long)
+        targets = self._targets(cfg, num_classes)
+        cls = torch.tensor([int(targets[i]) for _, _, i in batch], dtype=torch.long)
         lam = torch.tensor([lam for _, lam, _ in batch], dtype=torch.float32)
         guides = []
         for method, clf, td in (("side", self._guiding("side"), True), ("ti", self._guiding("ti"), False)):
@@ -505,6 +516,7 @@ class AuditRunner:
             if rows:
                 guides.append(Guide(clf, torch.tensor(rows, device=self.device), td))
         x0 = sampler.sample(noise, lam, cls, guides, generators=[g for _, _, g in inputs])
+        ratio = sampler.last_guidance_ratio.cpu().tolist() if sampler.last_guidance_ratio is not None else None
         steered = None
         if self._guiding("side") is not None:
             with torch.no_grad():  # measured in fp32 whatever the sampling precision
@@ -529,6 +541,7 @@ class AuditRunner:
                 "best": float(scores.best[r]), "nearest": int(scores.nearest[r]),
                 "second": _f(scores.second[r]), "gu_ratio": _f(scores.gu_ratio[r]), "png": png,
                 "steered": int(steered[r]) if steered is not None else None,
+                "guidance_ratio": ratio[r] if ratio is not None and lv > 0 and method != "random" else None,
             })
         try:
             with self.db.atomic():  # one batch, one transaction: all of it or none of it
@@ -540,6 +553,13 @@ class AuditRunner:
         except sqlite3.OperationalError as e:
             raise WorkspaceError(f"{self.ws.db_path}: cannot store a batch ({e}); the database keeps every "
                                  "earlier batch — free space or fix permissions, then run again") from None
+
+    def _targets(self, cfg: AuditConfig, num_classes: int) -> np.ndarray:
+        """Stratified target classes of sample indices 0..N_G-1 (the same for every λ and method)."""
+        key = (cfg.seed, cfg.n_per_lambda, num_classes)
+        if getattr(self, "_targets_key", None) != key:
+            self._targets_key, self._targets_cache = key, target_classes(cfg.seed, cfg.n_per_lambda, num_classes)
+        return self._targets_cache
 
     def _guiding(self, method: str) -> torch.nn.Module | None:
         """The folded, channels_last copy of the TD (side) or TI classifier that sampling uses."""

@@ -43,7 +43,8 @@ def probe(unet, scheduler, cfg: AuditConfig, k: int, channels: int, size: int, d
     t = torch.full((b,), 500, device=device, dtype=torch.long)
     clf = ResNetClassifier(max(k, 2), channels, cfg.classifier_width, small_stem_for(size, cfg.classifier_stem),
                            time_dependent=True).to(device)
-    sampler = GuidedSampler(unet, scheduler, "ddim", max(cfg.steps, 2), 0.0, device, cfg.precision)
+    sampler = GuidedSampler(unet, scheduler, "ddim", max(cfg.steps, 2), 0.0, device, cfg.precision,
+                            convention=cfg.sampler_convention)
     zeros, ones = torch.zeros(b), torch.ones(b)
     cls = torch.zeros(b, dtype=torch.long)
     guide = Guide(for_guidance(clf), torch.arange(b, device=device), True)
@@ -72,10 +73,13 @@ def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | No
     total = len(cfg.grid()) * cfg.n_per_lambda
     frac = pending.get("sample", total) / max(total, 1)
     ti_epochs = 0 if cfg.label_source == "synthetic-clusters" else cfg.classifier_epochs
+    from .labels import default_k
+
+    n_syn = cfg.resolved_n_syn(cfg.k or default_k(max(n_train, 2)))
     stages = {
         "classifier": ti_epochs * n_train * per_image["train"],
-        "synthetic": cfg.n_syn * cfg.steps * per_image["unet"],
-        "tdkd": cfg.tdkd_epochs * cfg.n_syn * 0.9 * per_image["train"],
+        "synthetic": n_syn * cfg.steps * per_image["unet"],
+        "tdkd": cfg.tdkd_epochs * n_syn * 0.9 * per_image["train"],
         "sample": frac * cfg.steps * (total * per_image["unet"] + guided * per_image["guidance"]),
     }
     for name in pending.get("done", ()):

@@ -8,61 +8,176 @@ import math
 import numpy as np
 import sqlite_utils
 
-from . import metrics
+from . import metrics, statistics
 from .config import AuditConfig
-from .scorers import Band, bands_for
+from .scorers import Band, bands_for, bands_setting
 
 
-def _pairs(db: sqlite_utils.Database, method: str, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows = list(db.execute(
-        "select m.sample_id, m.train_idx, m.score from matches m join samples s on s.id = m.sample_id "
-        "where s.method = ? and s.lam = ?", [method, lam]).fetchall())
-    if not rows:
-        return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
-    a = np.array(rows, dtype=np.float64)
-    return a[:, 0].astype(int), a[:, 1].astype(int), a[:, 2]
+def _load(db: sqlite_utils.Database, method: str, lam: float) -> dict[str, np.ndarray]:
+    """The stored samples of one (method, λ), ordered by sample index, and their in-band pairs
+    (as sample indices)."""
+    rows = db.execute("select sample_index, best, nearest, gu_ratio, steered, guidance_ratio from samples "
+                      "where method = ? and lam = ? order by sample_index", [method, lam]).fetchall()
+    a = np.array(rows, dtype=np.float64) if rows else np.zeros((0, 6))
+    pairs = db.execute(
+        "select s.sample_index, m.train_idx, m.score from matches m join samples s on s.id = m.sample_id "
+        "where s.method = ? and s.lam = ?", [method, lam]).fetchall()
+    p = np.array(pairs, dtype=np.float64) if pairs else np.zeros((0, 3))
+    return {"index": a[:, 0].astype(int), "best": a[:, 1], "nearest": a[:, 2].astype(int), "gu": a[:, 3],
+            "steered": a[:, 4], "guidance_ratio": a[:, 5], "pair_index": p[:, 0].astype(int),
+            "pair_train": p[:, 1].astype(int), "pair_score": p[:, 2]}
 
 
-def _samples(db: sqlite_utils.Database, method: str, lam: float) -> dict[str, np.ndarray]:
-    rows = db.execute("select best, nearest, gu_ratio, steered from samples where method = ? and lam = ?",
-                      [method, lam]).fetchall()
-    a = np.array(rows, dtype=np.float64) if rows else np.zeros((0, 4))
-    return {"best": a[:, 0], "nearest": a[:, 1].astype(int), "gu": a[:, 2], "steered": a[:, 3]}
+def _band_masks(bands: list[Band], higher: bool) -> list[tuple[str, bool, object]]:
+    """(band, cumulative, mask function) for every band, exact and "at least"."""
+    out = []
+    for band in bands:
+        out.append((band.name, False, lambda s, b=band: metrics.in_band(s, b, bands, higher)))
+        out.append((band.name, True, lambda s, b=band: metrics.at_least(s, b, higher)))
+    return out
+
+
+def _arm(data: dict, mask, keep: np.ndarray | None, nearest_only: bool) -> statistics.Arm:
+    """The (method, λ) restricted to sample indices ``keep`` (all when None), on positions 0..n-1."""
+    index = data["index"] if keep is None else keep
+    pos_of = {int(i): k for k, i in enumerate(index)}
+    sel = np.isin(data["index"], index)
+    hit = mask(data["best"][sel])
+    if nearest_only:
+        pair_index, pair_train = data["index"][sel][hit], data["nearest"][sel][hit]
+    else:
+        ok = mask(data["pair_score"]) & np.isin(data["pair_index"], index)
+        pair_index, pair_train = data["pair_index"][ok], data["pair_train"][ok]
+    pos = np.array([pos_of[int(i)] for i in pair_index], dtype=np.int64)
+    return statistics.Arm(np.asarray(hit, bool), pos, np.asarray(pair_train, np.int64))
 
 
 def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
                       bands: list[Band], scorer: str) -> None:
     metric_rows, topk_rows, summary_rows = compute_tables(db, cfg, higher_is_closer, bands, scorer)
+    verdict = compare(db, cfg, higher_is_closer, bands)
     with db.atomic():
         for table in ("metrics", "topk", "summary"):
             db[table].delete_where()
         db["metrics"].insert_all(metric_rows)
         db["topk"].insert_all(topk_rows)
         db["summary"].insert_all(summary_rows)
+        from .storage import set_kv
+
+        set_kv(db, "comparison", verdict)
 
 
 def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
                    bands: list[Band], scorer: str) -> tuple[list[dict], list[dict], list[dict]]:
-    """The metric tables from the samples stored so far (also mid-run, read-only)."""
+    """The metric tables from the samples stored so far (also mid-run, read-only): every rate
+    with its 95 % interval (AMS Wilson, UMS bootstrap over generated images)."""
     metric_rows, topk_rows, summary_rows = [], [], []
+    nearest_only = cfg.ums == "nearest-only"
     for method, lam in cfg.grid():
-        s = _samples(db, method, lam)
-        _, pair_train, pair_scores = _pairs(db, method, lam)
-        n = len(s["best"])
-        for row in metrics.band_table(s["best"], s["nearest"], pair_train, pair_scores, bands,
-                                      higher_is_closer, nearest_only=cfg.ums == "nearest-only"):
-            metric_rows.append({"method": method, "lam": lam, "n_generated": n, "scorer": scorer, **row})
-        for frac, mean in metrics.topk_mean(s["best"], higher_is_closer).items():
+        d = _load(db, method, lam)
+        n = len(d["best"])
+        by_band: dict[str, dict] = {}
+        for name, cumulative, mask in _band_masks(bands, higher_is_closer):
+            r = statistics.rate_intervals(_arm(d, mask, None, nearest_only))
+            suffix = "_cumulative" if cumulative else ""
+            row = by_band.setdefault(name, {"method": method, "lam": lam, "n_generated": n, "scorer": scorer,
+                                            "band": name})
+            for key, v in r.items():
+                base, _, end = key.partition("_")
+                row[f"{base}{suffix}" + (f"_{end}" if end else "")] = _nan(v) if n else (0.0 if not end else None)
+        metric_rows += by_band.values()
+        for frac, mean in metrics.topk_mean(d["best"], higher_is_closer).items():
             topk_rows.append({"method": method, "lam": lam, "fraction": frac, "mean_best": _nan(mean)})
-        steered = s["steered"][np.isfinite(s["steered"])]
+        steered = d["steered"][np.isfinite(d["steered"])]
+        ratio = d["guidance_ratio"][np.isfinite(d["guidance_ratio"])]
+        k_steer = int(steered.sum())
+        s_lo, s_hi = statistics.wilson(k_steer, len(steered))
+        gu = d["gu"][np.isfinite(d["gu"])]
+        g_lo, g_hi = statistics.wilson(int((gu < metrics.GU_THRESHOLD).sum()), len(gu))
+        guided = len(steered) and method != "random"
         summary_rows.append({
             "method": method, "lam": lam, "n_generated": n,
-            "p95_best": _nan(metrics.p95_closeness(s["best"], higher_is_closer)),
-            "gu_fraction": _nan(metrics.gu_fraction(s["gu"])),
-            "mean_best": _nan(float(s["best"].mean()) if n else math.nan),
-            "target_accuracy": _nan(float(steered.mean()) if len(steered) and method != "random" else math.nan),
+            "p95_best": _nan(metrics.p95_closeness(d["best"], higher_is_closer)),
+            "gu_fraction": _nan(metrics.gu_fraction(d["gu"])), "gu_fraction_lo": _nan(g_lo),
+            "gu_fraction_hi": _nan(g_hi),
+            "mean_best": _nan(float(d["best"].mean()) if n else math.nan),
+            "target_accuracy": _nan(float(steered.mean()) if guided else math.nan),
+            "target_accuracy_lo": _nan(s_lo) if guided else None,
+            "target_accuracy_hi": _nan(s_hi) if guided else None,
+            "guidance_ratio": _nan(float(ratio.mean())) if len(ratio) else None,
         })
     return metric_rows, topk_rows, summary_rows
+
+
+COMPARED = ("side", "ti")
+ALPHA = 0.05
+
+
+def compare(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool, bands: list[Band]) -> dict:
+    """Each guided method against Random, paired on shared sample indices: per λ (McNemar exact
+    for AMS, paired bootstrap for UMS, Holm over the λ grid), over the declared λ range (one
+    pre-declared test: the Table-1 row), and the coverage of training images at equal budget."""
+    out: dict = {"alpha": ALPHA, "table_lambdas": cfg.table_grid(), "declared": bool(cfg.table_lambdas),
+                 "per_lambda": [], "range": [], "coverage": []}
+    if "random" not in cfg.methods:
+        return out
+    nearest_only = cfg.ums == "nearest-only"
+    rnd = _load(db, "random", 0.0)
+    masks = _band_masks(bands, higher_is_closer)
+    for method in COMPARED:
+        if method not in cfg.methods:
+            continue
+        lams = [lam for m, lam in cfg.grid() if m == method]
+        data = {lam: _load(db, method, lam) for lam in lams}
+        for name, cumulative, mask in masks:
+            rows = []
+            for lam in lams:
+                keep = np.intersect1d(rnd["index"], data[lam]["index"])
+                if not len(keep):
+                    continue
+                c = statistics.paired_comparison([_arm(data[lam], mask, keep, nearest_only)],
+                                                 _arm(rnd, mask, keep, nearest_only))
+                rows.append({"method": method, "lambda": lam, "band": name, "cumulative": cumulative, **c})
+            for key in ("ams", "ums"):
+                adj = statistics.holm([r[f"{key}_p"] for r in rows])
+                for r, p in zip(rows, adj):
+                    r[f"{key}_p_holm"] = p
+                    r[f"{key}_verdict"] = _verdict(r[f"{key}_diff"], p)
+            out["per_lambda"] += rows
+            in_range = [lam for lam in lams if lam in cfg.table_grid()]
+            keep = rnd["index"]
+            for lam in in_range:
+                keep = np.intersect1d(keep, data[lam]["index"])
+            if in_range and len(keep):
+                c = statistics.paired_comparison([_arm(data[lam], mask, keep, nearest_only) for lam in in_range],
+                                                 _arm(rnd, mask, keep, nearest_only))
+                for key in ("ams", "ums"):
+                    c[f"{key}_verdict"] = _verdict(c[f"{key}_diff"], c[f"{key}_p"])
+                out["range"].append({"method": method, "lambdas": in_range, "band": name,
+                                     "cumulative": cumulative, **c})
+            if cumulative and in_range and len(keep):
+                out["coverage"].append({"method": method, "band": name, "lambdas": in_range,
+                                        "points": _coverage(rnd, [data[lam] for lam in in_range], mask, keep,
+                                                            nearest_only)})
+    return out
+
+
+def _coverage(rnd: dict, pooled: list[dict], mask, keep: np.ndarray, nearest_only: bool) -> list[dict]:
+    """Distinct training images reached at equal budgets; the method's pool holds its samples at
+    every λ of the range (positions offset per λ)."""
+    r = _arm(rnd, mask, keep, nearest_only)
+    arms = [_arm(d, mask, keep, nearest_only) for d in pooled]
+    offset = np.cumsum([0] + [a.n for a in arms[:-1]])
+    m = statistics.Arm(np.concatenate([a.hit for a in arms]),
+                       np.concatenate([a.pair_pos + o for a, o in zip(arms, offset)]),
+                       np.concatenate([a.pair_train for a in arms]))
+    return statistics.coverage_curve(r, m, statistics.budgets_for(r.n))
+
+
+def _verdict(diff: float, p_adjusted: float) -> str:
+    if p_adjusted is None or math.isnan(p_adjusted) or p_adjusted >= ALPHA:
+        return "no difference shown"
+    return "more than Random" if diff > 0 else "fewer than Random"
 
 
 def live_metrics(db: sqlite_utils.Database) -> dict:
@@ -74,6 +189,7 @@ def live_metrics(db: sqlite_utils.Database) -> dict:
     bands, higher = stored_bands(db)
     m, t, s = compute_tables(db, cfg, higher, bands, info.get("scorer") or "pixel")
     out = metrics_json(db)
+    out["comparison"] = compare(db, cfg, higher, bands)
     started = {(r["method"], r["lam"]) for r in s if r["n_generated"]}  # (method, λ) with samples so far
     out["rows"] = [dict(r, **{"lambda": r["lam"]}) for r in m if (r["method"], r["lam"]) in started]
     out["summary"] = [dict(r, **{"lambda": r["lam"]}) for r in s if (r["method"], r["lam"]) in started]
@@ -98,8 +214,8 @@ def audit_info(db: sqlite_utils.Database) -> dict:
 def stored_bands(db: sqlite_utils.Database) -> tuple[list[Band], bool]:
     info = audit_info(db)
     cfg = info["config"]
-    sscd = info.get("scorer") == "sscd"
-    return bands_for(cfg["bands_sscd"] if sscd else cfg["bands_pixel"]), sscd
+    scorer = info.get("scorer") or "pixel"
+    return bands_for(cfg[bands_setting(scorer)]), scorer == "sscd"
 
 
 def exposure(db: sqlite_utils.Database, method: str | None = None, limit: int | None = None) -> list[dict]:
@@ -132,8 +248,13 @@ def metrics_json(db: sqlite_utils.Database) -> dict:
     topk = [dict(r, **{"lambda": r.pop("lam")}) for r in db.query("select * from topk order by method, lam, fraction")]
     summary = [dict(r, **{"lambda": r.pop("lam")}) for r in db.query("select * from summary order by method, lam")]
     classifiers = [dict(r, details=json.loads(r["details"])) for r in db.query("select * from classifiers")]
+    from .scorers import MEASURES
+    from .storage import get_kv
+
+    audit["measure"] = MEASURES.get(audit.get("scorer") or "", "")
     return {"audit": audit, "rows": rows, "topk": topk, "summary": summary, "classifiers": classifiers,
-            "exposure": exposure(db, limit=100)}
+            "exposure": exposure(db, limit=100), "comparison": get_kv(db, "comparison", {}),
+            "warnings": get_kv(db, "warnings", [])}
 
 
 # -- review: gallery rows and decisions ---------------------------------------------------

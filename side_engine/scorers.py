@@ -1,8 +1,11 @@
 """Similarity scorers: images -> vectors, and what "similar" means for a pair.
 
-``pixel`` (SPEC, images < 64 px): RMS pixel difference on [0, 1], calibrated
-as Carlini et al.: r = l2(x̂, x_nn) / (0.5 · mean l2 to the 50 nearest);
-lower is closer. ``sscd``: cosine of SSCD descriptors; higher is closer.
+``pixel`` (images < 64 px): Gu et al.'s ratio of RMS pixel differences on
+[0, 1], r = l2(x̂, x_nn) / l2(x̂, x_nn2) with x_nn2 the nearest training image
+whose content differs from x_nn's (exact duplicates count once); lower is closer.
+``pixel-carlini``: Carlini et al.'s calibration, r = l2(x̂, x_nn) / (0.5 · mean
+l2 to the 50 nearest), meaningful only on sets of more than 50 images.
+``sscd``: cosine of SSCD descriptors; higher is closer.
 """
 
 from __future__ import annotations
@@ -45,11 +48,17 @@ class Scorer:
 class PixelScorer(Scorer):
     name = "pixel"
     higher_is_closer = False
-    source = "pixels on [0, 1] (Carlini et al. calibrated l2)"
-    neighbours = 50
+    source = "pixels on [0, 1]; Gu et al. ratio l2(nearest) / l2(second-nearest distinct)"
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         return (images.reshape(len(images), -1).astype(np.float32) / 255.0)
+
+
+class CarliniPixelScorer(PixelScorer):
+    name = "pixel-carlini"
+    source = "pixels on [0, 1]; Carlini et al. l2(nearest) / (0.5 * mean l2 of the 50 nearest)"
+    neighbours = 50
+    min_train = neighbours + 1
 
 
 def _sha256(path: Path) -> str:
@@ -144,12 +153,35 @@ def choose_scorer_name(setting: str, sample_size: int) -> str:
     return "pixel" if sample_size < 64 else "sscd"
 
 
+MEASURES = {
+    "pixel": "Gu et al. ratio: RMS l2 to the nearest training image / to the second-nearest distinct one "
+             "(lower is closer; < 1/3 is Gu's 'memorised')",
+    "pixel-carlini": "Carlini et al. calibrated l2: RMS l2 to the nearest / (0.5 x mean l2 of the 50 nearest) "
+                     "(lower is closer)",
+    "sscd": "cosine similarity of SSCD copy-detection descriptors (higher is closer)",
+}
+
+
+def bands_setting(scorer: str) -> str:
+    """The setting that holds a scorer's bands."""
+    return {"sscd": "bands_sscd", "pixel": "bands_pixel", "pixel-carlini": "bands_pixel_carlini"}[scorer]
+
+
+def check_training_size(scorer: str, n_train: int) -> None:
+    if scorer == "pixel-carlini" and n_train < CarliniPixelScorer.min_train:
+        raise ConfigError(f"setting 'scorer' = 'pixel-carlini' needs at least {CarliniPixelScorer.min_train} "
+                          f"training images (its calibration averages the 50 nearest); this set has {n_train}: "
+                          "use scorer = 'pixel' (Gu et al.'s ratio)")
+
+
 def make_scorer(name: str, sscd_model: str = "", device: str = "cpu", threads: int = 0) -> Scorer:
     if name == "pixel":
         return PixelScorer()
+    if name == "pixel-carlini":
+        return CarliniPixelScorer()
     if name == "sscd":
         return SSCDTorchScriptScorer(sscd_model, device) if sscd_model else SSCDOnnxScorer(threads)
-    raise ConfigError(f"setting 'scorer' = {name!r}: must be auto, pixel or sscd")
+    raise ConfigError(f"setting 'scorer' = {name!r}: must be auto, pixel, pixel-carlini or sscd")
 
 
 def bands_for(config_bands: dict) -> list[Band]:

@@ -61,6 +61,33 @@ def m002_decisions(db: sqlite_utils.Database) -> None:
     db["kv"].create({"key": str, "value": str}, pk="key")
 
 
+@migrations()
+def m003_measures(db: sqlite_utils.Database) -> None:
+    """Guidance-to-ε ratio per sample; audits started before the product had the sampler
+    convention and Gu's pixel measure keep what they were started with: the 'clipped-eps'
+    sampler and Carlini's calibrated l2, now named 'pixel-carlini'."""
+    db["samples"].add_column("guidance_ratio", float)
+    for suffix in ("", "_cumulative"):
+        for col in ("ams", "ums"):
+            db["metrics"].add_column(f"{col}{suffix}_lo", float)
+            db["metrics"].add_column(f"{col}{suffix}_hi", float)
+    for col in ("gu_fraction_lo", "gu_fraction_hi", "target_accuracy_lo", "target_accuracy_hi", "guidance_ratio"):
+        db["summary"].add_column(col, float)
+    for row in list(db["audits"].rows):
+        cfg = json.loads(row["config"])
+        if "sampler_convention" in cfg:
+            continue
+        cfg["sampler_convention"] = "clipped-eps"
+        cfg.setdefault("table_lambdas", [])
+        scorer = row["scorer"]
+        if scorer == "pixel":
+            scorer = "pixel-carlini"
+            cfg["scorer"] = "pixel-carlini"
+            cfg["bands_pixel_carlini"] = cfg.get("bands_pixel")
+            db.execute("update metrics set scorer = 'pixel-carlini' where scorer = 'pixel'")
+        db["audits"].update(row["id"], {"config": json.dumps(cfg), "scorer": scorer})
+
+
 def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
     """Open (and migrate) the database; one connection per thread."""
     try:

@@ -120,6 +120,20 @@ def test_cli_status_and_metrics_json(tiny_workspace, capsys):
     stored = {(r["method"], r["lam"], r["band"]): r["ums"] for r in db["metrics"].rows}
     db.close()
     assert {(r["method"], r["lambda"], r["band"]): r["ums"] for r in data["rows"]} == stored
+    for r in data["rows"]:  # every rate carries its interval
+        for key in ("ams", "ums", "ams_cumulative", "ums_cumulative"):
+            assert r[f"{key}_lo"] <= r[key] + 1e-12 and r[key] <= r[f"{key}_hi"] + 1e-12, (key, r)
+    assert "Gu et al." in data["audit"]["measure"]
+    comp = data["comparison"]
+    assert comp["table_lambdas"] == [2.0, 5.0] and not comp["declared"]
+    per = [c for c in comp["per_lambda"] if c["band"] == "mid" and c["cumulative"]]
+    assert sorted(c["lambda"] for c in per) == [2.0, 5.0] and all(c["n"] == 6 for c in per)
+    for c in per:
+        assert c["ams_p_holm"] >= c["ams_p"] and c["ams_test"] == "McNemar exact"
+        assert c["ums_verdict"] in ("no difference shown", "more than Random", "fewer than Random")
+    assert [r["lambdas"] for r in comp["range"] if r["band"] == "mid" and r["cumulative"]] == [[2.0, 5.0]]
+    cov = [c for c in comp["coverage"] if c["band"] == "mid"][0]
+    assert cov["points"][-1]["budget"] == 6
     assert main(["status", str(tiny_workspace.root)]) == 0
     out = capsys.readouterr().out
     assert "samples stored: 18 of 18" in out

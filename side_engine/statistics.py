@@ -1,0 +1,230 @@
+"""Uncertainty of the audit's rates, and paired comparisons of a method with Random.
+
+Pure functions of arrays. Generated images are the sampling unit: AMS is a
+binomial proportion (Wilson interval); UMS counts distinct training images
+over N_G, which no closed form covers, so it is bootstrapped over generated
+images. Methods share per-sample seeds (sample ``i`` starts from the same
+noise for every method and λ), so a method and Random are compared *paired*
+on the sample indices both hold: McNemar's exact test for AMS, a paired
+bootstrap for UMS and for every ratio, Holm-corrected over the λ grid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Z95 = 1.959963984540054
+BOOTSTRAP = 1000  # resamples (the SPEC asks for at least 1 000)
+SEED = 20240607  # fixed: an audit's intervals are reproducible
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k/n (NaN, NaN for n = 0)."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: of the b + c discordant pairs, is a split as
+    uneven as (b, c) likely under Binomial(b + c, 1/2)?"""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    return min(1.0, 2 * tail)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given; NaN stays NaN)."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None and not math.isnan(p)]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    m = len(order)
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def bootstrap_counts(n: int, resamples: int = BOOTSTRAP, seed: int = SEED, chunk: int = 250) -> Iterator[np.ndarray]:
+    """(b, n) multiplicities of each generated image in ``resamples`` bootstrap draws, in chunks
+    so memory stays bounded for large N_G. The same seed gives the same draws, which is what
+    pairs two methods: both see the same resampled indices."""
+    rng = np.random.default_rng(seed)
+    left = resamples
+    while left > 0:
+        b = min(chunk, left)
+        draws = rng.integers(0, n, size=(b, n))
+        counts = np.zeros((b, n), dtype=np.int32)
+        np.add.at(counts, (np.repeat(np.arange(b), n), draws.ravel()), 1)
+        yield counts
+        left -= b
+
+
+@dataclass
+class Arm:
+    """One (method, λ) on aligned sample positions 0..n-1: which generated images hit the band
+    (AMS) and which (position, training image) pairs lie in it (UMS)."""
+
+    hit: np.ndarray  # (n,) bool
+    pair_pos: np.ndarray  # (P,) int: position of the generated image of each in-band pair
+    pair_train: np.ndarray  # (P,) int: its training image
+
+    @property
+    def n(self) -> int:
+        return len(self.hit)
+
+    def ams(self) -> float:
+        return float(self.hit.mean()) if self.n else math.nan
+
+    def ums(self) -> float:
+        return len(np.unique(self.pair_train)) / self.n if self.n else math.nan
+
+    def ums_resampled(self, counts: np.ndarray) -> np.ndarray:
+        """(b,) UMS of each bootstrap draw: training images with an in-band pair whose generated
+        image was drawn at least once, over n."""
+        if not len(self.pair_train):
+            return np.zeros(len(counts))
+        order = np.argsort(self.pair_train, kind="stable")
+        train_sorted = self.pair_train[order]
+        starts = np.flatnonzero(np.r_[True, train_sorted[1:] != train_sorted[:-1]])
+        drawn = (counts[:, self.pair_pos[order]] > 0).astype(np.uint8)
+        reached = np.maximum.reduceat(drawn, starts, axis=1)
+        return reached.sum(axis=1) / self.n
+
+    def ams_resampled(self, counts: np.ndarray) -> np.ndarray:
+        return counts @ self.hit.astype(np.float64) / self.n
+
+
+def percentile_interval(values: np.ndarray) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if not len(v):
+        return math.nan, math.nan
+    lo, hi = np.percentile(v, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def rate_intervals(arm: Arm, resamples: int = BOOTSTRAP, seed: int = SEED) -> dict:
+    """AMS with its Wilson interval, UMS with its bootstrap interval (95 %)."""
+    k = int(arm.hit.sum())
+    lo, hi = wilson(k, arm.n)
+    ums_b = np.concatenate([arm.ums_resampled(c) for c in bootstrap_counts(arm.n, resamples, seed)]) \
+        if arm.n else np.zeros(0)
+    ulo, uhi = percentile_interval(ums_b)
+    return {"ams": arm.ams(), "ams_lo": lo, "ams_hi": hi, "ums": arm.ums(), "ums_lo": ulo, "ums_hi": uhi}
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1), np.where(a > 0, np.inf, np.nan))
+
+
+def _two_sided_p(diffs: np.ndarray) -> float:
+    """Percentile-bootstrap p-value of "no difference" (add-one, so never exactly 0)."""
+    d = np.asarray(diffs)
+    below, above = int((d <= 0).sum()), int((d >= 0).sum())
+    return min(1.0, 2 * (min(below, above) + 1) / (len(d) + 1))
+
+
+def paired_comparison(method: Sequence[Arm], random: Arm, resamples: int = BOOTSTRAP, seed: int = SEED) -> dict:
+    """A method against Random on the same sample positions. ``method`` holds one arm per λ;
+    with several, the method's rate is their mean (a declared λ range, never a maximum).
+
+    AMS: McNemar's exact test on the discordant generated images (one λ only; for a range the
+    paired bootstrap is used); UMS and both ratios: paired bootstrap (the same resampled
+    indices for the method and Random)."""
+    n = random.n
+    if not method or any(a.n != n for a in method):
+        raise ValueError("paired comparison needs arms on the same sample positions")
+    ams_m = float(np.mean([a.ams() for a in method]))
+    ums_m = float(np.mean([a.ums() for a in method]))
+    ams_r, ums_r = random.ams(), random.ums()
+    a_m, a_r, u_m, u_r = [], [], [], []
+    for counts in bootstrap_counts(n, resamples, seed):
+        a_m.append(np.mean([a.ams_resampled(counts) for a in method], axis=0))
+        u_m.append(np.mean([a.ums_resampled(counts) for a in method], axis=0))
+        a_r.append(random.ams_resampled(counts))
+        u_r.append(random.ums_resampled(counts))
+    a_m, a_r, u_m, u_r = map(np.concatenate, (a_m, a_r, u_m, u_r))
+    out = {"n": n, "ams_method": ams_m, "ams_random": ams_r, "ums_method": ums_m, "ums_random": ums_r}
+    if len(method) == 1:
+        b = int((method[0].hit & ~random.hit).sum())
+        c = int((random.hit & ~method[0].hit).sum())
+        out.update(ams_discordant=[b, c], ams_p=mcnemar_exact(b, c), ams_test="McNemar exact")
+    else:
+        out.update(ams_p=_two_sided_p(a_m - a_r), ams_test="paired bootstrap")
+    for key, m, r, mb, rb in (("ams", ams_m, ams_r, a_m, a_r), ("ums", ums_m, ums_r, u_m, u_r)):
+        out[f"{key}_diff"] = m - r
+        out[f"{key}_diff_lo"], out[f"{key}_diff_hi"] = percentile_interval(mb - rb)
+        out[f"{key}_ratio"] = float(_ratio(np.array([m]), np.array([r]))[0])
+        out[f"{key}_ratio_lo"], out[f"{key}_ratio_hi"] = _ratio_interval(_ratio(mb, rb))
+    out["ums_p"] = _two_sided_p(u_m - u_r)
+    out["ums_test"] = "paired bootstrap"
+    return out
+
+
+def _ratio_interval(ratios: np.ndarray) -> tuple[float, float]:
+    """Percentile interval of a ratio whose resamples may be infinite (Random found nothing)."""
+    r = ratios[~np.isnan(ratios)]
+    if not len(r):
+        return math.nan, math.nan
+    lo, hi = np.percentile(np.where(np.isinf(r), np.finfo(float).max, r), [2.5, 97.5])
+    big = np.finfo(float).max / 2
+    return (math.inf if lo > big else float(lo)), (math.inf if hi > big else float(hi))
+
+
+def coverage_curve(random: Arm, method: Arm, budgets: Sequence[int], resamples: int = 200,
+                   seed: int = SEED) -> list[dict]:
+    """Distinct training images reached at an equal sampling budget B: B Random samples, B
+    method samples, and B/2 + B/2 of both. Each point is the mean over ``resamples`` draws of
+    B generated images (with replacement) from the stored ones, with its 2.5-97.5 % range:
+    what an audit of that budget would reach, and how much it varies."""
+    rng = np.random.default_rng(seed)
+    out = []
+
+    def reached(arm: Arm, picks: np.ndarray) -> int:
+        drawn = np.zeros(arm.n, bool)
+        drawn[picks] = True
+        return len(np.unique(arm.pair_train[drawn[arm.pair_pos]]))
+
+    def reached_mixed(picks_r: np.ndarray, picks_m: np.ndarray) -> int:
+        dr, dm = np.zeros(random.n, bool), np.zeros(method.n, bool)
+        dr[picks_r], dm[picks_m] = True, True
+        return len(np.union1d(random.pair_train[dr[random.pair_pos]], method.pair_train[dm[method.pair_pos]]))
+
+    for budget in budgets:
+        half = budget // 2
+        rows = {"random": [], "method": [], "mixed": []}
+        for _ in range(resamples):
+            rows["random"].append(reached(random, rng.integers(0, random.n, budget)))
+            rows["method"].append(reached(method, rng.integers(0, method.n, budget)))
+            rows["mixed"].append(reached_mixed(rng.integers(0, random.n, budget - half),
+                                               rng.integers(0, method.n, half)))
+        point = {"budget": int(budget)}
+        for key, vals in rows.items():
+            v = np.asarray(vals, dtype=np.float64)
+            point[key] = float(v.mean())
+            point[f"{key}_lo"], point[f"{key}_hi"] = (float(x) for x in np.percentile(v, [2.5, 97.5]))
+        out.append(point)
+    return out
+
+
+def budgets_for(n: int) -> list[int]:
+    """Budgets from 8 up to N_G, doubling, always ending at N_G."""
+    out, b = [], 8
+    while b < n:
+        out.append(b)
+        b *= 2
+    return out + [n] if n >= 2 else out

@@ -1,0 +1,115 @@
+"""Intervals and paired tests on hand-computed cases."""
+
+import math
+
+import numpy as np
+import pytest
+
+from side_engine.statistics import (
+    Arm,
+    budgets_for,
+    coverage_curve,
+    holm,
+    mcnemar_exact,
+    paired_comparison,
+    rate_intervals,
+    wilson,
+)
+
+
+def test_wilson_interval_matches_hand_computed_values():
+    # 0 / 10: the upper end is z^2 / (n + z^2)
+    lo, hi = wilson(0, 10)
+    assert lo == 0 and hi == pytest.approx(1.959964**2 / (10 + 1.959964**2), rel=1e-6)
+    lo, hi = wilson(5, 10)  # symmetric around 1/2
+    assert lo == pytest.approx(0.236593, abs=1e-6) and hi == pytest.approx(0.763407, abs=1e-6)
+    # 15 / 100: centre (0.15 + z²/200) / (1 + z²/100) = 0.16295, half-width 0.06989
+    lo, hi = wilson(15, 100)
+    assert lo == pytest.approx(0.09306, abs=1e-5) and hi == pytest.approx(0.23284, abs=1e-5)
+    assert all(math.isnan(v) for v in wilson(0, 0))
+
+
+def test_mcnemar_exact_is_the_two_sided_binomial_tail_of_discordant_pairs():
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
+    assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
+    assert mcnemar_exact(4, 4) == 1.0 and mcnemar_exact(0, 0) == 1.0
+
+
+def test_holm_adjusts_in_rank_order_and_stays_monotone():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    out = holm([0.2, math.nan, 0.01])
+    assert out[0] == pytest.approx(0.2) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
+
+
+def _unique_arm(n):
+    """Every generated image hits its own training image."""
+    return Arm(np.ones(n, bool), np.arange(n), np.arange(n))
+
+
+def test_ums_bootstrap_of_all_distinct_hits_centres_on_one_minus_one_over_e():
+    arm = _unique_arm(200)
+    assert arm.ums() == 1.0
+    assert np.allclose(arm.ums_resampled(np.ones((3, 200), np.int32)), 1.0)  # every image drawn once
+    counts = np.zeros((1, 200), np.int32)
+    counts[0, :50] = 4  # a quarter drawn: a quarter of the training images reached
+    assert arm.ums_resampled(counts)[0] == pytest.approx(0.25)
+    r = rate_intervals(arm)
+    # a bootstrap draw holds 1 - (1 - 1/n)^n of the distinct images, about 0.634
+    assert r["ums_lo"] < 1 - (1 - 1 / 200) ** 200 < r["ums_hi"] < 1.0
+    assert r["ams"] == 1.0 and r["ams_hi"] == 1.0
+
+
+def test_ums_counts_a_training_image_once_however_many_images_hit_it():
+    arm = Arm(np.array([True, True, True, False]), np.array([0, 1, 2, 2]), np.array([7, 7, 7, 3]))
+    assert arm.ums() == pytest.approx(2 / 4)
+    counts = np.array([[1, 1, 0, 2], [0, 0, 1, 0]], np.int32)  # image 2 drawn only in the second
+    assert arm.ums_resampled(counts) == pytest.approx([1 / 4, 2 / 4])
+
+
+def test_paired_comparison_of_identical_arms_shows_no_difference():
+    rng = np.random.default_rng(0)
+    hit = rng.random(100) < 0.2
+    arm = Arm(hit, np.flatnonzero(hit), rng.integers(0, 30, hit.sum()))
+    c = paired_comparison([arm], arm)
+    assert c["ams_discordant"] == [0, 0] and c["ams_p"] == 1.0
+    assert c["ams_diff"] == 0 and c["ams_diff_lo"] == 0 and c["ams_diff_hi"] == 0
+    assert c["ums_ratio"] == 1.0 and c["ums_ratio_lo"] == 1.0 and c["ums_ratio_hi"] == 1.0
+    assert c["ums_p"] == 1.0
+
+
+def test_paired_comparison_finds_a_clear_gain_and_its_mcnemar_counts():
+    n = 200
+    rnd = np.zeros(n, bool)
+    rnd[:10] = True  # Random: 5 %
+    side = rnd.copy()
+    side[10:50] = True  # the method hits 40 more, loses none
+    r_arm = Arm(rnd, np.flatnonzero(rnd), np.flatnonzero(rnd) % 5)
+    m_arm = Arm(side, np.flatnonzero(side), np.flatnonzero(side))
+    c = paired_comparison([m_arm], r_arm)
+    assert c["ams_discordant"] == [40, 0]
+    assert c["ams_p"] == pytest.approx(2 * 0.5**40)
+    assert c["ams_ratio"] == pytest.approx(5.0) and c["ams_ratio_lo"] > 1
+    assert c["ums_method"] == pytest.approx(50 / n) and c["ums_random"] == pytest.approx(5 / n)
+    assert c["ums_diff_lo"] > 0 and c["ums_p"] < 0.01
+    # two λ of a range: the method's rate is their mean, tested by the paired bootstrap
+    c2 = paired_comparison([m_arm, r_arm], r_arm)
+    assert c2["ams_method"] == pytest.approx((50 + 10) / 2 / n) and c2["ams_test"] == "paired bootstrap"
+    with pytest.raises(ValueError):
+        paired_comparison([_unique_arm(10)], _unique_arm(11))
+
+
+def test_coverage_at_equal_budget_counts_distinct_training_images():
+    n = 64
+    rnd = Arm(np.ones(n, bool), np.arange(n), np.zeros(n, np.int64))  # Random finds image 0 only
+    side = Arm(np.ones(n, bool), np.arange(n), np.arange(n) % 8 + 1)  # the method finds 8 others
+    pts = coverage_curve(rnd, side, [8, 64], resamples=50)
+    assert [p["budget"] for p in pts] == [8, 64]
+    assert all(p["random"] == 1 for p in pts)
+    # 32 Random draws reach image 0; 32 method draws (with replacement) miss each of the 8
+    # others with probability (7/8)^32
+    assert pts[1]["mixed"] == pytest.approx(1 + 8 * (1 - (7 / 8) ** 32), abs=0.15)
+    assert pts[1]["mixed_hi"] == 9 and pts[1]["method"] > pts[1]["mixed"] - 1
+    assert pts[0]["random_lo"] <= pts[0]["random"] <= pts[0]["random_hi"]
+    assert budgets_for(100) == [8, 16, 32, 64, 100] and budgets_for(8) == [8]
