@@ -370,11 +370,13 @@ class AuditRunner:
                                      small_stem_for(self.target.sample_size, cfg.classifier_stem)).to(self.device)
             batch = min(64, max(8, len(self.surrogate)))
             report = train_ti(self._train_tensor(), torch.from_numpy(self.surrogate), model,
-                              cfg.classifier_epochs, cfg.classifier_lr, batch, cfg.seed, _StoredProgress(self))
+                              cfg.classifier_epochs, cfg.classifier_lr, batch, cfg.seed, _StoredProgress(self),
+                              min_steps=cfg.classifier_min_steps)
             save_classifier(model, path, {"accuracy": report.accuracy})
             self._store_classifier("ti", path, report)
             self.progress.log(f"TI classifier: accuracy {report.accuracy:.3f} on {report.held_out}; "
-                              f"train accuracy {report.details['train_accuracy']:.3f}")
+                              f"train accuracy {report.details['train_accuracy']:.3f}, under noise σ = 0.2 "
+                              f"{report.details['noise_0.2_accuracy']:.3f} ({report.details['steps']} steps)")
             self.ti = _frozen(model)
 
     def _store_classifier(self, name: str, path: Path, report) -> None:
@@ -471,6 +473,11 @@ class AuditRunner:
             agree = ", ".join(f"{k}: {v:.2f}" for k, v in report.details["agreement_by_t"].items())
             self.progress.log(f"TD classifier ({report.details['objective']}): final loss {report.final_loss:.4f}; "
                               f"held-out agreement {agree}")
+            if not hard and report.accuracy < AGREEMENT_WARN:
+                self._warn(f"The TD classifier agrees with the TI classifier on only {100 * report.accuracy:.0f} % "
+                           f"of held-out synthetic images at t = 0 (it starts at 100 %; below "
+                           f"{100 * AGREEMENT_WARN:.0f} % guidance may steer towards the wrong images): raise "
+                           "tdkd_epochs or tdkd_lr.")
             self.td = _frozen(td)
 
     # -- 6 + 7. sampling with streamed scoring ------------------------------------------------
@@ -582,15 +589,47 @@ class AuditRunner:
         except OSError as e:
             raise WorkspaceError(f"{path}: cannot write a generated image ({e.strerror or e})") from None
 
+    def _warn(self, text: str) -> None:
+        """A finding about the audit's own reliability: logged, stored, shown by the app and reports."""
+        self.progress.log(f"WARNING: {text}")
+        warnings = storage.get_kv(self.db, "warnings", [])
+        if text not in warnings:
+            storage.set_kv(self.db, "warnings", warnings + [text])
+
     # -- 8. metrics --------------------------------------------------------------------------
     def _stage_metrics(self, cfg: AuditConfig) -> None:
         with self._stage("metrics"):
             results.compute_and_store(self.db, cfg, self.scorer.higher_is_closer, self.bands,
                                       self.scorer_name)
+            self._check_steering(cfg)
             self._update("metrics", 1, 1)
+
+    def _check_steering(self, cfg: AuditConfig) -> None:
+        """Log the guidance-to-ε ratio per λ, and say so when SIDE barely steers: under 3x chance
+        of landing in the target class at the largest λ means the audit cannot show what
+        guidance would find, whatever the rates say."""
+        rows = list(self.db.query("select method, lam, target_accuracy, guidance_ratio from summary "
+                                  "where method != 'random' order by method, lam"))
+        for r in rows:
+            if r["guidance_ratio"] is not None:
+                self.progress.log(f"{r['method'].upper()} λ = {r['lam']:g}: guidance / ε RMS ratio "
+                                  f"{r['guidance_ratio']:.3f}, steered {100 * (r['target_accuracy'] or 0):.1f} %")
+        side = [r for r in rows if r["method"] == "side" and r["target_accuracy"] is not None]
+        if not side:
+            return
+        top = max(side, key=lambda r: r["lam"])
+        chance = 1 / max(self.k, 1)
+        if top["target_accuracy"] < STEER_WARN * chance:
+            self._warn(f"SIDE barely steers: at the largest λ = {top['lam']:g} only "
+                       f"{100 * top['target_accuracy']:.1f} % of guided samples land in their target class "
+                       f"(chance {100 * chance:.1f} %; guidance / ε {top['guidance_ratio'] or 0:.3f}). Its rates "
+                       "cannot show what guidance would find: raise the largest λ, tdkd_epochs or "
+                       "classifier_min_steps, then audit again.")
 
 
 COMPILE_WORK = 150_000  # image-steps of sampling above which compile = auto compiles
+AGREEMENT_WARN = 0.9  # TD/TI agreement at t = 0 below which the run warns (SPEC)
+STEER_WARN = 3.0  # "steered" below this multiple of chance at the largest λ: SIDE barely steers
 
 
 def _frozen(model: torch.nn.Module) -> torch.nn.Module:

@@ -43,10 +43,13 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 def line_chart(series: Sequence[dict], title: str, xlabel: str, ylabel: str, hlines: Sequence[dict] = (),
                size: tuple[int, int] = (560, 330)) -> bytes:
-    """series: {label, x, y, colour, dashed}; hlines: {label, y, colour} (reference lines)."""
+    """series: {label, x, y, colour, lo?, hi?}; hlines: {label, y, colour, lo?, hi?} (reference lines).
+    ``lo``/``hi`` are 95 % intervals: error bars on a series, a dotted band around a reference."""
     img, d, (x0, y0, x1, y1) = _frame(*size, title, xlabel, ylabel)
     xs = [x for s in series for x in s["x"]] or [0, 1]
-    ys = [y for s in series for y in s["y"]] + [h["y"] for h in hlines] + [0]
+    ys = ([y for s in series for y in s["y"]] + [h["y"] for h in hlines] + [0]
+          + [v for s in series for v in s.get("hi") or [] if v is not None]
+          + [h["hi"] for h in hlines if h.get("hi") is not None])
     xmin, xmax = min(xs + [0]), max(xs) if max(xs) > min(xs + [0]) else min(xs + [0]) + 1
     ymax = max(ys) * 1.1 if max(ys) > 0 else 1
     fx = lambda x: x0 + (x - xmin) / (xmax - xmin) * (x1 - x0)  # noqa: E731
@@ -60,8 +63,17 @@ def line_chart(series: Sequence[dict], title: str, xlabel: str, ylabel: str, hli
         y = fy(h["y"])
         for xa in range(int(x0), int(x1), 10):
             d.line([(xa, y), (min(xa + 5, x1), y)], fill=h["colour"], width=1)
+        for edge in (h.get("lo"), h.get("hi")):
+            if edge is not None:
+                for xa in range(int(x0), int(x1), 6):
+                    d.point((xa, fy(edge)), fill=h["colour"])
     for s in series:
         pts = [(fx(x), fy(y)) for x, y in zip(s["x"], s["y"])]
+        for px, lo, hi in zip(pts, s.get("lo") or [], s.get("hi") or []):
+            if lo is not None and hi is not None:
+                d.line([(px[0], fy(lo)), (px[0], fy(hi))], fill=s["colour"], width=1)
+                for yv in (fy(lo), fy(hi)):
+                    d.line([(px[0] - 3, yv), (px[0] + 3, yv)], fill=s["colour"], width=1)
         if len(pts) > 1:
             d.line(pts, fill=s["colour"], width=2)
         for px, py in pts:

@@ -41,6 +41,41 @@ def _hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x
 
 
+def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Pad-and-crop shift (edge pixels repeated): what a shifted copy looks like, unlike
+    ``torch.roll``, which wraps pixels round the edge into views no copy takes."""
+    if dy == 0 and dx == 0:
+        return x
+    p = max(abs(dy), abs(dx))
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (p, p, p, p), mode="replicate")
+    return padded[..., p - dy:p - dy + h, p - dx:p - dx + w]
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, max_shift: int) -> torch.Tensor:
+    """Views a copy of a training image could take: flips, pad-and-crop shifts of up to
+    ``max_shift`` pixels, mild Gaussian noise, and for RGB brightness/contrast jitter. Flips
+    alone left the TI classifier overconfident and brittle (16 % accuracy at noise σ = 0.2)."""
+    n = x.shape[0]
+    x = _hflip(x, gen)
+    if max_shift > 0:
+        offs = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=gen).tolist()
+        x = torch.stack([shift(x[i], dy, dx) for i, (dy, dx) in enumerate(offs)])
+    if x.shape[1] == 3:
+        c = (1 + 0.2 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)).to(x.device)
+        b = (0.2 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)).to(x.device)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = ((x - mean) * c + mean + b).clamp(-1, 1)
+    sigma = (0.1 * torch.rand(n, 1, 1, 1, generator=gen)).to(x.device)
+    return x + sigma * torch.randn(x.shape, generator=gen).to(x.device)
+
+
+def copy_views(x: torch.Tensor) -> torch.Tensor:
+    """Deterministic held-out views for K = N (nothing else to hold out): each image flipped,
+    and shifted by 2 pixels with edges repeated."""
+    return torch.cat([x.flip(-1), shift(x, 2, 2), shift(x.flip(-1), -2, 1)])
+
+
 def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified: hold out ~``fraction`` of images, only from classes that keep at least one."""
     rng = np.random.default_rng(seed)
@@ -80,20 +115,26 @@ def train_ti(
     seed: int,
     progress: Progress,
     stage: str = "classifier",
+    min_steps: int = 0,
 ) -> TrainReport:
-    """Train the time-independent classifier with horizontal flips; 10 % held out."""
+    """Train the time-independent classifier on augmented views (``augment``); 10 % held out.
+    At least ``min_steps`` optimiser steps: at N = 32 an epoch is a single step, and 60 steps
+    leave the classifier barely trained."""
     device = next(model.parameters()).device
     train_idx, held_idx = holdout_split(y.cpu().numpy(), 0.10, seed)
     xt, yt = x[train_idx].to(device), y[train_idx].to(device)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     loss_val = math.nan
+    per_epoch = math.ceil(len(xt) / batch)
+    epochs = max(epochs, math.ceil(min_steps / per_epoch))
+    max_shift = max(1, x.shape[-1] // 16)
     for epoch in range(epochs):
         model.train()
         losses = []
         for idx in _batches(len(xt), batch, gen):
             idx = idx.to(device)
-            xb = _hflip(xt[idx], gen)
+            xb = augment(xt[idx], gen, max_shift)
             loss = F.cross_entropy(model(xb), yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -108,11 +149,13 @@ def train_ti(
         acc = accuracy(model, x[held_idx].to(device), y[held_idx].to(device))
         what = f"{len(held_idx)} held-out training images (10 %, stratified)"
     else:
-        # one image a class leaves nothing to hold out: measure on flipped, shifted views
-        views = torch.roll(xt.flip(-1), shifts=(1, 1), dims=(-2, -1))
-        acc = accuracy(model, views, yt)
-        what = "flipped and shifted views of the training images (classes have single members)"
+        # one image a class leaves nothing to hold out: measure on views a copy could take
+        acc = accuracy(model, copy_views(xt), yt.repeat(3))
+        what = ("flipped and pad-and-crop shifted views of the training images (classes have single "
+                "members)")
+    noisy = accuracy(model, xt + 0.2 * torch.randn(xt.shape, generator=gen).to(device), yt)
     return TrainReport(acc, what, loss_val, {"train_accuracy": train_acc, "epochs": epochs,
+                                             "steps": epochs * per_epoch, "noise_0.2_accuracy": noisy,
                                              "held_out_n": int(len(held_idx))})
 
 

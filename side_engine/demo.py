@@ -25,11 +25,11 @@ DEMO_FACES = RESOURCES / "demo" / "faces"
 # steered about half of them and raised the memorised share (bench/results/replication.md).
 DEMO_SETTINGS = dict(
     label_source="clusters", classifier_width=16, classifier_epochs=150, classifier_lr=1e-3,
-    n_syn=512, tdkd_epochs=100, tdkd_lr=1e-3, lambdas=[0, 2, 5, 10], n_per_lambda=128, steps=25,
-    batch_size=64, device="auto",
+    classifier_min_steps=400, n_syn=512, tdkd_epochs=100, tdkd_lr=1e-3, lambdas=[0, 5, 10, 20],
+    n_per_lambda=128, steps=25, batch_size=64, device="auto",
 )
-QUICK_SETTINGS = dict(DEMO_SETTINGS, classifier_epochs=3, n_syn=32, tdkd_epochs=1, lambdas=[0, 3],
-                      n_per_lambda=8, steps=10, batch_size=16)
+QUICK_SETTINGS = dict(DEMO_SETTINGS, classifier_epochs=3, classifier_min_steps=0, n_syn=32, tdkd_epochs=1,
+                      lambdas=[0, 3], n_per_lambda=8, steps=10, batch_size=16)
 
 
 def default_workspace(quick: bool) -> Path:

@@ -56,8 +56,11 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
             "rows": data["rows"], "topk": data["topk"], "summary": data["summary"],
             "classifiers": data["classifiers"], "n_train": n_train,
         }
-        model["headline"] = _headline(data["rows"], exposure, n_train, bands)
-        model["table1"] = _table1(data["rows"])
+        model["headline"] = _headline(data, exposure, n_train, bands)
+        model["table1"] = _table1(data, info["config"])
+        model["comparisons"] = _comparisons(data)
+        model["comparison"] = data.get("comparison") or {}
+        model["measure"] = data["audit"].get("measure", "")
         model["exposure"] = [
             {**e, "hash": train_hash.get(e["train_idx"], ""), "path": None if redact else e["path"]}
             for e in exposure[:50]]
@@ -91,38 +94,96 @@ def _thumbnail(path: Path, size: int = 128) -> bytes | None:
         return None
 
 
-def _headline(rows: list[dict], exposure: list[dict], n_train: int, bands) -> list[str]:
-    """Plain-language findings, one sentence per band, closest band first."""
+def _ci(v, lo, hi, pct: bool = True) -> str:
+    """'12.3 % [9.1, 16.0]': a rate with its 95 % interval, as every number shown carries one."""
+    if v is None:
+        return "–"
+    f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: "∞" if x == float("inf") else f"{x:.2f}")
+    if lo is None or hi is None:
+        return f"{f(v)}{' %' if pct else ''}"
+    return f"{f(v)}{' %' if pct else ''} [{f(lo)}, {f(hi)}]"
+
+
+def _verdict_line(c: dict, key: str, band: str, random_word: str = "Random") -> str:
+    name = c["method"].upper()
+    metric = key.upper()
+    lams = ", ".join(f"{x:g}" for x in c.get("lambdas", [c.get("lambda")]))
+    p = c.get(f"{key}_p_holm", c.get(f"{key}_p"))
+    return (f"{name} {metric} ≥{band} (mean over λ = {lams}): {_ci(c[f'{key}_method'], c.get(f'{key}_method_lo'), c.get(f'{key}_method_hi'))}"
+            f" vs {random_word} {_ci(c[f'{key}_random'], c.get(f'{key}_random_lo'), c.get(f'{key}_random_hi'))};"
+            f" ratio {_ci(c[f'{key}_ratio'], c[f'{key}_ratio_lo'], c[f'{key}_ratio_hi'], pct=False)},"
+            f" {c[f'{key}_test']} p = {p:.3g}: {c[f'{key}_verdict']}.")
+
+
+def _headline(data: dict, exposure: list[dict], n_train: int, bands) -> list[str]:
+    """Plain-language findings: what was reproduced (closest band first), then whether the guided
+    method beats Random over the declared λ range (one pre-declared paired test; no best-λ pick)."""
     lines = []
+    rows = data["rows"]
     for band in reversed([b.name for b in bands]):
         hits = [e for e in exposure if e[band] > 0]
-        best = max((r for r in rows if r["band"] == band), key=lambda r: r["ums"], default=None)
-        random = next((r for r in rows if r["band"] == band and r["method"] == "random"), None)
         text = (f"{len(hits)} of {n_train} training images were reproduced as {BAND_WORDS.get(band, band)} "
                 f"({band} band) by at least one generated image.")
-        if best and best["ums"] > 0:
-            text += (f" The most effective setting was {best['method'].upper()} at λ = {best['lambda']:g}: "
-                     f"{100 * best['ums']:.2f} % of its {best['n_generated']} images found distinct training "
-                     f"images in this band")
-            text += (f", against {100 * random['ums']:.2f} % for random sampling." if random else ".")
+        rnd = next((r for r in rows if r["band"] == band and r["method"] == "random"), None)
+        if rnd:
+            text += (f" Random sampling: AMS {_ci(rnd['ams'], rnd.get('ams_lo'), rnd.get('ams_hi'))}, "
+                     f"UMS {_ci(rnd['ums'], rnd.get('ums_lo'), rnd.get('ums_hi'))} of {rnd['n_generated']} images.")
         lines.append(text)
+    comp = data.get("comparison") or {}
+    for c in comp.get("range", []):
+        if c["cumulative"] and c["band"] == "mid":
+            lines.append(_verdict_line(c, "ums", "mid"))
+            lines.append(_verdict_line(c, "ams", "mid"))
+    for cov in comp.get("coverage", []):
+        if cov["band"] == "mid" and cov["points"]:
+            pt = cov["points"][-1]
+            lines.append(
+                f"At an equal budget of {pt['budget']} generated images, Random alone reached "
+                f"{pt['random']:.1f} [{pt['random_lo']:.0f}, {pt['random_hi']:.0f}] distinct training images at "
+                f"≥mid; half Random + half {cov['method'].upper()} reached {pt['mixed']:.1f} "
+                f"[{pt['mixed_lo']:.0f}, {pt['mixed_hi']:.0f}]; {cov['method'].upper()} alone "
+                f"{pt['method']:.1f} [{pt['method_lo']:.0f}, {pt['method_hi']:.0f}].")
+    lines += data.get("warnings", [])
     return lines
 
 
-def _table1(rows: list[dict]) -> list[dict]:
-    """Random and each method at its best λ (by mid-band UMS, then AMS), as in the paper's Table 1."""
+def _table1(data: dict, cfg: dict) -> list[dict]:
+    """Random, and each guided method averaged over the declared λ range (the paper averages
+    over λ 5-9; never the best λ), with 95 % intervals, as in the paper's Table 1."""
+    rows = data["rows"]
     out = []
-    for method in ("random", "ti", "side"):
-        mine = [r for r in rows if r["method"] == method]
-        if not mine:
+    rnd = {r["band"]: r for r in rows if r["method"] == "random"}
+    if rnd:
+        out.append({"method": "random", "lambdas": "0", "n_generated": next(iter(rnd.values()))["n_generated"],
+                    "bands": {b: {"ams": _ci(r["ams"], r.get("ams_lo"), r.get("ams_hi")),
+                                  "ums": _ci(r["ums"], r.get("ums_lo"), r.get("ums_hi"))} for b, r in rnd.items()}})
+    comp = data.get("comparison") or {}
+    for method in ("ti", "side"):
+        ranged = [c for c in comp.get("range", []) if c["method"] == method and not c["cumulative"]]
+        if not ranged:
             continue
-        by_lam: dict[float, dict] = {}
-        for r in mine:
-            by_lam.setdefault(r["lambda"], {})[r["band"]] = r
-        lam = max(by_lam, key=lambda k, t=by_lam: (t[k].get("mid", {}).get("ums", 0),
-                                                   t[k].get("mid", {}).get("ams", 0)))
-        n = next(iter(by_lam[lam].values()))["n_generated"]
-        out.append({"method": method, "lambda": lam, "n_generated": n, "bands": by_lam[lam]})
+        out.append({"method": method, "lambdas": ", ".join(f"{x:g}" for x in ranged[0]["lambdas"]),
+                    "n_generated": ranged[0]["n"],
+                    "bands": {c["band"]: {k: _ci(c[f"{k}_method"], c[f"{k}_method_lo"], c[f"{k}_method_hi"])
+                                          for k in ("ams", "ums")} for c in ranged}})
+    return out
+
+
+def _comparisons(data: dict) -> list[dict]:
+    """Per λ and over the declared range: the method against Random on the cumulative bands."""
+    comp = data.get("comparison") or {}
+    out = []
+    for c in comp.get("per_lambda", []) + comp.get("range", []):
+        if not c["cumulative"]:
+            continue
+        lam = f"{c['lambda']:g}" if "lambda" in c else "range " + ", ".join(f"{x:g}" for x in c["lambdas"])
+        for key in ("ams", "ums"):
+            out.append({"method": c["method"].upper(), "lambda": lam, "band": c["band"], "metric": key.upper(),
+                        "method_rate": _ci(c[f"{key}_method"], c.get(f"{key}_method_lo"), c.get(f"{key}_method_hi")),
+                        "random_rate": _ci(c[f"{key}_random"], c.get(f"{key}_random_lo"), c.get(f"{key}_random_hi")),
+                        "ratio": _ci(c[f"{key}_ratio"], c[f"{key}_ratio_lo"], c[f"{key}_ratio_hi"], pct=False),
+                        "test": c[f"{key}_test"], "p": c[f"{key}_p"], "p_holm": c.get(f"{key}_p_holm"),
+                        "verdict": c[f"{key}_verdict"]})
     return out
 
 
@@ -132,20 +193,30 @@ def _charts(rows, best_all, bands, higher, scorer) -> dict[str, bytes]:
         series, hlines = [], []
         for method in sorted({r["method"] for r in rows} - {"random"}):
             for b in bands:
-                pts = sorted((r["lambda"], 100 * r[metric]) for r in rows
-                             if r["method"] == method and r["band"] == b.name)
+                pts = sorted((r["lambda"], r) for r in rows if r["method"] == method and r["band"] == b.name)
                 if pts:
                     series.append({"label": f"{method.upper()} {b.name}", "x": [p[0] for p in pts],
-                                   "y": [p[1] for p in pts], "colour": charts.COLOURS[b.name]})
+                                   "y": [100 * p[1][metric] for p in pts],
+                                   "lo": [_pct(p[1].get(f"{metric}_lo")) for p in pts],
+                                   "hi": [_pct(p[1].get(f"{metric}_hi")) for p in pts],
+                                   "colour": charts.COLOURS[b.name]})
         for b in bands:
-            ref = [100 * r[metric] for r in rows if r["method"] == "random" and r["band"] == b.name]
+            ref = [r for r in rows if r["method"] == "random" and r["band"] == b.name]
             if ref:
-                hlines.append({"label": f"Random {b.name}", "y": ref[0], "colour": charts.COLOURS[b.name]})
-        out[metric] = charts.line_chart(series, f"{metric.upper()} vs guidance scale", "λ", "% of N_G", hlines)
+                hlines.append({"label": f"Random {b.name}", "y": 100 * ref[0][metric],
+                               "lo": _pct(ref[0].get(f"{metric}_lo")), "hi": _pct(ref[0].get(f"{metric}_hi")),
+                               "colour": charts.COLOURS[b.name]})
+        out[metric] = charts.line_chart(series, f"{metric.upper()} vs guidance scale (95 % intervals)", "λ",
+                                        "% of N_G", hlines)
     edges = [{"label": b.name, "x": b.lo if higher else b.hi, "colour": charts.COLOURS[b.name]} for b in bands]
-    what = "cosine (higher = closer)" if higher else "calibrated l2 ratio (lower = closer)"
+    what = {"sscd": "cosine (higher = closer)", "pixel": "Gu ratio nearest / second-nearest (lower = closer)",
+            "pixel-carlini": "calibrated l2 ratio (lower = closer)"}.get(scorer, "")
     out["hist"] = charts.histogram(best_all, edges, f"Best match of every generated image ({scorer})", what)
     return out
+
+
+def _pct(v):
+    return None if v is None else 100 * v
 
 
 # -- rendering ---------------------------------------------------------------------------
@@ -157,6 +228,7 @@ def render_html(model: dict, image_src=_b64) -> str:
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.2f} %"
     env.filters["num"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}"
     env.filters["img"] = lambda data, name="": image_src(data, name)
+    env.filters["ci"] = lambda row, key: _ci(row.get(key), row.get(f"{key}_lo"), row.get(f"{key}_hi"))
     return env.get_template("report.html.j2").render(m=model, json=json)
 
 

@@ -166,6 +166,8 @@ def paired_comparison(method: Sequence[Arm], random: Arm, resamples: int = BOOTS
     else:
         out.update(ams_p=_two_sided_p(a_m - a_r), ams_test="paired bootstrap")
     for key, m, r, mb, rb in (("ams", ams_m, ams_r, a_m, a_r), ("ums", ums_m, ums_r, u_m, u_r)):
+        out[f"{key}_method_lo"], out[f"{key}_method_hi"] = percentile_interval(mb)
+        out[f"{key}_random_lo"], out[f"{key}_random_hi"] = percentile_interval(rb)
         out[f"{key}_diff"] = m - r
         out[f"{key}_diff_lo"], out[f"{key}_diff_hi"] = percentile_interval(mb - rb)
         out[f"{key}_ratio"] = float(_ratio(np.array([m]), np.array([r]))[0])

@@ -43,8 +43,11 @@ def test_html_is_self_contained_and_holds_the_stored_numbers(audited, tmp_path):
     html = out.read_text()
     rows, audit, _ = _stored(audited)
     assert audit["checkpoint_sha256"] in html and audit["train_fingerprint"] in html
-    for r in rows:  # every cumulative rate appears as printed from the database
-        assert f"{100 * r['ums_cumulative']:.2f} %" in html
+    for r in rows:  # every cumulative rate appears as stored, with its stored interval
+        for key in ("ums_cumulative", "ams_cumulative"):
+            assert f"{100 * r[key]:.1f} % [{100 * r[key + '_lo']:.1f}, {100 * r[key + '_hi']:.1f}]" in html
+    assert "Holm" in html and "McNemar exact" in html and "Gu et al." in html
+    assert "best λ" not in html.replace("never the best λ", "").replace("not the best λ", "")
     assert "memorised" in html
     refs = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
@@ -62,7 +65,7 @@ def test_pdf_has_pages_and_the_summary(audited, tmp_path):
     rows, audit, _ = _stored(audited)
     assert "Summary" in text and "training images were reproduced" in text
     random_low = next(r for r in rows if r["method"] == "random" and r["band"] == "low")
-    assert f"{100 * random_low['ams']:.2f} %" in text
+    assert f"AMS {100 * random_low['ams']:.1f} % [{100 * random_low['ams_lo']:.1f}," in text
     assert re.search(r"\b2\b", reader.pages[1].extract_text())  # page number on page 2
 
 
