@@ -109,8 +109,9 @@ def _verdict_line(c: dict, key: str, band: str, random_word: str = "Random") -> 
     metric = key.upper()
     lams = ", ".join(f"{x:g}" for x in c.get("lambdas", [c.get("lambda")]))
     p = c.get(f"{key}_p_holm", c.get(f"{key}_p"))
-    return (f"{name} {metric} ≥{band} (mean over λ = {lams}): {_ci(c[f'{key}_method'], c.get(f'{key}_method_lo'), c.get(f'{key}_method_hi'))}"
-            f" vs {random_word} {_ci(c[f'{key}_random'], c.get(f'{key}_random_lo'), c.get(f'{key}_random_hi'))};"
+    mine = _ci(c[f"{key}_method"], c.get(f"{key}_method_lo"), c.get(f"{key}_method_hi"))
+    theirs = _ci(c[f"{key}_random"], c.get(f"{key}_random_lo"), c.get(f"{key}_random_hi"))
+    return (f"{name} {metric} ≥{band} (mean over λ = {lams}): {mine} vs {random_word} {theirs};"
             f" ratio {_ci(c[f'{key}_ratio'], c[f'{key}_ratio_lo'], c[f'{key}_ratio_hi'], pct=False)},"
             f" {c[f'{key}_test']} p = {p:.3g}: {c[f'{key}_verdict']}.")
 
