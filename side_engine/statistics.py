@@ -3,7 +3,7 @@
 Pure functions of arrays. Generated images are the sampling unit: AMS is a
 binomial proportion (Wilson interval); UMS counts distinct training images
 over N_G, which no closed form covers, so it is bootstrapped over generated
-images. Methods share per-sample seeds (sample ``i`` starts from the same
+images (percentile interval shifted onto the estimate, see ``centred``). Methods share per-sample seeds (sample ``i`` starts from the same
 noise for every method and λ), so a method and Random are compared *paired*
 on the sample indices both hold: McNemar's exact test for AMS, a paired
 bootstrap for UMS and for every ratio, Holm-corrected over the λ grid.
@@ -107,6 +107,16 @@ class Arm:
         return counts @ self.hit.astype(np.float64) / self.n
 
 
+def centred(resampled: np.ndarray, observed: float) -> np.ndarray:
+    """Bootstrap UMS draws shifted so that they centre on the observed UMS. Resampling with
+    replacement repeats some generated images and drops others, so a draw reaches fewer distinct
+    training images than the audit did (about 63 % of them when each was hit once): the raw
+    percentile interval would sit below the estimate, often with the estimate as its upper end.
+    The shift removes that bias and keeps the bootstrap's spread (bias-corrected percentile)."""
+    r = np.asarray(resampled, dtype=np.float64)
+    return np.clip(r - r.mean() + observed, 0.0, None) if len(r) else r
+
+
 def percentile_interval(values: np.ndarray) -> tuple[float, float]:
     v = np.asarray(values, dtype=np.float64)
     v = v[~np.isnan(v)]
@@ -122,7 +132,7 @@ def rate_intervals(arm: Arm, resamples: int = BOOTSTRAP, seed: int = SEED) -> di
     lo, hi = wilson(k, arm.n)
     ums_b = np.concatenate([arm.ums_resampled(c) for c in bootstrap_counts(arm.n, resamples, seed)]) \
         if arm.n else np.zeros(0)
-    ulo, uhi = percentile_interval(ums_b)
+    ulo, uhi = percentile_interval(centred(ums_b, arm.ums()))
     return {"ams": arm.ams(), "ams_lo": lo, "ams_hi": hi, "ums": arm.ums(), "ums_lo": ulo, "ums_hi": uhi}
 
 
@@ -158,6 +168,7 @@ def paired_comparison(method: Sequence[Arm], random: Arm, resamples: int = BOOTS
         a_r.append(random.ams_resampled(counts))
         u_r.append(random.ums_resampled(counts))
     a_m, a_r, u_m, u_r = map(np.concatenate, (a_m, a_r, u_m, u_r))
+    u_m, u_r = centred(u_m, ums_m), centred(u_r, ums_r)
     out = {"n": n, "ams_method": ams_m, "ams_random": ams_r, "ums_method": ums_m, "ums_random": ums_r}
     if len(method) == 1:
         b = int((method[0].hit & ~random.hit).sum())

@@ -1,4 +1,5 @@
-"""The Results view: AMS/UMS vs λ per band, the best-similarity histogram, Table-1/2 style tables."""
+"""The Results view: AMS/UMS vs λ per band with 95 % error bars, the best-similarity histogram,
+Table-1/2 style tables with intervals, and the paired comparison with Random."""
 
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ from PySide6.QtWidgets import (
 
 BAND_COLOURS = {"low": (90, 160, 220), "mid": (240, 170, 40), "high": (220, 60, 60)}
 BANDS = ("low", "mid", "high")
+
+
+def ci_text(value, lo, hi, pct: bool = True) -> str:
+    """A rate with its 95 % interval: every number the app shows carries one."""
+    if value is None:
+        return ""
+    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: "∞" if v == float("inf") else f"{v:.2f}")
+    unit = " %" if pct else ""
+    return f"{f(value)}{unit} [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else f"{f(value)}{unit}"
 
 
 class CurvePlot(pg.PlotWidget):
@@ -45,38 +55,58 @@ class CurvePlot(pg.PlotWidget):
         self.points.clear()
         self.plotItem.legend.clear()
         key = f"{self.metric}_cumulative" if cumulative else self.metric
+
+        def pct(r, k):
+            return 100 * r[k] if r.get(k) is not None else np.nan
+
         for method in sorted({r["method"] for r in rows} - {"random"}):
             for band in BANDS:
-                pts = sorted((r["lambda"], 100 * r[key]) for r in rows if r["method"] == method and r["band"] == band)
-                if not pts:
+                mine = sorted((r for r in rows if r["method"] == method and r["band"] == band),
+                              key=lambda r: r["lambda"])
+                if not mine:
                     continue
-                x, y = np.array(pts).T
+                x = np.array([r["lambda"] for r in mine], float)
+                y = np.array([pct(r, key) for r in mine])
+                lo = np.array([pct(r, f"{key}_lo") for r in mine])
+                hi = np.array([pct(r, f"{key}_hi") for r in mine])
                 style = Qt.PenStyle.SolidLine if method == "side" else Qt.PenStyle.DotLine
                 pen = pg.mkPen(BAND_COLOURS[band], width=2, style=style)
                 name = f"{method.upper()} {'≥ ' if cumulative else ''}{band}"
                 item = self.plot(x, y, pen=pen, symbol="o", symbolSize=7, symbolBrush=BAND_COLOURS[band], name=name)
+                bars = pg.ErrorBarItem(x=x, y=y, top=np.nan_to_num(hi - y), bottom=np.nan_to_num(y - lo),
+                                       beam=0.3, pen=pg.mkPen(BAND_COLOURS[band], width=1))
+                self.addItem(bars)
                 self.curves[(method, band)] = item
-                self.points[(method, band)] = (x, y)
+                self.curves[(method, band, "bars")] = bars
+                self.points[(method, band)] = (x, y, lo, hi)
         for band in BANDS:
-            ref = [100 * r[key] for r in rows if r["method"] == "random" and r["band"] == band]
+            ref = [r for r in rows if r["method"] == "random" and r["band"] == band]
             if ref:
-                line = pg.InfiniteLine(pos=ref[0], angle=0, pen=pg.mkPen(BAND_COLOURS[band], width=1,
-                                                                          style=Qt.PenStyle.DashLine))
+                y, lo, hi = pct(ref[0], key), pct(ref[0], f"{key}_lo"), pct(ref[0], f"{key}_hi")
+                line = pg.InfiniteLine(pos=y, angle=0, pen=pg.mkPen(BAND_COLOURS[band], width=1,
+                                                                     style=Qt.PenStyle.DashLine))
                 self.addItem(line)
                 self.curves[("random", band)] = line
-                self.points[("random", band)] = (np.array([0.0]), np.array([ref[0]]))
-                self.plotItem.legend.addItem(pg.PlotDataItem(pen=line.pen), f"Random {band} (λ = 0)")
+                for i, edge in enumerate((lo, hi)):  # Random's 95 % interval
+                    if np.isfinite(edge):
+                        e = pg.InfiniteLine(pos=edge, angle=0, pen=pg.mkPen(BAND_COLOURS[band], width=1,
+                                                                             style=Qt.PenStyle.DotLine))
+                        self.addItem(e)
+                        self.curves[("random", band, i)] = e
+                self.points[("random", band)] = (np.array([0.0]), np.array([y]), np.array([lo]), np.array([hi]))
+                self.plotItem.legend.addItem(pg.PlotDataItem(pen=line.pen), f"Random {band} (λ = 0) ± 95 %")
 
     def _on_move(self, pos) -> None:
         if not self.points:
             return
         p = self.plotItem.vb.mapSceneToView(pos)
         best, text = None, ""
-        for (method, band), (xs, ys) in self.points.items():
-            for x, y in zip(xs, ys):
+        for (method, band), (xs, ys, los, his) in self.points.items():
+            for x, y, lo, hi in zip(xs, ys, los, his):
                 d = abs(x - p.x()) / max(1.0, abs(p.x()) + 1) + abs(y - p.y()) / max(1.0, abs(y) + 1)
                 if best is None or d < best:
-                    best, text = d, f"{method} {band}: λ = {x:g}, {self.metric.upper()} = {y:.2f} %"
+                    best, text = d, (f"{method} {band}: λ = {x:g}, {self.metric.upper()} = {y:.1f} % "
+                                     f"[{lo:.1f}, {hi:.1f}] (95 %)")
         self.hover.setText(text)
         self.hover.setPos(p.x(), p.y())
 
@@ -93,10 +123,16 @@ class ResultsView(QWidget):
         self.cumulative.toggled.connect(lambda _: self._redraw())
         self.note = QLabel("")
         self.note.setWordWrap(True)
+        self.warnings = QLabel("")
+        self.warnings.setWordWrap(True)
+        self.warnings.setStyleSheet("color: #a00000;")
+        self.warnings.hide()
         self.table1 = QTableWidget()
         self.table2 = QTableWidget()
+        self.compare = QTableWidget()
         tables = QTabWidget()
-        tables.addTab(self.table1, "AMS / UMS per band (Table 1)")
+        tables.addTab(self.table1, "AMS / UMS per band, 95 % intervals (Table 1)")
+        tables.addTab(self.compare, "Against Random (paired, Holm)")
         tables.addTab(self.table2, "Top-k % mean similarity (Table 2)")
         plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(self.ams_plot)
@@ -107,6 +143,7 @@ class ResultsView(QWidget):
         top.addWidget(self.note, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.warnings)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(plots)
         split.addWidget(tables)
@@ -137,16 +174,24 @@ class ResultsView(QWidget):
         self.ams_plot.set_rows(rows, cum)
         self.ums_plot.set_rows(rows, cum)
         n = rows[0]["n_generated"] if rows else 0
-        scorer = self._data.get("audit", {}).get("scorer") or ""
-        self.note.setText(f"scorer {scorer}; N_G = {n} per (method, λ). UMS depends on N_G: compare only at "
-                          "equal N_G." if rows else "no metrics yet")
+        audit = self._data.get("audit", {})
+        scorer = audit.get("scorer") or ""
+        note = (f"scorer {scorer} ({audit.get('measure', '')}); N_G = {n} per (method, λ); error bars: 95 % "
+                "intervals. UMS depends on N_G: compare only at equal N_G.")
+        self.note.setText(note if rows else "no metrics yet")
+        warnings = self._data.get("warnings") or []
+        self.warnings.setText("\n".join(f"⚠ {w}" for w in warnings))
+        self.warnings.setVisible(bool(warnings))
         self._draw_hist()
         self._fill_table1(rows)
+        self._fill_compare(self._data.get("comparison") or {})
         self._fill_table2(self._data.get("topk", []))
 
     def _draw_hist(self) -> None:
         self.hist.clear()
+        scorer = self._data.get("audit", {}).get("scorer") or ""
         self.hist.setLabel("bottom", "best match: cosine (higher = closer)" if self._higher
+                           else "best match: Gu ratio nearest / second-nearest (lower = closer)" if scorer == "pixel"
                            else "best match: calibrated l2 ratio (lower = closer)")
         best = self._best[np.isfinite(self._best)] if len(self._best) else self._best
         if not len(best):
@@ -170,10 +215,35 @@ class ResultsView(QWidget):
             values = [method, f"{lam:g}", str(next(iter(cells.values()))["n_generated"])]
             for b in BANDS:
                 c = cells.get(b)
-                values += [f"{100 * c['ams']:.2f} %", f"{100 * c['ums']:.2f} %"] if c else ["", ""]
+                values += ([ci_text(c["ams"], c.get("ams_lo"), c.get("ams_hi")),
+                            ci_text(c["ums"], c.get("ums_lo"), c.get("ums_hi"))] if c else ["", ""])
             for j, v in enumerate(values):
                 self.table1.setItem(i, j, QTableWidgetItem(v))
         self.table1.resizeColumnsToContents()
+
+    def _fill_compare(self, comp: dict) -> None:
+        """Each guided method against Random on the cumulative bands, per λ and over the declared range."""
+        rows = [c for c in comp.get("per_lambda", []) + comp.get("range", []) if c["cumulative"]]
+        headers = ["method", "λ", "band", "metric", "method rate", "Random", "ratio", "p", "p (Holm)", "verdict"]
+        self.compare.clear()
+        self.compare.setColumnCount(len(headers))
+        self.compare.setHorizontalHeaderLabels(headers)
+        self.compare.setRowCount(2 * len(rows))
+        i = 0
+        for c in rows:
+            lam = f"{c['lambda']:g}" if "lambda" in c else "range " + ", ".join(f"{x:g}" for x in c["lambdas"])
+            for key in ("ams", "ums"):
+                holm_p = c.get(f"{key}_p_holm")
+                values = [c["method"].upper(), lam, f"≥ {c['band']}", key.upper(),
+                          ci_text(c[f"{key}_method"], c.get(f"{key}_method_lo"), c.get(f"{key}_method_hi")),
+                          ci_text(c[f"{key}_random"], c.get(f"{key}_random_lo"), c.get(f"{key}_random_hi")),
+                          ci_text(c[f"{key}_ratio"], c[f"{key}_ratio_lo"], c[f"{key}_ratio_hi"], pct=False),
+                          f"{c[f'{key}_p']:.3g} ({c[f'{key}_test']})",
+                          "single declared test" if holm_p is None else f"{holm_p:.3g}", c[f"{key}_verdict"]]
+                for j, v in enumerate(values):
+                    self.compare.setItem(i, j, QTableWidgetItem(v))
+                i += 1
+        self.compare.resizeColumnsToContents()
 
     def _fill_table2(self, topk: list[dict]) -> None:
         fracs = sorted({r["fraction"] for r in topk})
