@@ -628,7 +628,7 @@ class AuditRunner:
 
 
 COMPILE_WORK = 150_000  # image-steps of sampling above which compile = auto compiles
-AGREEMENT_WARN = 0.9  # TD/TI agreement at t = 0 below which the run warns (SPEC)
+AGREEMENT_WARN = 0.9  # TD/TI agreement at t = 0 below which the run warns (docs/method.md)
 STEER_WARN = 3.0  # "steered" below this multiple of chance at the largest λ: SIDE barely steers
 
 

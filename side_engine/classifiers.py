@@ -148,7 +148,7 @@ def prefers_channels_last(model: nn.Module) -> bool:
 
 
 def small_stem_for(sample_size: int, choice: str) -> bool:
-    """SPEC: 3x3 stride-1 stem without max-pool up to 64 px, else the ImageNet stem."""
+    """docs/method.md: 3x3 stride-1 stem without max-pool up to 64 px, else the ImageNet stem."""
     if choice == "small":
         return True
     if choice == "large":

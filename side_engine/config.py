@@ -53,7 +53,7 @@ class AuditConfig:
     # [labels]
     label_source: str = _f("labels", "clusters", "surrogate labels: original | clusters | random | synthetic-clusters",
                            LABEL_SOURCES)
-    k: int = _f("labels", 0, "number of classes; 0 = SPEC default (N while N <= 256, else max(100, N // 20))")
+    k: int = _f("labels", 0, "number of classes; 0 = default (N while N <= 256, else max(100, N // 20))")
     # [classifier]
     classifier_width: int = _f("classifier", 64, "base width of the ResNet-34 layout (64 = ResNet-34)")
     classifier_stem: str = _f("classifier", "auto", "auto (3x3 below 65 px, else 7x7+pool) | small | large", STEMS)

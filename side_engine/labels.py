@@ -9,7 +9,7 @@ from .errors import ConfigError, InputError
 
 
 def default_k(n: int) -> int:
-    """SPEC: one image a class while N <= 256, else max(100, N // 20)."""
+    """docs/method.md: one image a class while N <= 256, else max(100, N // 20)."""
     return n if n <= 256 else max(100, n // 20)
 
 

@@ -70,7 +70,7 @@ def _sha256(path: Path) -> str:
 
 
 def _to_rgb_288(images: np.ndarray) -> np.ndarray:
-    """SPEC: RGB uint8 (grey repeated), shorter side resized to 288."""
+    """docs/method.md: RGB uint8 (grey repeated), shorter side resized to 288."""
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
     h, w = images.shape[1:3]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 Z95 = 1.959963984540054
-BOOTSTRAP = 1000  # resamples (the SPEC asks for at least 1 000)
+BOOTSTRAP = 1000  # resamples (docs/method.md: at least 1 000)
 SEED = 20240607  # fixed: an audit's intervals are reproducible
 
 
