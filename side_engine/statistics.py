@@ -3,7 +3,8 @@
 Pure functions of arrays. Generated images are the sampling unit: AMS is a
 binomial proportion (Wilson interval); UMS counts distinct training images
 over N_G, which no closed form covers, so it is bootstrapped over generated
-images (percentile interval shifted onto the estimate, see ``centred``). Methods share per-sample seeds (sample ``i`` starts from the same
+images (percentile interval shifted onto the estimate, see ``centred``). Methods share
+per-sample seeds (sample ``i`` starts from the same
 noise for every method and λ), so a method and Random are compared *paired*
 on the sample indices both hold: McNemar's exact test for AMS, a paired
 bootstrap for UMS and for every ratio, Holm-corrected over the λ grid.
