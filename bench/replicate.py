@@ -1,14 +1,15 @@
-"""Replication study: does our SIDE extract more than random sampling, as the paper claims?
+"""Replication study: does SIDE reach more training images than the model's own sampler?
 
-Runs complete audits of the bundled demo model (the engine, unchanged) for
-several seeds and label granularities K, with Random (λ = 0), SIDE (TD
-guidance) and TI (guidance by the time-independent classifier) over a λ grid,
-all at equal N_G, and writes ``bench/results/replication.md`` (mean ± sd over
-seeds) and ``replication.png`` (AMS/UMS vs λ).
+Runs complete audits (the engine, unchanged) of a bundled model for several
+seeds, with the *product defaults* (only the λ grid and N_G set, as a new user
+would) or with the demo's tuned settings (``--profile demo``, a separate,
+labelled row), and writes a Markdown fragment with Table-1-style rows, every
+rate with its 95 % interval, the paired comparison with Random (McNemar exact /
+paired bootstrap, Holm over λ) and coverage at equal budget, per seed.
 
-    python bench/replicate.py --seeds 0 1 2 --k 32 8 --n 96 --lambdas 0,1,2,3,5,10
+    python bench/replicate.py --model regime --seeds 0 1 2 --n 512 --lambdas 0,10,30
 
-Slow (about 5 minutes per audit on two CPU cores): a benchmark, not a test.
+Slow (15-30 minutes per audit on two CPU cores): a benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,151 +24,139 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from side_engine import charts, storage  # noqa: E402
+from side_engine import storage  # noqa: E402
 from side_engine.audit import AuditRunner, init_workspace  # noqa: E402
-from side_engine.demo import DEMO_FACES, DEMO_MODEL, DEMO_SETTINGS  # noqa: E402
+from side_engine.demo import DEMO_SETTINGS  # noqa: E402
 from side_engine.progress import Progress  # noqa: E402
 from side_engine.results import metrics_json  # noqa: E402
 
+MODELS = {"demo": ROOT / "resources" / "demo", "regime": ROOT / "resources" / "regime"}
 
-def run_one(work: Path, k: int, seed: int, n: int, lambdas: list[float], methods: list[str]) -> dict:
-    ws_dir = work / f"k{k}-s{seed}"
+
+def run_one(ws_dir: Path, model: Path, settings: dict) -> dict:
     if not (ws_dir / "audit.toml").exists():
-        settings = dict(DEMO_SETTINGS, k=k, seed=seed, n_per_lambda=n, lambdas=lambdas, methods=methods)
-        init_workspace(ws_dir, str(DEMO_MODEL), str(DEMO_FACES), **settings)
-        # the synthetic set depends on the model and the seed only: share it across K
-        donor = next((p for p in work.glob(f"k*-s{seed}/synthetic") if p.parent != ws_dir
-                      and len(list(p.glob("chunk_*.npy"))) * DEMO_SETTINGS["batch_size"] >= DEMO_SETTINGS["n_syn"]),
-                     None)
-        if donor:
-            shutil.copytree(donor, ws_dir / "synthetic", dirs_exist_ok=True)
+        init_workspace(ws_dir, str(model / "model"), str(model / "faces"), **settings)
     t0 = time.time()
     AuditRunner(ws_dir, Progress()).run()
     db = storage.connect(ws_dir / "audit.db")
     try:
         data = metrics_json(db)
-        stages = {r["name"]: r["seconds"] for r in storage.stage_rows(db)}
+        data["stages"] = {r["name"]: r["seconds"] for r in storage.stage_rows(db)}
     finally:
         db.close()
     data["wall"] = time.time() - t0
-    data["stages"] = stages
     return data
 
 
-def mean_sd(values: list[float]) -> str:
-    v = [x for x in values if x is not None]
-    if not v:
+def ci(v, lo, hi, pct=True) -> str:
+    if v is None:
         return "—"
-    m = statistics.mean(v)
-    sd = statistics.stdev(v) if len(v) > 1 else 0.0
-    return f"{100 * m:.1f} ± {100 * sd:.1f}"
+    if not pct:
+        def f(x):
+            return "∞" if x == float("inf") else f"{x:.2f}"
+
+        return f"{f(v)} [{f(lo)}, {f(hi)}]"
+    return f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def fragment(args, runs: dict[int, dict]) -> list[str]:
+    import torch
+
+    title = f"{args.model} model, {'product defaults' if args.profile == 'defaults' else 'demo tuned settings'}"
+    wall = sum(sum(v or 0 for k, v in d["stages"].items() if k != "score") for d in runs.values())
+    cfg = next(iter(runs.values()))["audit"]["config"]
+    lines = [f"### {title}", "",
+             f"`python bench/replicate.py --model {args.model} --profile {args.profile} --seeds "
+             f"{' '.join(map(str, runs))} --n {args.n} --lambdas {args.lambdas}`  ",
+             f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+             f"{time.strftime('%Y-%m-%d')}; {wall / 60:.0f} min of audits. Settings: width "
+             f"{cfg['classifier_width'] or 'auto'}, TI lr {cfg['classifier_lr']:g} "
+             f"(≥ {cfg['classifier_min_steps']} steps), TDKD {cfg['tdkd_epochs']} epochs lr {cfg['tdkd_lr']:g}, "
+             f"N_syn {cfg['n_syn'] or 'auto'}, {cfg['sampler'].upper()} {cfg['steps']} steps "
+             f"({cfg['sampler_convention']}), N_G = {cfg['n_per_lambda']}, "
+             f"scorer {next(iter(runs.values()))['audit']['scorer']}.", "",
+             "| seed | Random AMS ≥mid | SIDE AMS ≥mid (range) | ratio | p | Random UMS ≥mid | SIDE UMS ≥mid | ratio "
+             "| p | verdict (UMS) | Random Gu | TI acc. | TD agr. t=0 |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for seed, d in runs.items():
+        rng = next((c for c in d["comparison"]["range"] if c["band"] == "mid" and c["cumulative"]), None)
+        rnd = next(s for s in d["summary"] if s["method"] == "random")
+        acc = {c["name"]: c["accuracy"] for c in d["classifiers"]}
+        if rng is None:
+            continue
+        lines.append(
+            f"| {seed} | {ci(rng['ams_random'], rng['ams_random_lo'], rng['ams_random_hi'])} "
+            f"| {ci(rng['ams_method'], rng['ams_method_lo'], rng['ams_method_hi'])} "
+            f"| {ci(rng['ams_ratio'], rng['ams_ratio_lo'], rng['ams_ratio_hi'], False)} | {rng['ams_p']:.2g} "
+            f"| {ci(rng['ums_random'], rng['ums_random_lo'], rng['ums_random_hi'])} "
+            f"| {ci(rng['ums_method'], rng['ums_method_lo'], rng['ums_method_hi'])} "
+            f"| {ci(rng['ums_ratio'], rng['ums_ratio_lo'], rng['ums_ratio_hi'], False)} | {rng['ums_p']:.2g} "
+            f"| {rng['ums_verdict']} | {ci(rnd['gu_fraction'], rnd['gu_fraction_lo'], rnd['gu_fraction_hi'])} "
+            f"| {100 * acc.get('ti', float('nan')):.0f} % | {100 * acc.get('td', float('nan')):.0f} % |")
+    lines += ["", "Per λ (paired with Random; p Holm-corrected over the λ grid):", "",
+              "| seed | λ | steered | guidance/ε | AMS ≥mid | ratio | p (Holm) | UMS ≥mid | ratio | p (Holm) "
+              "| AMS high | ratio | p (Holm) |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for seed, d in runs.items():
+        for c in d["comparison"]["per_lambda"]:
+            if c["band"] != "mid" or not c["cumulative"]:
+                continue
+            s = next(x for x in d["summary"] if x["method"] == c["method"] and x["lambda"] == c["lambda"])
+            hi = next(x for x in d["comparison"]["per_lambda"] if x["band"] == "high" and x["cumulative"]
+                      and x["lambda"] == c["lambda"] and x["method"] == c["method"])
+            steered = ci(s["target_accuracy"], s["target_accuracy_lo"], s["target_accuracy_hi"])
+            lines.append(
+                f"| {seed} | {c['lambda']:g} | {steered} "
+                f"| {s['guidance_ratio'] or 0:.3f} | {ci(c['ams_method'], c['ams_method_lo'], c['ams_method_hi'])} "
+                f"| {ci(c['ams_ratio'], c['ams_ratio_lo'], c['ams_ratio_hi'], False)} | {c['ams_p_holm']:.2g} "
+                f"| {ci(c['ums_method'], c['ums_method_lo'], c['ums_method_hi'])} "
+                f"| {ci(c['ums_ratio'], c['ums_ratio_lo'], c['ums_ratio_hi'], False)} | {c['ums_p_holm']:.2g} "
+                f"| {ci(hi['ams_method'], hi['ams_method_lo'], hi['ams_method_hi'])} "
+                f"| {ci(hi['ams_ratio'], hi['ams_ratio_lo'], hi['ams_ratio_hi'], False)} | {hi['ams_p_holm']:.2g} |")
+    lines += ["", "Distinct training images reached at ≥mid with an equal budget (mean [2.5, 97.5 %] of 200 draws):",
+              "", "| seed | budget | Random | SIDE | half Random + half SIDE |", "|---:|---:|---:|---:|---:|"]
+    for seed, d in runs.items():
+        cov = next((c for c in d["comparison"]["coverage"] if c["band"] == "mid"), None)
+        for p in (cov or {}).get("points", []):
+            if p["budget"] in (64, 128, 256, args.n):
+                lines.append(f"| {seed} | {p['budget']} "
+                             f"| {p['random']:.1f} [{p['random_lo']:.0f}, {p['random_hi']:.0f}] "
+                             f"| {p['method']:.1f} [{p['method_lo']:.0f}, {p['method_hi']:.0f}] "
+                             f"| {p['mixed']:.1f} [{p['mixed_lo']:.0f}, {p['mixed_hi']:.0f}] |")
+    warnings = {w for d in runs.values() for w in d.get("warnings", [])}
+    if warnings:
+        lines += ["", "Warnings the audits raised:", ""] + [f"- {w}" for w in sorted(warnings)]
+    return lines + [""]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=sorted(MODELS), default="regime")
+    ap.add_argument("--profile", choices=("defaults", "demo"), default="defaults")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--k", type=int, nargs="+", default=[32, 8])
-    ap.add_argument("--n", type=int, default=96)
-    ap.add_argument("--lambdas", default="0,1,2,3,5,10")
-    ap.add_argument("--methods", default="random,side,ti")
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--lambdas", default="0,10,30")
+    ap.add_argument("--methods", default="random,side")
+    ap.add_argument("--scorer", default="auto")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "replication")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
     lambdas = [int(x) if float(x).is_integer() else float(x) for x in args.lambdas.split(",")]
-    methods = args.methods.split(",")
-    args.work.mkdir(parents=True, exist_ok=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    runs: dict[tuple[int, int], dict] = {}
-    t_all = time.time()
-    for k in args.k:
-        for seed in args.seeds:
-            print(f"K = {k}, seed {seed} …", flush=True)
-            runs[(k, seed)] = run_one(args.work, k, seed, args.n, lambdas, methods)
-    (args.out / "replication.json").write_text(json.dumps(
-        {f"k{k}-s{s}": {kk: v for kk, v in d.items() if kk in ("rows", "summary", "classifiers", "stages", "wall")}
-         for (k, s), d in runs.items()}, indent=1, default=str))
-    write_markdown(args, runs, lambdas, time.time() - t_all)
-
-
-def _grid(runs, k, seeds):
-    keys = []
-    for r in runs[(k, seeds[0])]["rows"]:
-        key = (r["method"], r["lambda"])
-        if key not in keys:
-            keys.append(key)
-    return keys
-
-
-def _values(runs, k, seeds, method, lam, band, field):
-    out = []
-    for s in seeds:
-        row = next(r for r in runs[(k, s)]["rows"] if (r["method"], r["lambda"], r["band"]) == (method, lam, band))
-        out.append(row[field])
-    return out
-
-
-def _summary(runs, k, seeds, method, lam, field):
-    return [next(r for r in runs[(k, s)]["summary"] if (r["method"], r["lambda"]) == (method, lam))[field]
-            for s in seeds]
-
-
-def write_markdown(args, runs, lambdas, wall) -> None:
-    import torch
-
-    seeds = args.seeds
-    audit_seconds = sum(sum(v or 0 for k, v in d["stages"].items() if k != "score") for d in runs.values())
-    lines = ["# Replication study: SIDE vs Random vs TI on the demo model", "",
-             f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, Python "
-             f"{platform.python_version()}, torch {torch.__version__}; {time.strftime('%Y-%m-%d')}; "
-             f"audit time {audit_seconds / 60:.0f} min in all (stored stage times; a rerun over "
-             "finished workspaces only re-aggregates).", "",
-             "Command:", "", "```",
-             f"python bench/replicate.py --seeds {' '.join(map(str, seeds))} --k {' '.join(map(str, args.k))} "
-             f"--n {args.n} --lambdas {args.lambdas} --methods {args.methods}", "```", "",
-             f"Every audit uses the demo settings (`side_engine/demo.py`) except K, seed, λ grid and "
-             f"N_G = {args.n} generated images per (method, λ). Pixel scorer (32 px). Values are % of N_G, "
-             f"mean ± sd over {len(seeds)} seeds. `≥mid` = cumulative (mid or high). Gu = share of samples "
-             "with nearest / second-nearest ℓ2 < 1/3. *steered* = share of guided samples the TD classifier "
-             "assigns to their target class (chance 1/K).", ""]
-    for k in args.k:
-        lines += [f"## K = {k}", "",
-                  "| method | λ | AMS ≥mid | UMS ≥mid | AMS high | UMS high | AMS ≥low | UMS ≥low | Gu | steered |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for method, lam in _grid(runs, k, seeds):
-            cells = [mean_sd(_values(runs, k, seeds, method, lam, "mid", "ams_cumulative")),
-                     mean_sd(_values(runs, k, seeds, method, lam, "mid", "ums_cumulative")),
-                     mean_sd(_values(runs, k, seeds, method, lam, "high", "ams")),
-                     mean_sd(_values(runs, k, seeds, method, lam, "high", "ums")),
-                     mean_sd(_values(runs, k, seeds, method, lam, "low", "ams_cumulative")),
-                     mean_sd(_values(runs, k, seeds, method, lam, "low", "ums_cumulative")),
-                     mean_sd(_summary(runs, k, seeds, method, lam, "gu_fraction")),
-                     mean_sd(_summary(runs, k, seeds, method, lam, "target_accuracy"))]
-            lines.append(f"| {method.upper()} | {lam:g} | " + " | ".join(cells) + " |")
-        accs = {name: [next(c for c in runs[(k, s)]["classifiers"] if c["name"] == name) for s in seeds]
-                for name in ("ti", "td")}
-        lines += ["", f"Classifiers (K = {k}): TI accuracy {mean_sd([c['accuracy'] for c in accs['ti']])} % "
-                  f"({accs['ti'][0]['details']['measured_on']}); TD agreement with TI at t = 0 "
-                  f"{mean_sd([c['accuracy'] for c in accs['td']])} %, TDKD final KL "
-                  f"{statistics.mean(c['details']['final_loss'] for c in accs['td']):.3f}.", ""]
-    # plot: SIDE and TI cumulative-mid AMS/UMS vs λ per K, Random as reference
-    series, hlines = [], []
-    palette = [(220, 60, 60), (60, 120, 220), (40, 160, 80), (160, 80, 200)]
-    for i, k in enumerate(args.k):
-        for method in ("side", "ti"):
-            pts = [lam for m, lam in _grid(runs, k, seeds) if m == method]
-            if not pts:
-                continue
-            ys = [100 * statistics.mean(_values(runs, k, seeds, method, lam, "mid", "ums_cumulative")) for lam in pts]
-            series.append({"label": f"{method.upper()} K={k}", "x": pts, "y": ys,
-                           "colour": palette[i % 4] if method == "side" else tuple(c // 2 for c in palette[i % 4])})
-        ref = statistics.mean(_values(runs, k, seeds, "random", 0.0, "mid", "ums_cumulative"))
-        hlines.append({"label": f"Random K={k}", "y": 100 * ref, "colour": palette[i % 4]})
-    png = charts.line_chart(series, "UMS (mid or closer) vs λ, mean over seeds", "λ", "% of N_G", hlines,
-                            size=(720, 420))
-    (args.out / "replication.png").write_bytes(png)
-    lines += ["![UMS vs λ](replication.png)", ""]
-    (args.out / "replication.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    settings = dict(n_per_lambda=args.n, lambdas=lambdas, methods=args.methods.split(","), scorer=args.scorer)
+    if args.profile == "demo":
+        settings = dict(DEMO_SETTINGS, **settings)
+    tag = f"{args.model}-{args.profile}"
+    runs = {}
+    for seed in args.seeds:
+        print(f"{tag}, seed {seed} …", flush=True)
+        runs[seed] = run_one(args.work / f"{tag}-s{seed}", MODELS[args.model], dict(settings, seed=seed))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"replication-{tag}.json").write_text(json.dumps(
+            {s: {k: v for k, v in d.items() if k in ("audit", "rows", "summary", "classifiers", "comparison",
+                                                      "warnings", "stages", "wall")} for s, d in runs.items()},
+            indent=1, default=str))
+        (args.out / f"replication-{tag}.md").write_text("\n".join(fragment(args, runs)) + "\n")
+    print((args.out / f"replication-{tag}.md").read_text())
 
 
 if __name__ == "__main__":

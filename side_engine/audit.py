@@ -222,7 +222,7 @@ class AuditRunner:
         close()). The classifier is untrained but of the audit's shape: memory is what counts."""
         size, ch = self.target.sample_size, self.target.channels
         k = max(2, cfg.k or labels.default_k(max(len(self.train_pixels), 2)))
-        clf = for_guidance(ResNetClassifier(k, ch, cfg.classifier_width, small_stem_for(size, cfg.classifier_stem),
+        clf = for_guidance(ResNetClassifier(k, ch, cfg.resolved_width(size), small_stem_for(size, cfg.classifier_stem),
                                             time_dependent=True).to(self.device))
         sampler = GuidedSampler(self.target.unet, self.target.scheduler, cfg.sampler, cfg.steps, cfg.eta,
                                 self.device, cfg.precision, convention=cfg.sampler_convention)
@@ -366,7 +366,7 @@ class AuditRunner:
             return
         with self._stage("classifier"):
             torch.manual_seed(cfg.seed)
-            model = ResNetClassifier(self.k, self.target.channels, cfg.classifier_width,
+            model = ResNetClassifier(self.k, self.target.channels, cfg.resolved_width(self.target.sample_size),
                                      small_stem_for(self.target.sample_size, cfg.classifier_stem)).to(self.device)
             batch = min(64, max(8, len(self.surrogate)))
             report = train_ti(self._train_tensor(), torch.from_numpy(self.surrogate), model,
@@ -455,7 +455,7 @@ class AuditRunner:
             x0 = torch.from_numpy(to_model_tensor_range(syn))
             torch.manual_seed(cfg.seed + 1)
             if cfg.label_source == "synthetic-clusters":
-                td = ResNetClassifier(self.k, self.target.channels, cfg.classifier_width,
+                td = ResNetClassifier(self.k, self.target.channels, cfg.resolved_width(self.target.sample_size),
                                       small_stem_for(self.target.sample_size, cfg.classifier_stem),
                                       time_dependent=True).to(self.device)
                 targets = torch.from_numpy(np.load(self.ws.cache_dir / "synthetic_labels.npy"))

@@ -41,7 +41,7 @@ def probe(unet, scheduler, cfg: AuditConfig, k: int, channels: int, size: int, d
     b = max(1, min(batch, 32 if device.type == "cpu" else 64))
     x = torch.randn(b, channels, size, size, device=device)
     t = torch.full((b,), 500, device=device, dtype=torch.long)
-    clf = ResNetClassifier(max(k, 2), channels, cfg.classifier_width, small_stem_for(size, cfg.classifier_stem),
+    clf = ResNetClassifier(max(k, 2), channels, cfg.resolved_width(size), small_stem_for(size, cfg.classifier_stem),
                            time_dependent=True).to(device)
     sampler = GuidedSampler(unet, scheduler, "ddim", max(cfg.steps, 2), 0.0, device, cfg.precision,
                             convention=cfg.sampler_convention)
