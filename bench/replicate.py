@@ -71,7 +71,7 @@ def fragment(args, runs: dict[int, dict]) -> list[str]:
              f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
              f"{time.strftime('%Y-%m-%d')}; {wall / 60:.0f} min of audits. Settings: width "
              f"{cfg['classifier_width'] or 'auto'}, TI lr {cfg['classifier_lr']:g} "
-             f"(≥ {cfg['classifier_min_steps']} steps), TDKD {cfg['tdkd_epochs']} epochs lr {cfg['tdkd_lr']:g}, "
+             f"(≥ {cfg.get('classifier_min_steps', 0)} steps), TDKD {cfg['tdkd_epochs']} epochs lr {cfg['tdkd_lr']:g}, "
              f"N_syn {cfg['n_syn'] or 'auto'}, {cfg['sampler'].upper()} {cfg['steps']} steps "
              f"({cfg['sampler_convention']}), N_G = {cfg['n_per_lambda']}, "
              f"scorer {next(iter(runs.values()))['audit']['scorer']}.", "",

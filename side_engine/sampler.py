@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 from .classifiers import prefers_channels_last
 from .devices import autocast
+from .errors import InputError
 
 SYNTHETIC_STREAM = 1  # seeds of the TDKD synthetic set never collide with audit samples
 AUDIT_STREAM = 0
@@ -114,12 +115,12 @@ class GuidedSampler:
         self.clip = bool(cfg.get("clip_sample", True))
         self.clip_range = float(cfg.get("clip_sample_range", 1.0))
         if cfg.get("thresholding", False):
-            raise ValueError("the scheduler uses dynamic thresholding (thresholding = true), which this "
-                             "sampler does not reproduce; audit with a scheduler config without it")
+            raise InputError("the checkpoint's scheduler config uses dynamic thresholding (thresholding = true), "
+                             "which this sampler does not reproduce: its λ = 0 would not be the model's own sampler")
         self.variance_type = cfg.get("variance_type", "fixed_small") or "fixed_small"
         if kind == "ddpm" and self.variance_type not in VARIANCE_TYPES:
-            raise ValueError(f"scheduler variance_type {self.variance_type!r} (a learned variance) is not "
-                             "supported by the DDPM sampler; use sampler = 'ddim'")
+            raise InputError(f"the checkpoint's scheduler variance_type {self.variance_type!r} (a learned variance) "
+                             "is not supported by the DDPM sampler; use sampler = 'ddim'")
         # guidance-to-ε RMS ratio per row, averaged over guided steps (None before the first batch)
         self.last_guidance_ratio: torch.Tensor | None = None
         acp = scheduler.alphas_cumprod.double().cpu().numpy()

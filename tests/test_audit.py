@@ -195,3 +195,35 @@ def test_cli_estimate_whole_audit_then_only_the_work_left(tiny_workspace, capsys
     assert main(["estimate", str(tiny_workspace.root), "--json"]) == 0
     after = json.loads(capsys.readouterr().out)
     assert after["resumed"] and after["seconds"]["total"] == 0.0
+
+
+def test_a_workspace_from_before_the_measures_keeps_its_sampler_and_carlini_measure(tmp_path):
+    """Audits started before Gu's ratio and the pipeline sampler existed keep what they ran with."""
+    import sqlite3
+
+    import sqlite_utils
+
+    from side_engine.config import AuditConfig
+    from side_engine.results import stored_bands
+
+    path = tmp_path / "audit.db"
+    db = sqlite_utils.Database(sqlite3.connect(str(path), isolation_level=None))
+    storage.migrations.apply(db, stop_before="m003_measures")
+    old = AuditConfig(checkpoint="m", train_data="d").to_dict()
+    carlini = {"low": [2 / 3, 1.0], "mid": [1 / 3, 2 / 3], "high": [0.0, 1 / 3]}
+    for key in ("sampler_convention", "table_lambdas", "bands_pixel_carlini", "classifier_min_steps"):
+        old.pop(key)
+    old["bands_pixel"] = carlini
+    db["audits"].insert({"id": 1, "config": json.dumps(old), "scorer": "pixel", "versions": "{}"})
+    db["metrics"].insert({"method": "random", "lam": 0.0, "band": "mid", "scorer": "pixel", "ams": 0.5})
+    db.conn.close()
+    db = storage.connect(path)  # applies the pending migration
+    audit = list(db["audits"].rows)[0]
+    cfg = json.loads(audit["config"])
+    assert audit["scorer"] == "pixel-carlini" and cfg["scorer"] == "pixel-carlini"
+    assert cfg["sampler_convention"] == "clipped-eps" and cfg["bands_pixel_carlini"] == carlini
+    assert [r["scorer"] for r in db["metrics"].rows] == ["pixel-carlini"]
+    bands, higher = stored_bands(db)
+    assert [(b.name, b.lo, b.hi) for b in bands][1] == ("mid", 1 / 3, 2 / 3) and not higher
+    assert "guidance_ratio" in db["samples"].columns_dict
+    db.close()

@@ -68,6 +68,12 @@ def test_clipped_eps_convention_is_diffusers_use_clipped_model_output_and_differ
     assert (pipeline - ours).abs().max() > 0.05  # the setting matters on a clipping model
     with pytest.raises(ValueError, match="convention"):
         GuidedSampler(unet, sched, "ddim", 10, convention="bogus")
+    from side_engine.errors import InputError
+
+    with pytest.raises(InputError, match="thresholding"):
+        GuidedSampler(unet, DDPMScheduler(num_train_timesteps=100, thresholding=True), "ddim", 10)
+    with pytest.raises(InputError, match="learned"):
+        GuidedSampler(unet, DDPMScheduler(num_train_timesteps=100, variance_type="learned_range"), "ddpm", 10)
 
 
 @pytest.mark.parametrize("kind", ["ddim", "ddpm"])
