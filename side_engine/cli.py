@@ -184,7 +184,8 @@ def cmd_metrics(args) -> int:
 
 
 def print_summary(result: dict) -> None:
-    """Table-1 style: AMS / UMS per band for each method and λ (percent)."""
+    """Table-1 style: AMS / UMS per band for each method and λ (percent, 95 % interval), then the
+    paired comparison over the declared λ range and the audit's warnings."""
     from rich.console import Console
     from rich.table import Table
 
@@ -194,25 +195,47 @@ def print_summary(result: dict) -> None:
         return
     audit = result["audit"]
     n = rows[0]["n_generated"]
-    table = Table(title=f"Memorisation (scorer {audit.get('scorer')}, N_G = {n} per row; % of N_G)")
+    table = Table(title=f"Memorisation (scorer {audit.get('scorer')}, N_G = {n} per row; % of N_G "
+                        "[95 % interval])")
     table.add_column("method")
     table.add_column("λ", justify="right")
-    for band in ("low", "mid", "high"):
-        table.add_column(f"AMS {band}", justify="right")
-        table.add_column(f"UMS {band}", justify="right")
-    table.add_column("steered", justify="right")
+    table.add_column("band")
+    table.add_column("AMS", justify="right", no_wrap=True)
+    table.add_column("UMS", justify="right", no_wrap=True)
+    table.add_column("steered", justify="right", no_wrap=True)
     summary = {(s["method"], s["lambda"]): s for s in result.get("summary", [])}
     by_key: dict = {}
     for r in rows:
         by_key.setdefault((r["method"], r["lambda"]), {})[r["band"]] = r
     for (method, lam), bands in by_key.items():
-        cells = []
-        for band in ("low", "mid", "high"):
+        steer = summary.get((method, lam), {})
+        acc = _ci({"s": steer.get("target_accuracy"), "s_lo": steer.get("target_accuracy_lo"),
+                   "s_hi": steer.get("target_accuracy_hi")}, "s")
+        for i, band in enumerate(("high", "mid", "low")):
             b = bands.get(band, {})
-            cells += [f"{100 * b.get('ams', 0):.2f}", f"{100 * b.get('ums', 0):.2f}"]
-        acc = summary.get((method, lam), {}).get("target_accuracy")
-        table.add_row(method, f"{lam:g}", *cells, "" if acc is None else f"{100 * acc:.0f} %")
-    Console().print(table)
+            first = i == 0
+            table.add_row(method if first else "", f"{lam:g}" if first else "", band, _ci(b, "ams"), _ci(b, "ums"),
+                          acc if first else "",
+                          end_section=band == "low")
+    console = Console()
+    console.print(table)
+    from .report import verdict_line
+
+    for c in (result.get("comparison") or {}).get("range", []):
+        if c["cumulative"] and c["band"] == "mid":
+            for key in ("ums", "ams"):
+                console.print(verdict_line(c, key, "mid"), highlight=False)
+    for w in result.get("warnings", []):
+        console.print(f"[bold red]Warning:[/] {w}", highlight=False)
+
+
+def _ci(row: dict, key: str) -> str:
+    if row.get(key) is None:
+        return ""
+    lo, hi = row.get(f"{key}_lo"), row.get(f"{key}_hi")
+    if lo is None or hi is None:
+        return f"{100 * row[key]:.1f}"
+    return f"{100 * row[key]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def cmd_demo(args) -> int:

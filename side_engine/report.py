@@ -104,7 +104,7 @@ def _ci(v, lo, hi, pct: bool = True) -> str:
     return f"{f(v)}{' %' if pct else ''} [{f(lo)}, {f(hi)}]"
 
 
-def _verdict_line(c: dict, key: str, band: str, random_word: str = "Random") -> str:
+def verdict_line(c: dict, key: str, band: str, random_word: str = "Random") -> str:
     name = c["method"].upper()
     metric = key.upper()
     lams = ", ".join(f"{x:g}" for x in c.get("lambdas", [c.get("lambda")]))
@@ -133,8 +133,8 @@ def _headline(data: dict, exposure: list[dict], n_train: int, bands) -> list[str
     comp = data.get("comparison") or {}
     for c in comp.get("range", []):
         if c["cumulative"] and c["band"] == "mid":
-            lines.append(_verdict_line(c, "ums", "mid"))
-            lines.append(_verdict_line(c, "ams", "mid"))
+            lines.append(verdict_line(c, "ums", "mid"))
+            lines.append(verdict_line(c, "ams", "mid"))
     for cov in comp.get("coverage", []):
         if cov["band"] == "mid" and cov["points"]:
             pt = cov["points"][-1]
