@@ -5,22 +5,28 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from side_engine.checkpoint import load_target
 from side_engine.cli import main
-from side_engine.demo import DEMO_FACES, DEMO_MODEL, RESOURCES
+from side_engine.demo import RESOURCES
 
 
-def test_demo_model_is_small_safe_and_partly_memorised():
-    target = load_target(DEMO_MODEL)  # safetensors, unconditional
+@pytest.mark.parametrize(("name", "window"), [("demo", (0.10, 0.50)), ("regime", (0.02, 0.08))])
+def test_bundled_models_are_small_safe_and_memorise_as_their_cards_say(name, window):
+    # demo: saturated (a quarter of samples copy); regime: the paper's regime, where Random
+    # rarely finds a copy
+    model = RESOURCES / name / "model"
+    target = load_target(model)  # safetensors, unconditional
     assert target.sample_size == 32 and target.channels == 1
-    size = sum(p.stat().st_size for p in DEMO_MODEL.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
     assert size <= 10 * 1024 * 1024
-    assert len(list(DEMO_FACES.glob("*.png"))) == 32
-    log = [json.loads(line) for line in (RESOURCES / "demo" / "train_log.jsonl").read_text().splitlines()]
-    card = (RESOURCES / "demo" / "MODEL_CARD.md").read_text()
+    assert len(list((RESOURCES / name / "faces").glob("*.png"))) == 32
+    log = [json.loads(line) for line in (RESOURCES / name / "train_log.jsonl").read_text().splitlines()]
+    card = (RESOURCES / name / "MODEL_CARD.md").read_text()
     exported = int(re.search(r"\*\*Exported\*\*: step (\d+)", card).group(1))
     rec = next(r for r in log if r["step"] == exported)
-    assert 0.10 <= rec["memorised"] <= 0.50  # partly memorised, as the issue asks
+    assert window[0] <= rec["memorised"] <= window[1]
     for r in log:  # every row of the card's table comes from the log
         assert f"| {r['step']} | {r['loss']:.4f} | {100 * r['memorised']:.0f} % | {r['distinct']} |" in card
 
