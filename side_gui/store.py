@@ -55,6 +55,8 @@ class AuditStore:
     def metrics(self) -> dict:
         if not self.started() or not list(self.db["audits"].rows):
             return {"audit": {}, "rows": [], "topk": [], "summary": [], "classifiers": [], "exposure": []}
+        if self.status() == "complete":  # stored by the metrics stage: no bootstrap on the GUI thread
+            return results.metrics_json(self.db)
         return results.live_metrics(self.db)
 
     def estimate(self) -> tuple[dict | None, str]:
