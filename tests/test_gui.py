@@ -83,12 +83,16 @@ def test_run_through_worker_then_review(qtbot, window, demo_workspace):
     worker.wait()
     window.refresh_views()
     db = storage.connect(demo_workspace.db_path)
-    stored = {(r["method"], r["lam"], r["band"]): r["ams"] for r in db["metrics"].rows}
-    # plots hold the stored points (drawn when the Results tab is shown)
+    stored = {(r["method"], r["lam"], r["band"]): r for r in db["metrics"].rows}
+    # plots hold the stored points and their 95 % intervals (drawn when the Results tab is shown)
     window.tabs.setCurrentWidget(window.results_view)
-    x, y = window.results_view.ams_plot.points[("side", "low")]
-    assert list(x) == [2.0] and y[0] == pytest.approx(100 * stored[("side", 2.0, "low")])
+    x, y, lo, hi = window.results_view.ams_plot.points[("side", "low")]
+    row = stored[("side", 2.0, "low")]
+    assert list(x) == [2.0] and y[0] == pytest.approx(100 * row["ams"])
+    assert (lo[0], hi[0]) == pytest.approx((100 * row["ams_lo"], 100 * row["ams_hi"]))
     assert window.results_view.table1.rowCount() == 2
+    assert window.results_view.table1.item(1, 3).text().endswith("]")  # a rate with its interval
+    assert window.results_view.compare.rowCount() > 0  # the paired comparison with Random
     # gallery holds the stored pairs (samples kept as PNG), closest first
     n_pairs = db.execute("select count(*) from samples where png is not null").fetchone()[0]
     assert n_pairs > 0, "the demo model should yield some in-band pairs"
