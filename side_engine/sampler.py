@@ -123,6 +123,9 @@ class GuidedSampler:
                              "is not supported by the DDPM sampler; use sampler = 'ddim'")
         # guidance-to-ε RMS ratio per row, averaged over guided steps (None before the first batch)
         self.last_guidance_ratio: torch.Tensor | None = None
+        # guidance acts at native timesteps t_lo <= t <= t_hi only (all steps by default; a
+        # study knob of bench/investigate_guidance.py, not an audit setting)
+        self.guidance_window: tuple[int, int] = (0, self.T)
         acp = scheduler.alphas_cumprod.double().cpu().numpy()
         if kind == "ddim":
             s = DDIMScheduler.from_config(cfg)
@@ -287,13 +290,14 @@ class GuidedSampler:
             if steps is not None and i >= steps:
                 break
             t_batch = self.t_device[i].expand(x.shape[0])  # the classifier's per-row timesteps
-            if guides and self.overlap:
-                pending = self._guidance_async(x, t_batch, cls, guides)
+            step_guides = guides if self.guidance_window[0] <= t <= self.guidance_window[1] else []
+            if step_guides and self.overlap:
+                pending = self._guidance_async(x, t_batch, cls, step_guides)
                 eps = self._eps(x, self.t_device[i], a_t)  # the UNet's: one 0-d tensor, as DDIMPipeline passes
                 grad = self._join(pending)
             else:
                 eps = self._eps(x, self.t_device[i], a_t)
-                grad = self._guidance(x, t_batch, cls, guides) if guides else None
+                grad = self._guidance(x, t_batch, cls, step_guides) if step_guides else None
             if grad is not None:
                 grad = grad * scale
                 # RMS of the ε shift λ·sqrt(1-ᾱ)·g over RMS of ε, per row: says whether λ is in a useful range
