@@ -63,11 +63,14 @@ def fragment(args, runs: dict[int, dict]) -> list[str]:
     import torch
 
     title = f"{args.model} model, {'product defaults' if args.profile == 'defaults' else 'demo tuned settings'}"
+    if args.set:
+        title += " with " + ", ".join(args.set)
     wall = sum(sum(v or 0 for k, v in d["stages"].items() if k != "score") for d in runs.values())
     cfg = next(iter(runs.values()))["audit"]["config"]
+    sets = "".join(f" --set {kv}" for kv in args.set)
     lines = [f"### {title}", "",
              f"`python bench/replicate.py --model {args.model} --profile {args.profile} --seeds "
-             f"{' '.join(map(str, runs))} --n {args.n} --lambdas {args.lambdas}`  ",
+             f"{' '.join(map(str, runs))} --n {args.n} --lambdas {args.lambdas}{sets}`  ",
              f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
              f"{time.strftime('%Y-%m-%d')}; {wall / 60:.0f} min of audits. Settings: width "
              f"{cfg['classifier_width'] or 'auto'}, TI lr {cfg['classifier_lr']:g} "
@@ -138,6 +141,8 @@ def main() -> None:
     ap.add_argument("--lambdas", default="0,10,30")
     ap.add_argument("--methods", default="random,side")
     ap.add_argument("--scorer", default="auto")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="another setting (JSON value), e.g. --set guidance_max_t=0.5; it names the run")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "replication")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
@@ -145,7 +150,9 @@ def main() -> None:
     settings = dict(n_per_lambda=args.n, lambdas=lambdas, methods=args.methods.split(","), scorer=args.scorer)
     if args.profile == "demo":
         settings = dict(DEMO_SETTINGS, **settings)
-    tag = f"{args.model}-{args.profile}"
+    extra = {kv.split("=", 1)[0]: json.loads(kv.split("=", 1)[1]) for kv in args.set}
+    settings.update(extra)
+    tag = f"{args.model}-{args.profile}" + "".join(f"-{k}{v}" for k, v in extra.items())
     runs = {}
     for seed in args.seeds:
         print(f"{tag}, seed {seed} …", flush=True)

@@ -392,6 +392,8 @@ class AuditRunner:
         sampler = GuidedSampler(self.target.unet, self.target.scheduler, cfg.sampler, cfg.steps, cfg.eta,
                                 self.device, cfg.precision, compile=self._compile(cfg),
                                 convention=cfg.sampler_convention)
+        if cfg.guidance_max_t < 1:  # guidance at low noise only, where the TD classifier agrees with the TI one
+            sampler.guidance_window = (0, int(cfg.guidance_max_t * (sampler.T - 1)))
         self._samplers.append(sampler)
         return sampler
 

@@ -80,6 +80,8 @@ class AuditConfig:
     sampler: str = _f("sampling", "ddim", "ddim | ddpm", SAMPLERS)
     steps: int = _f("sampling", 50, "sampler steps")
     eta: float = _f("sampling", 0.0, "DDIM eta (0 = deterministic)")
+    guidance_max_t: float = _f("sampling", 1.0, "guide only at native timesteps t <= this fraction of T (1 = every "
+                               "step; 0.5 = low noise only, where the TD classifier is reliable)")
     sampler_convention: str = _f("sampling", "pipeline",
                                  "pipeline (lambda 0 = the checkpoint's own diffusers step: the Random baseline) | "
                                  "clipped-eps (eps re-derived from the clipped x0, as guided-diffusion)", CONVENTIONS)
@@ -177,6 +179,8 @@ class AuditConfig:
             v = getattr(self, name)
             if not isinstance(v, int | float) or not v > 0:
                 raise ConfigError(f"setting '{name}' = {v!r}: must be a positive number")
+        if not 0 < self.guidance_max_t <= 1:
+            raise ConfigError(f"setting 'guidance_max_t' = {self.guidance_max_t!r}: must lie in (0, 1]")
         if not 0 <= self.eta <= 1:
             raise ConfigError(f"setting 'eta' = {self.eta!r}: must lie in [0, 1]")
         rng = self.table_lambdas

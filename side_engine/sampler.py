@@ -123,8 +123,8 @@ class GuidedSampler:
                              "is not supported by the DDPM sampler; use sampler = 'ddim'")
         # guidance-to-ε RMS ratio per row, averaged over guided steps (None before the first batch)
         self.last_guidance_ratio: torch.Tensor | None = None
-        # guidance acts at native timesteps t_lo <= t <= t_hi only (all steps by default; a
-        # study knob of bench/investigate_guidance.py, not an audit setting)
+        # guidance acts at native timesteps t_lo <= t <= t_hi only (all steps by default; the
+        # audit setting guidance_max_t; bench/investigate_guidance.py compares windows)
         self.guidance_window: tuple[int, int] = (0, self.T)
         acp = scheduler.alphas_cumprod.double().cpu().numpy()
         if kind == "ddim":

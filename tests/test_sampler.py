@@ -222,3 +222,24 @@ def test_batch_from_peaks_fits_the_free_memory_line():
     assert batch == 112  # (6000 - 100) / 50 = 118 -> a multiple of 8
     assert batch_from_peaks([200 * mb, 400 * mb], (2, 6), 10**12, 0.6, cap=256)[0] == 256
     assert batch_from_peaks([200 * mb, 400 * mb], (2, 6), 300 * mb, 0.6)[0] == 1  # never 0
+
+
+def test_guidance_window_limits_guidance_to_low_noise_steps():
+    unet, sched = _unet(), _clipping_scheduler()
+    td = _td_classifier()
+    n = 3
+    noise = torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(9))
+    cls, rows, lam = torch.arange(n) % 3, torch.arange(n), torch.full((n,), 10.0)
+    sampler = GuidedSampler(unet, sched, "ddim", 6)
+    plain = sampler.sample(noise, torch.zeros(n), cls)
+    everywhere = sampler.sample(noise, lam, cls, [Guide(td, rows, True)])
+    sampler.guidance_window = (0, -1)  # no step: the classifier never acts
+    assert torch.equal(sampler.sample(noise, lam, cls, [Guide(td, rows, True)]), plain)
+    sampler.guidance_window = (0, 49)  # the low-noise half of T = 100
+    low = sampler.sample(noise, lam, cls, [Guide(td, rows, True)])
+    assert not torch.allclose(low, plain, atol=1e-4) and not torch.allclose(low, everywhere, atol=1e-4)
+    from side_engine.config import AuditConfig
+    from side_engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="guidance_max_t"):
+        AuditConfig(checkpoint="m", train_data="d", guidance_max_t=0.0).validate()
