@@ -57,7 +57,7 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
             "classifiers": data["classifiers"], "n_train": n_train,
         }
         model["headline"] = _headline(data, exposure, n_train, bands)
-        model["table1"] = _table1(data, info["config"])
+        model["table1"] = _table1(data)
         model["comparisons"] = _comparisons(data)
         model["comparison"] = data.get("comparison") or {}
         model["measure"] = data["audit"].get("measure", "")
@@ -148,7 +148,7 @@ def _headline(data: dict, exposure: list[dict], n_train: int, bands) -> list[str
     return lines
 
 
-def _table1(data: dict, cfg: dict) -> list[dict]:
+def _table1(data: dict) -> list[dict]:
     """Random, and each guided method averaged over the declared λ range (the paper averages
     over λ 5-9; never the best λ), with 95 % intervals, as in the paper's Table 1."""
     rows = data["rows"]

@@ -39,8 +39,7 @@ def _band_masks(bands: list[Band], higher: bool) -> list[tuple[str, bool, object
 
 def _arm(data: dict, mask, keep: np.ndarray | None, nearest_only: bool) -> statistics.Arm:
     """The (method, λ) restricted to sample indices ``keep`` (all when None), on positions 0..n-1."""
-    index = data["index"] if keep is None else keep
-    pos_of = {int(i): k for k, i in enumerate(index)}
+    index = data["index"] if keep is None else keep  # sorted: stored order, or np.intersect1d's
     sel = np.isin(data["index"], index)
     hit = mask(data["best"][sel])
     if nearest_only:
@@ -48,7 +47,7 @@ def _arm(data: dict, mask, keep: np.ndarray | None, nearest_only: bool) -> stati
     else:
         ok = mask(data["pair_score"]) & np.isin(data["pair_index"], index)
         pair_index, pair_train = data["pair_index"][ok], data["pair_train"][ok]
-    pos = np.array([pos_of[int(i)] for i in pair_index], dtype=np.int64)
+    pos = np.searchsorted(index, pair_index).astype(np.int64)
     return statistics.Arm(np.asarray(hit, bool), pos, np.asarray(pair_train, np.int64))
 
 
