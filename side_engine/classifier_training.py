@@ -156,7 +156,8 @@ def train_ti(
     noisy = accuracy(model, xt + 0.2 * torch.randn(xt.shape, generator=gen).to(device), yt)
     return TrainReport(acc, what, loss_val, {"train_accuracy": train_acc, "epochs": epochs,
                                              "steps": epochs * per_epoch, "noise_0.2_accuracy": noisy,
-                                             "held_out_n": int(len(held_idx))})
+                                             "held_out_n": int(len(held_idx)),
+                                             "measured_n": int(len(held_idx)) or 3 * len(xt)})
 
 
 def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -235,5 +236,5 @@ def train_td(
     acc = agreement.get("t=0", math.nan)
     source = "cluster labels" if hard_labels else "TI classifier"
     what = f"agreement with the {source} on {n_hold} held-out synthetic images at t = 0"
-    return TrainReport(acc, what, loss_val, {"agreement_by_t": agreement, "epochs": epochs,
+    return TrainReport(acc, what, loss_val, {"agreement_by_t": agreement, "epochs": epochs, "measured_n": n_hold,
                                              "objective": "cross-entropy" if hard_labels else "KL (TDKD)"})

@@ -59,6 +59,11 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
         model["headline"] = _headline(data, exposure, n_train, bands)
         model["table1"] = _table1(data)
         model["comparisons"] = _comparisons(data)
+        from .statistics import wilson
+
+        for c in model["classifiers"]:  # accuracy is a rate too: with its Wilson interval when n is known
+            n = c["details"].get("measured_n")
+            c["interval"] = (wilson(round(c["accuracy"] * n), n) if n and c["accuracy"] is not None else None)
         model["comparison"] = data.get("comparison") or {}
         model["measure"] = data["audit"].get("measure", "")
         model["exposure"] = [
