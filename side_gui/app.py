@@ -39,6 +39,15 @@ def screenshot(window, out: Path) -> list[Path]:
         path = out / f"{i + 1}-{name}.png"
         window.grab().save(str(path))
         paths.append(path)
+        if window.tabs.currentWidget() is window.results_view:  # also the paired comparison with Random
+            tables = window.results_view.tables
+            tables.setCurrentWidget(window.results_view.compare)
+            for _ in range(3):
+                app.processEvents()
+            path = out / f"{i + 1}b-{name}-against-random.png"
+            window.grab().save(str(path))
+            paths.append(path)
+            tables.setCurrentIndex(0)
     return paths
 
 

@@ -130,7 +130,7 @@ class ResultsView(QWidget):
         self.table1 = QTableWidget()
         self.table2 = QTableWidget()
         self.compare = QTableWidget()
-        tables = QTabWidget()
+        self.tables = tables = QTabWidget()
         tables.addTab(self.table1, "AMS / UMS per band, 95 % intervals (Table 1)")
         tables.addTab(self.compare, "Against Random (paired, Holm)")
         tables.addTab(self.table2, "Top-k % mean similarity (Table 2)")
@@ -224,7 +224,7 @@ class ResultsView(QWidget):
     def _fill_compare(self, comp: dict) -> None:
         """Each guided method against Random on the cumulative bands, per λ and over the declared range."""
         rows = [c for c in comp.get("per_lambda", []) + comp.get("range", []) if c["cumulative"]]
-        headers = ["method", "λ", "band", "metric", "method rate", "Random", "ratio", "p", "p (Holm)", "verdict"]
+        headers = ["method", "λ", "band", "metric", "method rate", "Random", "ratio", "verdict", "p (Holm)", "p"]
         self.compare.clear()
         self.compare.setColumnCount(len(headers))
         self.compare.setHorizontalHeaderLabels(headers)
@@ -238,8 +238,8 @@ class ResultsView(QWidget):
                           ci_text(c[f"{key}_method"], c.get(f"{key}_method_lo"), c.get(f"{key}_method_hi")),
                           ci_text(c[f"{key}_random"], c.get(f"{key}_random_lo"), c.get(f"{key}_random_hi")),
                           ci_text(c[f"{key}_ratio"], c[f"{key}_ratio_lo"], c[f"{key}_ratio_hi"], pct=False),
-                          f"{c[f'{key}_p']:.3g} ({c[f'{key}_test']})",
-                          "single declared test" if holm_p is None else f"{holm_p:.3g}", c[f"{key}_verdict"]]
+                          c[f"{key}_verdict"], "single declared test" if holm_p is None else f"{holm_p:.3g}",
+                          f"{c[f'{key}_p']:.3g} ({c[f'{key}_test']})"]
                 for j, v in enumerate(values):
                     self.compare.setItem(i, j, QTableWidgetItem(v))
                 i += 1
