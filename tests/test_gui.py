@@ -196,7 +196,8 @@ def test_screenshot_mode(tmp_path, demo_workspace):
     AuditRunner(demo_workspace).run()
     assert main([str(demo_workspace.root), "--screenshot", str(tmp_path / "shots")]) == 0
     shots = sorted(p.name for p in (tmp_path / "shots").glob("*.png"))
-    assert shots == ["1-run.png", "2-results.png", "3-gallery.png", "4-training-images-at-risk.png"]
+    assert shots == ["1-run.png", "2-results.png", "2b-results-against-random.png", "3-gallery.png",
+                     "4-training-images-at-risk.png"]
 
 
 def test_estimate_button_probes_without_running_the_audit(qtbot, window, demo_workspace):
