@@ -239,9 +239,16 @@ def _ci(row: dict, key: str) -> str:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import has_display, run_demo
 
-    return run_demo(args)
+    root = run_demo(args)
+    if not args.no_gui and has_display():
+        try:
+            from side_gui.app import main as gui_main
+        except ImportError:
+            return 0
+        return gui_main([str(root)])
+    return 0
 
 
 def cmd_gui(args) -> int:
@@ -260,7 +267,16 @@ def cmd_gui(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    path = write_report(args.workspace, args.format, args.out, redact=args.redact, top=args.top)
+    pdf_writer = None
+    if args.format == "pdf":  # the CLI is a front end: it hands the engine the Qt renderer
+        try:
+            from side_gui.report_pdf import write_pdf as pdf_writer
+        except ImportError as e:
+            from .errors import ConfigError
+
+            raise ConfigError(f"PDF export needs PySide6 ({e})") from None
+    path = write_report(args.workspace, args.format, args.out, redact=args.redact, top=args.top,
+                        pdf_writer=pdf_writer)
     print(f"wrote {path}")
     return 0
 

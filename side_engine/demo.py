@@ -38,7 +38,9 @@ def default_workspace(quick: bool) -> Path:
     return Path(user_data_dir("side-audit")) / ("demo-quick" if quick else "demo")
 
 
-def run_demo(args) -> int:
+def run_demo(args) -> Path:
+    """Run (or resume) the demo audit and print its summary; returns the workspace, which the
+    CLI may then open in the desktop app (the engine imports no GUI code)."""
     from .audit import init_workspace
     from .cli import print_summary, run_workspace
     from .workspace import Workspace
@@ -64,16 +66,10 @@ def run_demo(args) -> int:
     print(f"\ndemo audit finished in {time.time() - t0:.0f} s. Workspace: {ws.root}")
     print(f"  side-audit metrics {ws.root} --json   # every number\n  side-audit gui {ws.root}              "
           "# review the pairs")
-    if not args.no_gui and _has_display():
-        try:
-            from side_gui.app import main as gui_main
-        except ImportError:
-            return 0
-        return gui_main([str(ws.root)])
-    return 0
+    return ws.root
 
 
-def _has_display() -> bool:
+def has_display() -> bool:
     """Open the app only where a window can appear (Qt aborts without a display)."""
     import os
 

@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, charts, results, storage
@@ -281,7 +282,10 @@ def _csv(header: list[str], rows) -> str:
     return buf.getvalue()
 
 
-def write_report(workspace: str | Path, fmt: str, out: str | Path, redact: bool = False, top: int = 24) -> Path:
+def write_report(workspace: str | Path, fmt: str, out: str | Path, redact: bool = False, top: int = 24,
+                 pdf_writer: Callable[[dict, Path], Path] | None = None) -> Path:
+    """HTML and CSV are written here; PDF by ``pdf_writer(model, out)``, which a front end passes
+    (the Qt renderer lives in side_gui: the engine imports no GUI code)."""
     out = Path(out).expanduser()
     if fmt not in ("html", "pdf", "csv"):
         raise ConfigError(f"--format {fmt!r}: choose html, pdf or csv")
@@ -300,10 +304,8 @@ def write_report(workspace: str | Path, fmt: str, out: str | Path, redact: bool 
                 db.close()
             model["exposure_all"] = [{**e, "hash": hashes.get(e["train_idx"], "")} for e in exp]
             return write_csv(model, workspace, out)
-        try:
-            from side_gui.report_pdf import write_pdf
-        except ImportError as e:
-            raise ConfigError(f"PDF export needs PySide6 ({e})") from None
-        return write_pdf(model, out)
+        if pdf_writer is None:
+            raise ConfigError("PDF export needs the desktop app's renderer (PySide6); use --format html or csv")
+        return pdf_writer(model, out)
     except OSError as e:
         raise WorkspaceError(f"{out}: cannot write the report ({e.strerror or e})") from None

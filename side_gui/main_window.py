@@ -228,7 +228,9 @@ class MainWindow(QMainWindow):
         try:
             from side_engine.report import write_report
 
-            write_report(self.store.ws.root, fmt, path)
+            from .report_pdf import write_pdf
+
+            write_report(self.store.ws.root, fmt, path, pdf_writer=write_pdf)
         except (SideError, ImportError) as e:
             QMessageBox.warning(self, "Export report", str(e))
             return
