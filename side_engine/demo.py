@@ -1,6 +1,6 @@
 """``side-audit demo``: audit the bundled face model against its bundled training faces.
 
-Everything ships with the project (``resources/demo``): a small DDPM trained to
+Everything ships with the package (``resources/demo``, read through ``side_engine.resources``): a small DDPM trained to
 partly memorise 32 LFW faces, and those faces. Settings are sized so the whole
 audit runs in minutes on two CPU cores; they are written to the workspace's
 ``audit.toml`` like any other audit.
@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from . import resources
 from .errors import ConfigError
 
-RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+RESOURCES = resources.root()
 DEMO_MODEL = RESOURCES / "demo" / "model"
 DEMO_FACES = RESOURCES / "demo" / "faces"
 
@@ -46,8 +47,8 @@ def run_demo(args) -> Path:
     from .workspace import Workspace
 
     if not (DEMO_MODEL / "model_index.json").exists() or not DEMO_FACES.is_dir():
-        raise ConfigError(f"the demo model is missing from {RESOURCES / 'demo'}; run from a checkout "
-                          "(pip install -e .) or train it with scripts/train_demo_model.py")
+        raise ConfigError(f"the demo model is missing from {RESOURCES / 'demo'}; reinstall side-audit "
+                          "(in a checkout: pip install -e ., or train it with scripts/train_demo_model.py)")
     root = Path(args.workspace).expanduser() if args.workspace else default_workspace(args.quick)
     settings = QUICK_SETTINGS if args.quick else DEMO_SETTINGS
     if args.fresh and root.exists():

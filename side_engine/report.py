@@ -16,11 +16,10 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__, charts, results, storage
+from . import __version__, charts, resources, results, storage
 from .errors import ConfigError, WorkspaceError
 from .workspace import Workspace
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "resources" / "templates"
 BAND_WORDS = {"high": "near-identical copies", "mid": "close copies", "low": "loose resemblances"}
 
 
@@ -231,7 +230,8 @@ def _pct(v):
 def render_html(model: dict, image_src=_b64) -> str:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]))
+    env = Environment(loader=FileSystemLoader(str(resources.path("templates"))),
+                      autoescape=select_autoescape(["html", "j2"]))
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.2f} %"
     env.filters["num"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}"
     env.filters["img"] = lambda data, name="": image_src(data, name)

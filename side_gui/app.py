@@ -12,8 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from PySide6.QtGui import QIcon  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-RESOURCES = Path(__file__).resolve().parents[1] / "resources"
-ICON = RESOURCES / "icons" / "side-audit.svg"
+from side_engine import resources  # noqa: E402
+
+ICON = resources.path("icons", "side-audit.svg")
 
 
 class SideAuditApp(QApplication):
