@@ -239,10 +239,14 @@ def _ci(row: dict, key: str) -> str:
 
 
 def cmd_demo(args) -> int:
-    from .demo import has_display, run_demo
+    from .demo import run_demo
+    from .desktop_check import gui_problem, has_display
 
     root = run_demo(args)
     if not args.no_gui and has_display():
+        if problem := gui_problem():
+            print(f"\nthe desktop app cannot open here: {problem}", file=sys.stderr)
+            return 0
         try:
             from side_gui.app import main as gui_main
         except ImportError:
@@ -279,6 +283,14 @@ def cmd_report(args) -> int:
                         pdf_writer=pdf_writer)
     print(f"wrote {path}")
     return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import BAD, checks, render
+
+    rows = checks(Path(args.workspace) if args.workspace else None)
+    print(render(rows))
+    return 1 if any(mark == BAD for mark, _, _ in rows) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,7 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--redact", action="store_true", help="no training-image pixels in the report")
     s.add_argument("--top", type=int, default=24, help="pairs shown in the gallery")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("doctor", help="versions, devices, SSCD model, Qt, free disk: one screen for a bug report")
+    s.add_argument("workspace", nargs="?", help="the folder whose disk to check (default: the data folder)")
+    s.set_defaults(func=cmd_doctor)
     return p
+
+
+def command_names() -> set[str]:
+    """The subcommands, for a front end that dispatches between CLI and app (the bundle)."""
+    parser = build_parser()
+    return {name for action in parser._subparsers._group_actions for name in action.choices}  # noqa: SLF001
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,12 +68,3 @@ def run_demo(args) -> Path:
     print(f"  side-audit metrics {ws.root} --json   # every number\n  side-audit gui {ws.root}              "
           "# review the pairs")
     return ws.root
-
-
-def has_display() -> bool:
-    """Open the app only where a window can appear (Qt aborts without a display)."""
-    import os
-
-    if sys.platform in ("darwin", "win32"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

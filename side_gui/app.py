@@ -57,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("workspace", nargs="?")
     parser.add_argument("--screenshot", help="render each main view to PNGs in this folder and exit")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from side_engine.desktop_check import gui_problem, has_display
+
+    if args.screenshot and not has_display():
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # pictures need no screen
+    if QApplication.instance() is None and (problem := gui_problem()):
+        # Qt would abort the process here with a message that names no library or package
+        print(f"side-audit gui: error: {problem}", file=sys.stderr)
+        return 2
     from .main_window import MainWindow
 
     app = QApplication.instance() or SideAuditApp(sys.argv[:1])
