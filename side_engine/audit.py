@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import __version__, labels, results, storage
+from . import __version__, cpu, labels, results, storage
 from .checkpoint import TargetModel, load_target
 from .classifier_training import soft_labels, train_td, train_ti
 from .classifiers import (
@@ -127,8 +127,9 @@ class AuditRunner:
         self.cfg = cfg
         self._samplers: list[GuidedSampler] = []
         self._guiding_cache: dict[str, tuple[torch.nn.Module, torch.nn.Module]] = {}
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        # `threads` > 0: exactly that many; 0: one per core this process may use (affinity,
+        # cgroup quota), not per core of the machine
+        self.threads = cpu.set_torch_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
         self.target: TargetModel = load_target(cfg.checkpoint, cfg.scheduler_config, cfg.allow_pickle)
         self.target.unet.to(self.device)
@@ -295,7 +296,7 @@ class AuditRunner:
 
     # -- 2. embed -----------------------------------------------------------------------
     def _stage_embed(self, cfg: AuditConfig) -> None:
-        self.scorer = make_scorer(self.scorer_name, cfg.sscd_model, "cpu", cfg.threads)
+        self.scorer = make_scorer(self.scorer_name, cfg.sscd_model, "cpu", self.threads)
         with self.db.atomic():
             self.db["audits"].update(1, {"scorer": self.scorer_name, "scorer_source": self.scorer.source,
                                          "scorer_sha256": self.scorer.sha256})

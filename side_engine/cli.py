@@ -18,7 +18,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched at run time
 os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
 
-from . import __version__  # noqa: E402
+from . import __version__, cpu  # noqa: E402
+
+# before torch loads: idle OpenMP threads sleep rather than spin, so a second audit or any busy
+# program on the machine does not slow this one down several-fold (bench/RESULTS.md)
+cpu.prefer_passive_waits()
 from .errors import SideError  # noqa: E402
 from .progress import Progress  # noqa: E402
 

@@ -104,7 +104,7 @@ class AuditConfig:
     precision: str = _f("run", "fp32", "fp32 | bf16 (bf16 autocast on CUDA only)", PRECISIONS)
     compile: str = _f("run", "auto", "torch.compile the UNet and classifiers on CUDA: auto (when sampling is "
                       ">= 150 000 image-steps: compiling takes a minute or two) | on | off", COMPILE_CHOICES)
-    threads: int = _f("run", 0, "CPU threads for torch; 0 = torch's default")
+    threads: int = _f("run", 0, "CPU threads for torch and the SSCD scorer; 0 = one per core this process may use")
     seed: int = _f("run", 0, "seed of the audit: every sample's seed derives from it")
 
     # -- derived -----------------------------------------------------------

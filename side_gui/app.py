@@ -9,10 +9,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from side_engine import cpu, resources  # noqa: E402
+
+cpu.prefer_passive_waits()  # before torch loads (side_engine.cpu says why)
+
 from PySide6.QtGui import QIcon  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
-
-from side_engine import resources  # noqa: E402
 
 ICON = resources.path("icons", "side-audit.svg")
 

@@ -192,6 +192,46 @@ def test_concurrent_guidance_equals_sequential_and_skips_the_classifier_at_lambd
     assert calls == []  # no guided row: the classifier never runs
 
 
+def test_cpu_helper_thread_is_kept_only_while_it_is_measured_faster():
+    from side_engine.sampler import OverlapChoice
+
+    c = OverlapChoice(recheck=4)
+    seen = []
+    for _ in range(12):
+        use = c.next()
+        seen.append(use)
+        c.record(use, 1.0 if use else 0.5)  # sequential measured faster (cores are busy elsewhere)
+    # warm-up and first measurement concurrent, then one sequential batch, then sequential,
+    # with the concurrent way re-measured every 4th batch
+    assert seen == [True, True, False, False, True, False, False, False, True, False, False, False]
+    c.record(True, 0.1)  # other work stopped: concurrent is faster again
+    assert [c.next(), c.next()] == [False, True]  # (the 12th is a re-check of the other way)
+
+
+def test_auto_overlap_on_cpu_gives_the_same_images_either_way():
+    unet, sched = _unet(), DDPMScheduler(num_train_timesteps=100)
+    td = _td_classifier()
+    noise = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    cls, lam = torch.tensor([0, 1, 2, 1]), torch.tensor([2.0, 4.0, 0.0, 8.0])
+    guides = [Guide(td, torch.nonzero(lam > 0).ravel(), True)]
+    ref = GuidedSampler(unet, sched, "ddim", 4, overlap=False).sample(noise, lam, cls, guides)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        auto = GuidedSampler(unet, sched, "ddim", 4)
+    finally:
+        torch.set_num_threads(before)
+    assert auto.overlap_choice is not None
+    ways = set()
+    for _ in range(4):
+        out = auto.sample(noise, lam, cls, guides)
+        ways.add(auto.overlap)
+        assert torch.allclose(out, ref, atol=1e-6)
+    auto.close()
+    assert ways == {True, False}  # both ways were timed
+    assert set(auto.overlap_choice.seconds) == {True, False}
+
+
 def test_compile_failure_falls_back_to_eager(monkeypatch):
     class Broken:
         def __init__(self, module):
