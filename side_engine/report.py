@@ -116,8 +116,13 @@ def verdict_line(c: dict, key: str, band: str, random_word: str = "Random") -> s
     p = c.get(f"{key}_p_holm", c.get(f"{key}_p"))
     mine = _ci(c[f"{key}_method"], c.get(f"{key}_method_lo"), c.get(f"{key}_method_hi"))
     theirs = _ci(c[f"{key}_random"], c.get(f"{key}_random_lo"), c.get(f"{key}_random_hi"))
+    ratio = c[f"{key}_ratio"]
+    if ratio is None or ratio != ratio:  # NaN: both found nothing, so no ratio exists
+        ratio_text = "no ratio (neither found any image in the band)"
+    else:
+        ratio_text = f"ratio {_ci(ratio, c[f'{key}_ratio_lo'], c[f'{key}_ratio_hi'], pct=False)}"
     return (f"{name} {metric} ≥{band} (mean over λ = {lams}): {mine} vs {random_word} {theirs};"
-            f" ratio {_ci(c[f'{key}_ratio'], c[f'{key}_ratio_lo'], c[f'{key}_ratio_hi'], pct=False)},"
+            f" {ratio_text},"
             f" {c[f'{key}_test']} p = {p:.3g}: {c[f'{key}_verdict']}.")
 
 

@@ -26,6 +26,8 @@ def ci_text(value, lo, hi, pct: bool = True) -> str:
     """A rate with its 95 % interval: every number the app shows carries one."""
     if value is None:
         return ""
+    if value != value:  # NaN: a ratio of two zero rates
+        return "none found by either"
     f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: "∞" if v == float("inf") else f"{v:.2f}")
     unit = " %" if pct else ""
     return f"{f(value)}{unit} [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else f"{f(value)}{unit}"
