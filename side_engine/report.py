@@ -103,6 +103,8 @@ def _ci(v, lo, hi, pct: bool = True) -> str:
     """'12.3 % [9.1, 16.0]': a rate with its 95 % interval, as every number shown carries one."""
     if v is None:
         return "–"
+    if v != v:  # NaN: a ratio of two zero rates
+        return "none found by either"
     f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: "∞" if x == float("inf") else f"{x:.2f}")
     if lo is None or hi is None:
         return f"{f(v)}{' %' if pct else ''}"
