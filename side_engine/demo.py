@@ -20,7 +20,7 @@ RESOURCES = resources.root()
 DEMO_MODEL = RESOURCES / "demo" / "model"
 DEMO_FACES = RESOURCES / "demo" / "faces"
 
-# Sized for two CPU cores (~7 min). 32 faces -> K = 32 clusters (one face a class, the
+# Sized for two CPU cores (9 min 7 s measured 2026-11-29, its own estimate 9 min 13 s). 32 faces -> K = 32 clusters (one face a class, the
 # default for N <= 256). TDKD gets most of the budget: with 30 epochs the TD classifier
 # barely steered (6-10 % of samples to their class) and SIDE did not beat Random; with 100 it
 # steered about half of them and raised the memorised share (bench/results/replication.md).
