@@ -34,9 +34,9 @@ from .classifiers import (
 )
 from .config import RESUMABLE_CHANGES, AuditConfig
 from .devices import default_batch_size, describe, fit_batch_size, resolve_device
-from .errors import InputError, WorkspaceError
+from .errors import Cancelled, InputError, WorkspaceError
 from .neighbours import TrainIndex
-from .progress import Progress
+from .progress import Progress, WorkspaceLog
 from .sampler import SYNTHETIC_STREAM, Guide, GuidedSampler, sample_inputs, sample_seed, target_classes, to_uint8
 from .scorers import bands_for, bands_setting, check_training_size, choose_scorer_name, make_scorer
 from .training_set import (
@@ -107,7 +107,7 @@ class AuditRunner:
 
     def __init__(self, workspace: Workspace | str | Path, progress: Progress | None = None) -> None:
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-        self.progress = progress or Progress()
+        self.progress = WorkspaceLog(progress or Progress(), self.ws.log_path)
 
     # -- helpers ---------------------------------------------------------------
     def _update(self, stage: str, done: int, total: int) -> None:
@@ -135,6 +135,9 @@ class AuditRunner:
         self.target.unet.to(self.device)
         self.ws.ensure_dirs()
         self.db = storage.connect(self.ws.db_path)
+        started, outcome = time.time(), "run failed"
+        self.progress.write(f"run started: side-audit {__version__} on {describe(self.device)}, "
+                            f"{self.threads} CPU threads")
         try:
             self._check_identity(cfg)
             self.scorer_name = choose_scorer_name(cfg.scorer, self.target.sample_size)
@@ -155,8 +158,16 @@ class AuditRunner:
             self._stage_tdkd(cfg)
             self._stage_sample(cfg)
             self._stage_metrics(cfg)
+            outcome = "run complete"
             return results.metrics_json(self.db)
+        except (Cancelled, KeyboardInterrupt):
+            outcome = "run stopped by the user (resumable)"
+            raise
+        except Exception as e:
+            outcome = f"run failed: {e}"
+            raise
         finally:
+            self.progress.write(f"{outcome} after {time.time() - started:.0f} s")
             for sampler in self._samplers:
                 if sampler.compile_error:
                     self.progress.log(f"torch.compile was not used: {sampler.compile_error}")

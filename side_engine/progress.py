@@ -8,6 +8,8 @@ subclass this and a cancel request takes effect at the next batch boundary.
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 
 from .errors import Cancelled
 
@@ -58,3 +60,54 @@ class RecordingProgress(Progress):
 
     def log(self, message: str) -> None:
         self.messages.append(message)
+
+
+class WorkspaceLog(Progress):
+    """Passes everything to the front end's reporter and appends each log line, each finished
+    stage and the run's start and end to the workspace's ``run.log`` — the log outlives the
+    window or terminal that ran the audit. Cancellation is the front end's."""
+
+    def __init__(self, inner: Progress, path: Path) -> None:
+        super().__init__()
+        self.inner = inner
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def write(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}\n"
+        with self._lock:
+            try:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(line)
+            except OSError:
+                pass  # a log that cannot be written never stops an audit; the database is the record
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        self.inner.update(stage, done, total)
+
+    def log(self, message: str) -> None:
+        self.write(message)
+        self.inner.log(message)
+
+    def stage_finished(self, stage: str, seconds: float) -> None:
+        self.write(f"stage {stage} finished in {seconds:.1f} s")
+        self.inner.stage_finished(stage, seconds)
+
+    def cancel(self) -> None:
+        self.inner.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.inner.cancelled
+
+    def check(self) -> None:
+        self.inner.check()
+
+
+def read_log(path: Path, max_lines: int = 5000) -> list[str]:
+    """The last ``max_lines`` lines of a workspace's run log (none before the first run)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    return lines[-max_lines:]

@@ -17,6 +17,11 @@ class Workspace:
         return self.root / "audit.toml"
 
     @property
+    def log_path(self) -> Path:
+        """Every run's log, appended (CLI and app alike), so any front end can show it later."""
+        return self.root / "run.log"
+
+    @property
     def db_path(self) -> Path:
         return self.root / "audit.db"
 

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from side_engine import results
 from side_engine.errors import SideError
+from side_engine.progress import read_log
 
 from .settings import AppSettings
 from .store import AuditStore
@@ -164,6 +165,7 @@ class MainWindow(QMainWindow):
             stages = self.store.stages()
             if not (self.worker and self.worker.isRunning()):
                 self.run_view.show_stored(stages)
+                self.run_view.show_log(read_log(self.store.ws.log_path))
             self.run_view.set_resumable(bool(stages))
             if not self.run_view.estimate.text():
                 stored, device = self.store.estimate()
@@ -250,7 +252,7 @@ class MainWindow(QMainWindow):
         self.worker.failed.connect(lambda msg: self._finished(f"failed: {msg}"))
         self.worker.cancelled.connect(lambda: self._finished("stopped; Resume continues where it stopped"))
         self.run_view.set_running(True)
-        self.run_view.append_log(f"running {self.store.ws.root}")
+        self.run_view.show_log(read_log(self.store.ws.log_path))  # earlier runs, then this one live
         self.refresh_timer.start()
         self.worker.start()
         return self.worker
@@ -291,8 +293,7 @@ class MainWindow(QMainWindow):
         self.refresh_timer.stop()
         self.run_view.set_running(False)
         self.run_view.status.setText(message)
-        self.run_view.append_log(message)
-        self.refresh_views()
+        self.refresh_views()  # shows run.log, which now ends with this run's outcome
         self._fill_audits()
 
     # -- closing --------------------------------------------------------------------------

@@ -73,6 +73,14 @@ def test_cancel_mid_sampling_then_resume_equals_uninterrupted(tmp_path, tiny_mod
     # a second run of a finished audit changes nothing
     AuditRunner(parted).run()
     assert _samples(parted)[0] == b[0]
+    # the workspace keeps every run's log, whichever front end ran it: three runs, their outcomes
+    log = parted.log_path.read_text()
+    assert log.count("run started") == 3
+    outcomes = [line.split("  ", 1)[1].split(" after ")[0] for line in log.splitlines() if " after " in line
+                and line.split("  ", 1)[1].startswith("run ")]
+    assert outcomes == ["run stopped by the user (resumable)", "run complete", "run complete"]
+    assert "stage classifier finished in" in log and "TI classifier: accuracy" in log
+    assert all(m in log for m in progress.messages)  # every line the front end was shown
 
 
 def test_resume_refuses_changed_checkpoint_or_settings(tmp_path, tiny_model, faces):

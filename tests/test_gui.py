@@ -82,6 +82,10 @@ def test_run_through_worker_then_review(qtbot, window, demo_workspace):
         pass
     worker.wait()
     window.refresh_views()
+    # the Run view shows the workspace's stored log, which ends with this run's outcome
+    log = window.run_view.log_pane.toPlainText()
+    assert "run started" in log and log.splitlines()[-1].split("  ", 1)[1].startswith("run complete")
+    assert log == demo_workspace.log_path.read_text().rstrip("\n")
     db = storage.connect(demo_workspace.db_path)
     stored = {(r["method"], r["lam"], r["band"]): r for r in db["metrics"].rows}
     # plots hold the stored points and their 95 % intervals (drawn when the Results tab is shown)

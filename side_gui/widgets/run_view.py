@@ -140,3 +140,10 @@ class RunView(QWidget):
 
     def append_log(self, text: str) -> None:
         self.log_pane.appendPlainText(text)
+
+    def show_log(self, lines: list[str]) -> None:
+        """The workspace's stored log (``run.log``: every run, from the CLI or any app window)."""
+        text = "\n".join(lines) if lines else "(no run yet: Start writes its log here and to run.log)"
+        if self.log_pane.toPlainText() != text:
+            self.log_pane.setPlainText(text)
+            self.log_pane.verticalScrollBar().setValue(self.log_pane.verticalScrollBar().maximum())
