@@ -40,26 +40,34 @@ def default_workspace(quick: bool) -> Path:
     return Path(user_data_dir("side-audit")) / ("demo-quick" if quick else "demo")
 
 
-def run_demo(args) -> Path:
-    """Run (or resume) the demo audit and print its summary; returns the workspace, which the
-    CLI may then open in the desktop app (the engine imports no GUI code)."""
+def ensure_demo_workspace(root: Path | None = None, quick: bool = False, fresh: bool = False) -> tuple[Path, bool]:
+    """The demo's workspace, created with the demo settings if it does not exist yet (the CLI's
+    ``demo`` and the app's *Open the demo audit* share it). Returns (folder, created)."""
     from .audit import init_workspace
-    from .cli import print_summary, run_workspace
     from .workspace import Workspace
 
     if not (DEMO_MODEL / "model_index.json").exists() or not DEMO_FACES.is_dir():
         raise ConfigError(f"the demo model is missing from {RESOURCES / 'demo'}; reinstall side-audit "
                           "(in a checkout: pip install -e ., or train it with scripts/train_demo_model.py)")
-    root = Path(args.workspace).expanduser() if args.workspace else default_workspace(args.quick)
-    settings = QUICK_SETTINGS if args.quick else DEMO_SETTINGS
-    if args.fresh and root.exists():
+    root = Path(root).expanduser() if root else default_workspace(quick)
+    if fresh and root.exists():
         shutil.rmtree(root)
     ws = Workspace(root)
-    if not ws.exists():
-        init_workspace(root, str(DEMO_MODEL), str(DEMO_FACES), **settings)
-        print(f"demo workspace: {ws.root}", file=sys.stderr)
-    else:
-        print(f"demo workspace: {ws.root} (resuming; --fresh starts over)", file=sys.stderr)
+    if ws.exists():
+        return ws.root, False
+    init_workspace(root, str(DEMO_MODEL), str(DEMO_FACES), **(QUICK_SETTINGS if quick else DEMO_SETTINGS))
+    return ws.root, True
+
+
+def run_demo(args) -> Path:
+    """Run (or resume) the demo audit and print its summary; returns the workspace, which the
+    CLI may then open in the desktop app (the engine imports no GUI code)."""
+    from .cli import print_summary, run_workspace
+    from .workspace import Workspace
+
+    root, created = ensure_demo_workspace(args.workspace, args.quick, args.fresh)
+    ws = Workspace(root)
+    print(f"demo workspace: {ws.root}{'' if created else ' (resuming; --fresh starts over)'}", file=sys.stderr)
     t0 = time.time()
     result = run_workspace(root)
     print_summary(result)

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMessageBox,
+    QStackedWidget,
     QTabWidget,
 )
 
@@ -29,6 +30,7 @@ from .widgets.new_audit_dialog import NewAuditDialog
 from .widgets.results_view import ResultsView
 from .widgets.risk_view import RiskView
 from .widgets.run_view import RunView
+from .widgets.welcome_view import WelcomeView
 from .workers import AuditWorker, EstimateWorker
 
 
@@ -59,7 +61,16 @@ class MainWindow(QMainWindow):
             self.tabs.addTab(view, title)
         self.tabs.currentChanged.connect(lambda _: self.results_view.ensure_drawn()
                                          if self.tabs.currentWidget() is self.results_view else None)
-        self.setCentralWidget(self.tabs)
+        # with no audit selected: what to do (the demo, a new audit, a workspace, recent ones)
+        self.welcome = WelcomeView()
+        self.welcome.demo_requested.connect(self.open_demo)
+        self.welcome.new_requested.connect(self.new_audit)
+        self.welcome.open_requested.connect(self.open_dialog)
+        self.welcome.recent_chosen.connect(self.open_workspace)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.welcome)
+        self.pages.addWidget(self.tabs)
+        self.setCentralWidget(self.pages)
         self.run_view.start_requested.connect(self.start_run)
         self.run_view.cancel_requested.connect(self.cancel_run)
         self.run_view.estimate_requested.connect(self.estimate_run)
@@ -73,6 +84,7 @@ class MainWindow(QMainWindow):
         self._build_menu()
         self.statusBar()
         self._fill_audits()
+        self._show_page()
         if self.settings.current and (Path(self.settings.current) / "audit.toml").exists():
             self.open_workspace(self.settings.current)  # reopening restores the last audit and its filters
 
@@ -88,6 +100,8 @@ class MainWindow(QMainWindow):
                 action.setShortcut(shortcut)
             action.triggered.connect(slot)
             file_menu.addAction(action)
+            if slot == self.export_report:
+                self.export_action = action
 
     # -- audits list -------------------------------------------------------------------
     def _fill_audits(self) -> None:
@@ -106,6 +120,17 @@ class MainWindow(QMainWindow):
             item.setToolTip(ws)
             self.audits.addItem(item)
         self.audits.blockSignals(False)
+        self.welcome.set_recent(self.settings.recent)
+
+    def _show_page(self) -> None:
+        """The welcome page until an audit is selected; buttons that cannot act say why."""
+        has_audit = self.store is not None
+        self.pages.setCurrentWidget(self.tabs if has_audit else self.welcome)
+        if not has_audit:
+            # focus on the list would make Qt select its first audit and skip this page
+            self.welcome.demo_button.setFocus()
+        self.export_action.setEnabled(has_audit)
+        self.export_action.setToolTip("" if has_audit else "select an audit first")
 
     def open_workspace(self, workspace: str) -> None:
         workspace = str(Path(workspace).expanduser().resolve())
@@ -130,6 +155,7 @@ class MainWindow(QMainWindow):
         self.settings.current = ws
         self.gallery.set_filters(self.settings.filters.get(ws, {}))
         self.setWindowTitle(f"SIDE Audit — {ws}")
+        self._show_page()
         self.refresh_views()
 
     def open_dialog(self) -> None:
@@ -139,6 +165,20 @@ class MainWindow(QMainWindow):
                 QMessageBox.warning(self, "Open workspace", f"{path} holds no audit.toml")
                 return
             self.open_workspace(path)
+
+    def open_demo(self) -> None:
+        """Create the demo audit in the user's data folder (or reopen it) and start it if unfinished."""
+        from side_engine import demo
+
+        try:
+            root, _ = demo.ensure_demo_workspace()
+        except SideError as e:
+            QMessageBox.warning(self, "Open the demo audit", str(e))
+            return
+        self.open_workspace(str(root))
+        if self.store is not None and not self.store.complete():
+            self.tabs.setCurrentWidget(self.run_view)
+            self.start_run()
 
     def new_audit(self) -> None:
         dialog = NewAuditDialog(self)
@@ -166,7 +206,7 @@ class MainWindow(QMainWindow):
             if not (self.worker and self.worker.isRunning()):
                 self.run_view.show_stored(stages)
                 self.run_view.show_log(read_log(self.store.ws.log_path))
-            self.run_view.set_resumable(bool(stages))
+            self.run_view.set_resumable(bool(stages), complete=self.store.complete())
             if not self.run_view.estimate.text():
                 stored, device = self.store.estimate()
                 self.run_view.show_estimate(stored, device, " (estimated at the last start)")

@@ -49,6 +49,9 @@ class AuditStore:
             return "stopped"
         return "in progress"
 
+    def complete(self) -> bool:
+        return self.status() == "complete"
+
     def stages(self) -> list[dict]:
         return storage.stage_rows(self.db) if self.started() else []
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 pytest.importorskip("PySide6")
-from PySide6.QtCore import QItemSelectionModel, QTimer  # noqa: E402
+from PySide6.QtCore import QItemSelectionModel, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication, QDialogButtonBox  # noqa: E402
 
 from side_engine import results, storage  # noqa: E402
@@ -218,3 +218,32 @@ def test_estimate_button_probes_without_running_the_audit(qtbot, window, demo_wo
     assert "tdkd" in window.run_view.estimate.toolTip()
     assert window.run_view.estimate_button.isEnabled()
     assert not demo_workspace.db_path.exists()  # nothing was run or stored
+
+
+def test_first_start_shows_the_ways_in_and_the_demo_button_creates_and_starts_the_demo(qtbot, tmp_path,
+                                                                                        monkeypatch):
+    from side_engine import demo
+
+    w = MainWindow(AppSettings())
+    qtbot.addWidget(w)
+    assert w.pages.currentWidget() is w.welcome  # no audit: the welcome page, not nine empty bars
+    assert not w.export_action.isEnabled() and "select an audit" in w.export_action.toolTip()
+    assert w.welcome.recent.isHidden()  # nothing recent yet: no empty list either
+    monkeypatch.setattr(demo, "default_workspace", lambda quick: tmp_path / "demo-ws")
+    started = []
+    monkeypatch.setattr(w, "start_run", lambda: started.append(True))
+    qtbot.mouseClick(w.welcome.demo_button, Qt.MouseButton.LeftButton)
+    assert (tmp_path / "demo-ws" / "audit.toml").exists()
+    assert "classifier_epochs = 150" in (tmp_path / "demo-ws" / "audit.toml").read_text()  # the demo's settings
+    assert started == [True] and w.pages.currentWidget() is w.tabs and w.tabs.currentWidget() is w.run_view
+    assert w.export_action.isEnabled()
+    assert w.welcome.recent.count() == 1 and not w.welcome.recent.isHidden()  # now a recent audit
+    w.close()
+
+
+def test_a_complete_audit_cannot_be_started_again_and_says_why(qtbot, window, demo_workspace):
+    AuditRunner(demo_workspace).run()
+    window.open_workspace(str(demo_workspace.root))
+    assert not window.run_view.start_button.isEnabled()
+    assert "complete" in window.run_view.start_button.toolTip()
+    assert window.run_view.log_pane.toPlainText().splitlines()[-1].split("  ", 1)[1].startswith("run complete")

@@ -91,8 +91,14 @@ class RunView(QWidget):
         if running:
             self._first.clear()
 
-    def set_resumable(self, resumable: bool) -> None:
+    def set_resumable(self, resumable: bool, complete: bool = False) -> None:
         self.start_button.setText("Resume" if resumable else "Start")
+        if not self.cancel_button.isEnabled():  # not running
+            self.start_button.setEnabled(not complete)
+            self.estimate_button.setEnabled(not complete)
+        self.start_button.setToolTip("the audit is complete: nothing is left to run (its results are in the "
+                                     "other tabs)" if complete else "run the audit; a stopped audit resumes "
+                                     "where it stopped")
 
     def on_progress(self, stage: str, done: int, total: int) -> None:
         bar = self.bars.get(stage)
