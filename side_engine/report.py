@@ -56,7 +56,7 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
             "rows": data["rows"], "topk": data["topk"], "summary": data["summary"],
             "classifiers": data["classifiers"], "n_train": n_train,
         }
-        model["headline"] = _headline(data, exposure, n_train, bands)
+        model["headline"] = headline(data, exposure, n_train, bands)
         model["table1"] = _table1(data)
         model["comparisons"] = _comparisons(data)
         from .statistics import wilson
@@ -128,7 +128,7 @@ def verdict_line(c: dict, key: str, band: str, random_word: str = "Random") -> s
             f" {c[f'{key}_test']} p = {p:.3g}: {c[f'{key}_verdict']}.")
 
 
-def _headline(data: dict, exposure: list[dict], n_train: int, bands) -> list[str]:
+def headline(data: dict, exposure: list[dict], n_train: int, bands) -> list[str]:
     """Plain-language findings: what was reproduced (closest band first), then whether the guided
     method beats Random over the declared λ range (one pre-declared paired test; no best-λ pick)."""
     lines = []

@@ -30,6 +30,7 @@ from .widgets.new_audit_dialog import NewAuditDialog
 from .widgets.results_view import ResultsView
 from .widgets.risk_view import RiskView
 from .widgets.run_view import RunView
+from .widgets.summary_view import SummaryView
 from .widgets.welcome_view import WelcomeView
 from .workers import AuditWorker, EstimateWorker
 
@@ -52,11 +53,13 @@ class MainWindow(QMainWindow):
         dock.setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
         self.run_view = RunView()
+        self.summary = SummaryView()
         self.results_view = ResultsView()
         self.gallery = GalleryView(self._resolve_pair)
         self.risk = RiskView()
         self.tabs = QTabWidget()
-        for view, title in ((self.run_view, "Run"), (self.results_view, "Results"), (self.gallery, "Gallery"),
+        for view, title in ((self.summary, "Summary"), (self.run_view, "Run"), (self.results_view, "Results"),
+                            (self.gallery, "Gallery"),
                             (self.risk, "Training images at risk")):
             self.tabs.addTab(view, title)
         self.tabs.currentChanged.connect(lambda _: self.results_view.ensure_drawn()
@@ -157,6 +160,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"SIDE Audit — {ws}")
         self._show_page()
         self.refresh_views()
+        # a finished audit opens on its verdict; one still to run, on Run
+        self.tabs.setCurrentWidget(self.summary if self.store.complete() else self.run_view)
 
     def open_dialog(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open an audit workspace")
@@ -215,7 +220,9 @@ class MainWindow(QMainWindow):
                 bands, higher = results.stored_bands(self.store.db)
                 self.results_view.set_data(data, results.best_scores(self.store.db), bands, higher,
                                            draw=self.tabs.currentWidget() is self.results_view)
-                self.risk.set_rows(results.exposure(self.store.db))
+                exposure = results.exposure(self.store.db)
+                self.risk.set_rows(exposure)
+                self.summary.set_data(data, exposure, bands, self.store.train_image_path, self._sample_png)
                 if cfg:
                     self.gallery.set_lambdas([lam for _, lam in cfg.grid()])
                 self._load_gallery()
@@ -237,6 +244,10 @@ class MainWindow(QMainWindow):
         self.settings.save()
         if self.store.started():
             self._load_gallery()
+
+    def _sample_png(self, sample_id: int) -> Path | None:
+        row = self.store.db.execute("select png from samples where id = ?", [sample_id]).fetchone()
+        return self.store.ws.root / row[0] if row and row[0] else None
 
     def _resolve_pair(self, row: dict) -> tuple[str, str]:
         ws = self.store.ws.root

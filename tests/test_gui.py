@@ -200,8 +200,8 @@ def test_screenshot_mode(tmp_path, demo_workspace):
     AuditRunner(demo_workspace).run()
     assert main([str(demo_workspace.root), "--screenshot", str(tmp_path / "shots")]) == 0
     shots = sorted(p.name for p in (tmp_path / "shots").glob("*.png"))
-    assert shots == ["1-run.png", "2-results.png", "2b-results-against-random.png", "3-gallery.png",
-                     "4-training-images-at-risk.png"]
+    assert shots == ["1-summary.png", "2-run.png", "3-results.png", "3b-results-against-random.png",
+                     "4-gallery.png", "5-training-images-at-risk.png"]
 
 
 def test_estimate_button_probes_without_running_the_audit(qtbot, window, demo_workspace):
@@ -241,9 +241,29 @@ def test_first_start_shows_the_ways_in_and_the_demo_button_creates_and_starts_th
     w.close()
 
 
-def test_a_complete_audit_cannot_be_started_again_and_says_why(qtbot, window, demo_workspace):
+def test_a_complete_audit_opens_on_its_verdict_and_cannot_be_started_again(qtbot, window, demo_workspace):
+    from side_engine.report import headline
+
     AuditRunner(demo_workspace).run()
     window.open_workspace(str(demo_workspace.root))
+    assert window.tabs.currentWidget() is window.summary
+    db = storage.connect(demo_workspace.db_path)
+    data, exposure = results.metrics_json(db), results.exposure(db)
+    bands, _ = results.stored_bands(db)
+    # the verdict is the engine's, from what is stored: the same sentences the report opens with
+    expected = headline(dict(data, warnings=[]), exposure, data["audit"]["n_train"], bands)
+    assert window.summary.sentences == expected
+    assert f"of {data['audit']['n_train']} training images were reproduced" in window.summary.verdict.text()
+    assert "[" in window.summary.steering.text()  # steering with its interval
+    # the most exposed training images, each with its closest generated image, as pictures
+    shown = window.summary.at_risk
+    assert shown, "the demo model should put some training images at risk"
+    assert [e["train_idx"] for e in shown] == [e["train_idx"] for e in exposure[:8]]
+    pictures = [window.summary.risk_grid.itemAt(i).widget() for i in range(window.summary.risk_grid.count())]
+    pixmaps = [w.pixmap() for w in pictures if w.pixmap() is not None and not w.pixmap().isNull()]
+    assert len(pixmaps) == 2 * len(shown)
+    assert data["audit"]["checkpoint_sha256"] in window.summary.provenance.text()
+    db.close()
     assert not window.run_view.start_button.isEnabled()
     assert "complete" in window.run_view.start_button.toolTip()
     assert window.run_view.log_pane.toPlainText().splitlines()[-1].split("  ", 1)[1].startswith("run complete")

@@ -1,0 +1,140 @@
+"""The verdict first: what was reproduced, SIDE against Random, how well guidance steered, the
+training images most at risk beside their closest copies, and where the numbers came from.
+
+Every sentence is the engine's (``side_engine.report.headline``), the same the report opens
+with, so the app and the report cannot disagree.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QLabel,
+    QScrollArea,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+THUMB = 112
+
+
+def _pixmap(path: Path | None) -> QPixmap:
+    pix = QPixmap(str(path)) if path else QPixmap()
+    if pix.isNull():
+        return pix
+    return pix.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation)
+
+
+class SummaryView(QScrollArea):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        body = QWidget()
+        self.layout_ = QVBoxLayout(body)
+        self.verdict = QLabel()
+        self.verdict.setWordWrap(True)
+        self.verdict.setTextFormat(Qt.TextFormat.RichText)
+        self.steering = QLabel()
+        self.steering.setWordWrap(True)
+        self.warnings = QLabel()
+        self.warnings.setWordWrap(True)
+        self.warnings.setStyleSheet("color: #b00020")
+        self.risk_title = QLabel("<b>Training images most at risk</b> — each beside its closest generated image "
+                                 "(double-click a row in <i>Training images at risk</i> for all of them)")
+        self.risk_title.setWordWrap(True)
+        self.risk_grid = QGridLayout()
+        self.provenance_button = QToolButton()
+        self.provenance_button.setText("Provenance ▸")
+        self.provenance_button.setCheckable(True)
+        self.provenance = QLabel()
+        self.provenance.setWordWrap(True)
+        self.provenance.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.provenance.setVisible(False)
+        self.provenance_button.toggled.connect(self._fold)
+        for w in (self.verdict, self.steering, self.warnings, self.risk_title):
+            self.layout_.addWidget(w)
+        self.layout_.addLayout(self.risk_grid)
+        self.layout_.addWidget(self.provenance_button)
+        self.layout_.addWidget(self.provenance)
+        self.layout_.addStretch(1)
+        self.setWidget(body)
+        self.sentences: list[str] = []
+        self.at_risk: list[dict] = []
+
+    def _fold(self, shown: bool) -> None:
+        self.provenance.setVisible(shown)
+        self.provenance_button.setText("Provenance ▾" if shown else "Provenance ▸")
+
+    def set_data(self, data: dict, exposure: list[dict], bands, train_path: Callable[[str], Path],
+                 best_png: Callable[[int], Path | None], top: int = 8) -> None:
+        from side_engine.report import headline
+
+        audit = data.get("audit") or {}
+        if not data.get("rows"):
+            self.verdict.setText("<i>No results yet: the verdict appears here when the audit has generated and "
+                                 "scored images.</i>")
+            self.sentences = []
+        else:
+            self.sentences = headline(dict(data, warnings=[]), exposure, int(audit.get("n_train") or 0), bands)
+            first, rest = self.sentences[0], self.sentences[1:]
+            self.verdict.setText(f"<h3>Verdict</h3><p><b>{html.escape(first)}</b></p>"
+                                 + "".join(f"<p>{html.escape(s)}</p>" for s in rest))
+        steer = [s for s in data.get("summary", []) if s.get("target_accuracy") is not None]
+        self.steering.setText("<b>How well guidance steered</b> (share of guided images the TD classifier puts in "
+                              "their target class, 95 % interval): " + "; ".join(
+                                  f"{s['method'].upper()} λ = {s['lambda']:g}: {100 * s['target_accuracy']:.1f} % "
+                                  f"[{100 * s['target_accuracy_lo']:.1f}, {100 * s['target_accuracy_hi']:.1f}]"
+                                  for s in steer) if steer else "")
+        self.steering.setVisible(bool(steer))
+        warnings = data.get("warnings") or []
+        self.warnings.setText("".join(f"<p>⚠ {html.escape(w)}</p>" for w in warnings))
+        self.warnings.setVisible(bool(warnings))
+        self._fill_risk(exposure[:top], [b.name for b in bands], train_path, best_png)
+        self.provenance.setText(self._provenance(audit))
+
+    def _fill_risk(self, rows: list[dict], band_names: list[str], train_path, best_png) -> None:
+        while self.risk_grid.count():
+            item = self.risk_grid.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        self.at_risk = rows
+        self.risk_title.setVisible(bool(rows))
+        for i, e in enumerate(rows):
+            r, c = divmod(i, 2)
+            train = QLabel()
+            train.setPixmap(_pixmap(train_path(e["path"])))
+            train.setToolTip(f"training image {e['path']}")
+            copy = QLabel()
+            copy.setPixmap(_pixmap(best_png(e["best_sample"])))
+            copy.setToolTip("its closest generated image")
+            counts = ", ".join(f"{b} {e[b]}" for b in reversed(band_names))
+            caption = QLabel(f"<b>{html.escape(e['path'])}</b><br>matched by {e['total']} generated images"
+                             f"<br>({counts})<br>closest: {e['best_score']:.3f}")
+            caption.setWordWrap(True)
+            self.risk_grid.addWidget(train, r, 3 * c)
+            self.risk_grid.addWidget(copy, r, 3 * c + 1)
+            self.risk_grid.addWidget(caption, r, 3 * c + 2)
+
+    @staticmethod
+    def _provenance(audit: dict) -> str:
+        if not audit:
+            return ""
+        versions = audit.get("versions")
+        if isinstance(versions, str):
+            versions = json.loads(versions)
+        rows = [("started", audit.get("created")), ("checkpoint", audit.get("checkpoint_path")),
+                ("checkpoint SHA-256", audit.get("checkpoint_sha256")), ("training data", audit.get("train_path")),
+                ("training images", audit.get("n_train")), ("training-set fingerprint", audit.get("train_fingerprint")),
+                ("device", audit.get("device")),
+                ("scorer", f"{audit.get('scorer')} {audit.get('scorer_source') or ''}"),
+                ("versions", ", ".join(f"{k} {v}" for k, v in (versions or {}).items()))]
+        return "<table>" + "".join(f"<tr><td><b>{html.escape(k)}</b>&nbsp;</td><td>{html.escape(str(v))}</td></tr>"
+                                   for k, v in rows if v not in (None, "")) + "</table>"
