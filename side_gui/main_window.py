@@ -210,7 +210,7 @@ class MainWindow(QMainWindow):
             stages = self.store.stages()
             if not (self.worker and self.worker.isRunning()):
                 self.run_view.show_stored(stages)
-                self.run_view.show_log(read_log(self.store.ws.log_path))
+                self.run_view.show_log(read_log(self.store.ws.log_path), started=bool(stages))
             self.run_view.set_resumable(bool(stages), complete=self.store.complete())
             if not self.run_view.estimate.text():
                 stored, device = self.store.estimate()

@@ -147,9 +147,11 @@ class RunView(QWidget):
     def append_log(self, text: str) -> None:
         self.log_pane.appendPlainText(text)
 
-    def show_log(self, lines: list[str]) -> None:
+    def show_log(self, lines: list[str], started: bool = False) -> None:
         """The workspace's stored log (``run.log``: every run, from the CLI or any app window)."""
-        text = "\n".join(lines) if lines else "(no run yet: Start writes its log here and to run.log)"
+        empty = ("(no log stored: this audit ran before SIDE Audit kept run logs in the workspace)" if started
+                 else "(no run yet: Start writes its log here and to run.log)")
+        text = "\n".join(lines) if lines else empty
         if self.log_pane.toPlainText() != text:
             self.log_pane.setPlainText(text)
             self.log_pane.verticalScrollBar().setValue(self.log_pane.verticalScrollBar().maximum())
