@@ -120,8 +120,23 @@ def test_run_through_worker_then_review(qtbot, window, demo_workspace):
     assert all(r["band"] == band for r in again.gallery.model.rows)
     assert {r["id"] for r in again.gallery.model.rows if r["decision"] == "memorised"} <= set(decided)
     # the detail view shows the pair and records a decision
-    dialog = again.open_detail(again.gallery.model.rows[0])
+    first = again.gallery.model.rows[0]
+    dialog = again.open_detail(first)
     qtbot.addWidget(dialog)
+    # the absolute difference of exactly the stored pair, and a blink that swaps in the generated image
+    import numpy as np
+    from PIL import Image
+
+    gen_path, train_path = again._resolve_pair(first)
+    gen = np.asarray(Image.open(gen_path).convert("L"), dtype=float)
+    train = np.asarray(Image.open(train_path).convert("L").resize(gen.shape[::-1], Image.BICUBIC), dtype=float)
+    assert dialog.mean_abs_diff == pytest.approx(np.abs(gen - train).mean(), abs=0.5)
+    dialog.blink_button.click()
+    assert dialog.right.scene().items()[0].pixmap().cacheKey() == dialog.generated_pix.cacheKey()
+    dialog.blink_button.click()
+    assert dialog.right.scene().items()[0].pixmap().cacheKey() == dialog.training_pix.cacheKey()
+    dialog.left.zoom(2.0)
+    assert dialog.diff.transform().m11() == pytest.approx(dialog.left.transform().m11())
     dialog.decide("not a copy")
     assert results.gallery_rows(again.store.db)[0]["decision"] in ("not a copy", "memorised")
     dialog.close()
