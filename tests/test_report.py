@@ -64,6 +64,16 @@ def test_pdf_has_pages_and_the_summary(audited, tmp_path):
     text = re.sub(r"\s+", " ", text)
     rows, audit, _ = _stored(audited)
     assert "Summary" in text and "training images were reproduced" in text
+    # the verdict is on the first page; provenance is an appendix after it
+    first = re.sub(r"\s+", " ", reader.pages[0].extract_text())
+    assert "Summary: the verdict" in first and "training images were reproduced" in first
+    assert text.index("training images were reproduced") < text.index("A.2 ")  # (pypdf reads "fi" as a ligature)
+    # no number is broken across lines: every stored seed appears whole in the extracted text
+    raw = " ".join(p.extract_text() for p in reader.pages)
+    db = storage.connect(audited.db_path)
+    seeds = [str(r[0]) for r in db.execute("select seed from samples where png is not null").fetchall()]
+    db.close()
+    assert len([s for s in seeds if s in raw]) >= min(5, len(seeds))  # seeds in the pairs table, whole
     random_low = next(r for r in rows if r["method"] == "random" and r["band"] == "low")
     assert f"AMS {100 * random_low['ams']:.1f} % [{100 * random_low['ams_lo']:.1f}," in text
     assert re.search(r"\b2\b", reader.pages[1].extract_text())  # page number on page 2
@@ -97,7 +107,9 @@ def test_redacted_report_holds_no_image_pixels(audited, tmp_path):
     from PIL import Image
 
     for data in images:
-        assert Image.open(io.BytesIO(base64.b64decode(data))).size == (560, 330)  # charts only
+        chart = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert chart.size == (1020, 510)  # charts only
+        assert chart.info.get("Software", "").startswith("Matplotlib")  # plotted, not drawn by hand
     assert str(DEMO_FACES) not in html and "lfw_0" not in html
     pdf = tmp_path / "red.pdf"
     assert main(["report", str(audited.root), "--format", "pdf", "--out", str(pdf), "--redact"]) == 0
