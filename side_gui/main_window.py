@@ -56,7 +56,7 @@ class MainWindow(QMainWindow):
         self.summary = SummaryView()
         self.results_view = ResultsView()
         self.gallery = GalleryView(self._resolve_pair)
-        self.risk = RiskView()
+        self.risk = RiskView(self._train_path, self._sample_png)
         self.tabs = QTabWidget()
         for view, title in ((self.summary, "Summary"), (self.run_view, "Run"), (self.results_view, "Results"),
                             (self.gallery, "Gallery"),
@@ -244,6 +244,9 @@ class MainWindow(QMainWindow):
         self.settings.save()
         if self.store.started():
             self._load_gallery()
+
+    def _train_path(self, rel: str) -> Path:
+        return self.store.train_image_path(rel)
 
     def _sample_png(self, sample_id: int) -> Path | None:
         row = self.store.db.execute("select png from samples where id = ?", [sample_id]).fetchone()

@@ -278,6 +278,15 @@ def test_a_complete_audit_opens_on_its_verdict_and_cannot_be_started_again(qtbot
     pixmaps = [w.pixmap() for w in pictures if w.pixmap() is not None and not w.pixmap().isNull()]
     assert len(pixmaps) == 2 * len(shown)
     assert data["audit"]["checkpoint_sha256"] in window.summary.provenance.text()
+    # at-risk view: every stored exposure row, each with both pictures; the band filter narrows it
+    risk = window.risk
+    assert [r["train_idx"] for r in risk.model.rows] == [e["train_idx"] for e in exposure]
+    for col in (0, 1):
+        pix = risk.model.data(risk.model.index(0, col), Qt.ItemDataRole.DecorationRole)
+        assert pix is not None and not pix.isNull()
+    risk.band.setCurrentText("high")
+    assert [r["train_idx"] for r in risk.model.rows] == [e["train_idx"] for e in exposure if e["high"] > 0]
+    risk.band.setCurrentText("any band")
     db.close()
     assert not window.run_view.start_button.isEnabled()
     assert "complete" in window.run_view.start_button.toolTip()

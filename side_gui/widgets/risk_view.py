@@ -1,21 +1,30 @@
-"""Training images at risk: ranked by matches per band; opening one shows its generations."""
+"""Training images at risk, as pictures: each training image beside its closest generated image,
+with its matches per band; filter by band; double-click opens every generated image that matched
+it in the gallery (closest first, the gallery's decision keys)."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractTableModel, Qt, Signal
-from PySide6.QtWidgets import QLabel, QTableView, QVBoxLayout, QWidget
+from collections.abc import Callable
+from pathlib import Path
 
+from PySide6.QtCore import QAbstractTableModel, QSize, Qt, Signal
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QTableView, QVBoxLayout, QWidget
+
+from .gallery import ThumbnailCache
 from .rows_model import _ROOT, RowsMixin
 
-COLUMNS = ("train_idx", "path", "high", "mid", "low", "total", "best_score")
-TITLES = ("#", "training image", "high", "mid", "low", "matches", "best score")
-
+THUMB = 72
+COLUMNS = ("train_thumb", "copy_thumb", "train_idx", "path", "high", "mid", "low", "total", "best_score")
+TITLES = ("training image", "closest copy", "#", "file", "high", "mid", "low", "matches", "best score")
 
 
 class ExposureModel(RowsMixin, QAbstractTableModel):
-    def __init__(self, parent=None) -> None:
+    def __init__(self, resolve_train: Callable[[str], Path] | None = None,
+                 resolve_sample: Callable[[int], Path | None] | None = None, parent=None) -> None:
         super().__init__(parent)
         self.rows: list[dict] = []
+        self.resolve_train, self.resolve_sample = resolve_train, resolve_sample
+        self.thumbs = ThumbnailCache(size=THUMB)
 
     def columnCount(self, parent=_ROOT) -> int:  # noqa: N802
         return len(COLUMNS)
@@ -26,28 +35,60 @@ class ExposureModel(RowsMixin, QAbstractTableModel):
         return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if role != Qt.ItemDataRole.DisplayRole or not index.isValid():
+        if not index.isValid():
             return None
-        v = self.rows[index.row()][COLUMNS[index.column()]]
+        row, col = self.rows[index.row()], COLUMNS[index.column()]
+        if col.endswith("_thumb"):
+            if role != Qt.ItemDataRole.DecorationRole:
+                return None
+            if col == "train_thumb" and self.resolve_train:
+                return self.thumbs.get(self.resolve_train(row["path"]))
+            if col == "copy_thumb" and self.resolve_sample and (png := self.resolve_sample(row["best_sample"])):
+                return self.thumbs.get(png)
+            return None
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        v = row[col]
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 class RiskView(QWidget):
     open_training_image = Signal(int)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, resolve_train: Callable[[str], Path] | None = None,
+                 resolve_sample: Callable[[int], Path | None] | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.model = ExposureModel(self)
+        self.all_rows: list[dict] = []
+        self.model = ExposureModel(resolve_train, resolve_sample, self)
         self.table = QTableView()
         self.table.setModel(self.model)
+        self.table.setIconSize(QSize(THUMB, THUMB))
+        self.table.verticalHeader().setDefaultSectionSize(THUMB + 6)
+        self.table.verticalHeader().hide()
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.table.doubleClicked.connect(
             lambda idx: self.open_training_image.emit(self.model.rows[idx.row()]["train_idx"]))
+        self.band = QComboBox()
+        self.band.addItems(["any band", "high", "mid", "low"])
+        self.band.setToolTip("show only training images matched in this band")
+        self.band.currentTextChanged.connect(lambda _: self._apply())
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Training images with generated images in a band, most exposed first (closest band "
+                             "first). Double-click one to review every generated image that matched it."), 1)
+        top.addWidget(QLabel("band:"))
+        top.addWidget(self.band)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Training images with generated images in a band, most exposed first "
-                                "(closest band first). Double-click to see the generated images."))
+        layout.addLayout(top)
         layout.addWidget(self.table)
 
     def set_rows(self, rows: list[dict]) -> None:
+        self.all_rows = rows
+        self._apply()
+
+    def _apply(self) -> None:
+        band = self.band.currentText()
+        rows = self.all_rows if band == "any band" else [r for r in self.all_rows if r.get(band, 0) > 0]
         self.model.set_rows(rows)
         self.table.resizeColumnsToContents()
+        for col in (0, 1):
+            self.table.setColumnWidth(col, max(THUMB + 12, self.table.columnWidth(col)))
