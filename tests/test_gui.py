@@ -94,6 +94,16 @@ def test_run_through_worker_then_review(qtbot, window, demo_workspace):
     row = stored[("side", 2.0, "low")]
     assert list(x) == [2.0] and y[0] == pytest.approx(100 * row["ams"])
     assert (lo[0], hi[0]) == pytest.approx((100 * row["ams_lo"], 100 * row["ams_hi"]))
+    # Random is a shaded 95 % interval; the legend row toggles series in both plots
+    plot = window.results_view.ams_plot
+    region = plot.curves[("random", "low", "region")]
+    random_low = stored[("random", 0.0, "low")]
+    assert region.getRegion() == pytest.approx((100 * random_low["ams_lo"], 100 * random_low["ams_hi"]))
+    window.results_view.toggles["low"].setChecked(False)
+    assert not plot.curves[("side", "low")].isVisible() and not region.isVisible()
+    assert not window.results_view.ums_plot.curves[("side", "low")].isVisible()
+    window.results_view.toggles["low"].setChecked(True)
+    assert plot.curves[("side", "low")].isVisible()
     assert window.results_view.table1.rowCount() == 2
     assert window.results_view.table1.item(1, 3).text().endswith("]")  # a rate with its interval
     assert window.results_view.compare.rowCount() > 0  # the paired comparison with Random

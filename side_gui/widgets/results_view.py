@@ -34,7 +34,9 @@ def ci_text(value, lo, hi, pct: bool = True) -> str:
 
 
 class CurvePlot(pg.PlotWidget):
-    """One metric (AMS or UMS) vs λ: SIDE per band, Random as a dashed reference line."""
+    """One metric (AMS or UMS) vs λ: SIDE per band with 95 % error bars; Random as a dashed line
+    over its shaded 95 % interval. The legend is the row of toggles under the plots (outside the
+    data); ``hidden`` holds the series switched off there."""
 
     def __init__(self, metric: str, parent=None) -> None:
         super().__init__(parent)
@@ -43,7 +45,8 @@ class CurvePlot(pg.PlotWidget):
         self.showGrid(x=True, y=True, alpha=0.3)
         self.setLabel("bottom", "guidance scale λ")
         self.setLabel("left", f"{metric.upper()} (% of N_G)")
-        self.addLegend(offset=(-10, 10))
+        self.setTitle(f"{metric.upper()} vs guidance scale λ (95 % intervals)", size="10pt")
+        self.hidden: set[str] = set()
         self.curves: dict[tuple[str, str], pg.PlotDataItem] = {}
         self.points: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self.hover = pg.TextItem(color=(20, 20, 20), anchor=(0, 1))
@@ -55,7 +58,6 @@ class CurvePlot(pg.PlotWidget):
             self.removeItem(item)
         self.curves.clear()
         self.points.clear()
-        self.plotItem.legend.clear()
         key = f"{self.metric}_cumulative" if cumulative else self.metric
 
         def pct(r, k):
@@ -89,14 +91,25 @@ class CurvePlot(pg.PlotWidget):
                                                                      style=Qt.PenStyle.DashLine))
                 self.addItem(line)
                 self.curves[("random", band)] = line
-                for i, edge in enumerate((lo, hi)):  # Random's 95 % interval
-                    if np.isfinite(edge):
-                        e = pg.InfiniteLine(pos=edge, angle=0, pen=pg.mkPen(BAND_COLOURS[band], width=1,
-                                                                             style=Qt.PenStyle.DotLine))
-                        self.addItem(e)
-                        self.curves[("random", band, i)] = e
+                if np.isfinite(lo) and np.isfinite(hi):  # Random's 95 % interval, shaded
+                    region = pg.LinearRegionItem(values=(lo, hi), orientation="horizontal", movable=False,
+                                                 brush=pg.mkBrush(*BAND_COLOURS[band], 40),
+                                                 pen=pg.mkPen(None))
+                    region.setZValue(-10)
+                    self.addItem(region)
+                    self.curves[("random", band, "region")] = region
                 self.points[("random", band)] = (np.array([0.0]), np.array([y]), np.array([lo]), np.array([hi]))
-                self.plotItem.legend.addItem(pg.PlotDataItem(pen=line.pen), f"Random {band} (λ = 0) ± 95 %")
+        self.apply_visibility()
+
+    def set_hidden(self, series: str, hidden: bool) -> None:
+        """``series``: a band name, or "random" for the reference lines and their intervals."""
+        (self.hidden.add if hidden else self.hidden.discard)(series)
+        self.apply_visibility()
+
+    def apply_visibility(self) -> None:
+        for key, item in self.curves.items():
+            off = key[1] in self.hidden or (key[0] == "random" and "random" in self.hidden)
+            item.setVisible(not off)
 
     def _on_move(self, pos) -> None:
         if not self.points:
@@ -104,6 +117,8 @@ class CurvePlot(pg.PlotWidget):
         p = self.plotItem.vb.mapSceneToView(pos)
         best, text = None, ""
         for (method, band), (xs, ys, los, his) in self.points.items():
+            if band in self.hidden or (method == "random" and "random" in self.hidden):
+                continue
             for x, y, lo, hi in zip(xs, ys, los, his):
                 d = abs(x - p.x()) / max(1.0, abs(p.x()) + 1) + abs(y - p.y()) / max(1.0, abs(y) + 1)
                 if best is None or d < best:
@@ -120,7 +135,8 @@ class ResultsView(QWidget):
         self.ums_plot = CurvePlot("ums")
         self.hist = pg.PlotWidget(background="w")
         self.hist.setLabel("bottom", "best similarity of each generated image")
-        self.hist.setLabel("left", "images")
+        self.hist.setLabel("left", "generated images")
+        self.hist.setTitle("Best match of each generated image", size="10pt")
         self.cumulative = QCheckBox("cumulative (at least the band)")
         self.cumulative.toggled.connect(lambda _: self._redraw())
         self.note = QLabel("")
@@ -143,11 +159,30 @@ class ResultsView(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.cumulative)
         top.addWidget(self.note, 1)
+        # the legend, outside the data: one toggle per series, in the series' colour
+        legend = QHBoxLayout()
+        legend.addWidget(QLabel("show:"))
+        self.toggles: dict[str, QCheckBox] = {}
+        for series, text in (("high", "high band"), ("mid", "mid band"), ("low", "low band"),
+                             ("random", "Random (λ = 0): dashed, 95 % interval shaded")):
+            box = QCheckBox(text)
+            box.setChecked(True)
+            colour = BAND_COLOURS.get(series, (90, 90, 90))
+            box.setStyleSheet(f"QCheckBox {{ color: rgb{colour}; font-weight: bold; }}")
+            box.toggled.connect(lambda on, s=series: self._toggle(s, on))
+            legend.addWidget(box)
+            self.toggles[series] = box
+        legend.addWidget(QLabel("(solid: SIDE with 95 % error bars; dotted: other guided methods)"), 1)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.warnings)
         split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(plots)
+        plot_area = QWidget()
+        plot_layout = QVBoxLayout(plot_area)
+        plot_layout.setContentsMargins(0, 0, 0, 0)
+        plot_layout.addWidget(plots, 1)
+        plot_layout.addLayout(legend)
+        split.addWidget(plot_area)
         split.addWidget(tables)
         layout.addWidget(split, 1)
         self._data: dict = {"rows": []}
@@ -155,6 +190,10 @@ class ResultsView(QWidget):
         self._bands: list = []
         self._higher = True
         self._dirty = False
+
+    def _toggle(self, series: str, shown: bool) -> None:
+        for plot in (self.ams_plot, self.ums_plot):
+            plot.set_hidden(series, not shown)
 
     def set_data(self, data: dict, best: np.ndarray, bands: list, higher: bool, draw: bool = True) -> None:
         """Keep the data; draw now only if ``draw`` (the view is on screen). Rebuilding the plots
@@ -200,10 +239,12 @@ class ResultsView(QWidget):
             return
         y, x = np.histogram(best, bins=40)
         self.hist.plot(x, y, stepMode="center", fillLevel=0, brush=(120, 120, 160, 120), pen=pg.mkPen("k"))
-        for b in self._bands:
+        for i, b in enumerate(self._bands):
             edge = b.lo if self._higher else b.hi
+            # labels at staggered heights: thresholds close together would print over each other
             self.hist.addItem(pg.InfiniteLine(pos=edge, angle=90, pen=pg.mkPen(BAND_COLOURS[b.name], width=2),
-                                              label=b.name, labelOpts={"position": 0.9, "color": BAND_COLOURS[b.name]}))
+                                              label=f"{b.name} band", labelOpts={"position": 0.92 - 0.1 * i,
+                                                                                 "color": BAND_COLOURS[b.name]}))
 
     def _fill_table1(self, rows: list[dict]) -> None:
         keys = sorted({(r["method"], r["lambda"]) for r in rows}, key=lambda k: (k[0] != "random", k[0], k[1]))
