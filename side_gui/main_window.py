@@ -30,6 +30,7 @@ from .widgets.new_audit_dialog import NewAuditDialog
 from .widgets.results_view import ResultsView
 from .widgets.risk_view import RiskView
 from .widgets.run_view import RunView
+from .widgets.settings_view import SettingsView
 from .widgets.summary_view import SummaryView
 from .widgets.welcome_view import WelcomeView
 from .workers import AuditWorker, EstimateWorker
@@ -54,13 +55,14 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
         self.run_view = RunView()
         self.summary = SummaryView()
+        self.settings_view = SettingsView()
         self.results_view = ResultsView()
         self.gallery = GalleryView(self._resolve_pair)
         self.risk = RiskView(self._train_path, self._sample_png)
         self.tabs = QTabWidget()
         for view, title in ((self.summary, "Summary"), (self.run_view, "Run"), (self.results_view, "Results"),
-                            (self.gallery, "Gallery"),
-                            (self.risk, "Training images at risk")):
+                            (self.gallery, "Gallery"), (self.risk, "Training images at risk"),
+                            (self.settings_view, "Settings")):
             self.tabs.addTab(view, title)
         self.tabs.currentChanged.connect(lambda _: self.results_view.ensure_drawn()
                                          if self.tabs.currentWidget() is self.results_view else None)
@@ -158,6 +160,7 @@ class MainWindow(QMainWindow):
         self.settings.current = ws
         self.gallery.set_filters(self.settings.filters.get(ws, {}))
         self.setWindowTitle(f"SIDE Audit — {ws}")
+        self.settings_view.set_workspace(self.store.ws, started=self.store.started())
         self._show_page()
         self.refresh_views()
         # a finished audit opens on its verdict; one still to run, on Run
@@ -306,6 +309,7 @@ class MainWindow(QMainWindow):
         self.worker.failed.connect(lambda msg: self._finished(f"failed: {msg}"))
         self.worker.cancelled.connect(lambda: self._finished("stopped; Resume continues where it stopped"))
         self.run_view.set_running(True)
+        self.settings_view.set_workspace(self.store.ws, started=True)
         self.run_view.show_log(read_log(self.store.ws.log_path))  # earlier runs, then this one live
         self.refresh_timer.start()
         self.worker.start()

@@ -226,7 +226,7 @@ def test_screenshot_mode(tmp_path, demo_workspace):
     assert main([str(demo_workspace.root), "--screenshot", str(tmp_path / "shots")]) == 0
     shots = sorted(p.name for p in (tmp_path / "shots").glob("*.png"))
     assert shots == ["1-summary.png", "2-run.png", "3-results.png", "3b-results-against-random.png",
-                     "4-gallery.png", "5-training-images-at-risk.png"]
+                     "4-gallery.png", "5-training-images-at-risk.png", "6-settings.png"]
 
 
 def test_estimate_button_probes_without_running_the_audit(qtbot, window, demo_workspace):
@@ -266,6 +266,32 @@ def test_first_start_shows_the_ways_in_and_the_demo_button_creates_and_starts_th
     w.close()
 
 
+def test_settings_form_comes_from_the_settings_model_and_validates_like_the_cli(qtbot, window, demo_workspace):
+    import dataclasses
+
+    from side_engine import config
+
+    window.open_workspace(str(demo_workspace.root))
+    form = window.settings_view
+    cfg = demo_workspace.load_config()
+    assert set(form.editors) == {f.name for f in dataclasses.fields(config.AuditConfig)}  # one source
+    assert form.editors["n_per_lambda"].text() == str(cfg.n_per_lambda)
+    assert form.editors["label_source"].currentText() == cfg.label_source
+    assert "surrogate labels" in form.editors["label_source"].toolTip()
+    before = demo_workspace.config_path.read_text()
+    form.editors["n_per_lambda"].setText("-3")
+    assert not form.save() and "'n_per_lambda' = -3: must be a positive integer" in form.error.text()
+    form.editors["n_per_lambda"].setText("abc")
+    assert not form.save() and "'n_per_lambda'" in form.error.text()
+    assert demo_workspace.config_path.read_text() == before  # nothing written on a bad value
+    form.editors["n_per_lambda"].setText("24")
+    form.editors["lambdas"].setText("[0, 3, 6]")
+    assert form.save(), form.error.text()
+    saved = demo_workspace.load_config()
+    assert saved.n_per_lambda == 24 and saved.lambdas == [0, 3, 6]
+    assert saved.classifier_epochs == cfg.classifier_epochs  # the rest as it was
+
+
 def test_a_complete_audit_opens_on_its_verdict_and_cannot_be_started_again(qtbot, window, demo_workspace):
     from side_engine.report import headline
 
@@ -298,6 +324,13 @@ def test_a_complete_audit_opens_on_its_verdict_and_cannot_be_started_again(qtbot
     assert [r["train_idx"] for r in risk.model.rows] == [e["train_idx"] for e in exposure if e["high"] > 0]
     risk.band.setCurrentText("any band")
     db.close()
+    # a started audit: result-affecting settings read-only, run settings editable
+    form = window.settings_view
+    assert not form.editors["n_per_lambda"].isEnabled() and not form.editors["lambdas"].isEnabled()
+    assert form.editors["batch_size"].isEnabled() and form.editors["threads"].isEnabled()
+    form.editors["threads"].setText("1")
+    assert form.save(), form.error.text()
+    assert demo_workspace.load_config().threads == 1
     assert not window.run_view.start_button.isEnabled()
     assert "complete" in window.run_view.start_button.toolTip()
     assert window.run_view.log_pane.toPlainText().splitlines()[-1].split("  ", 1)[1].startswith("run complete")

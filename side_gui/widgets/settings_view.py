@@ -1,0 +1,162 @@
+"""An audit's settings in the app, as a form generated from the settings model.
+
+Names, sections, help texts, choices and validation all come from
+``side_engine.config.AuditConfig`` — the same model that writes and reads ``audit.toml`` —
+so the form cannot drift from the file. Values are turned back into TOML and read with the
+engine's own ``loads`` and ``validate``: a bad value gets the CLI's message and nothing is
+written. Once the audit has started, settings that change results are read-only (changing
+them would mix two audits in one workspace); the run settings that may change between a stop
+and a resume stay editable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from side_engine import config
+from side_engine.errors import SideError
+
+
+class SettingsView(QWidget):
+    saved = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.workspace = None
+        self.started = False
+        self.editors: dict[str, QWidget] = {}
+        body = QWidget()
+        column = QVBoxLayout(body)
+        forms: dict[str, QFormLayout] = {}
+        for f in dataclasses.fields(config.AuditConfig):
+            section = f.metadata["section"]
+            if section not in forms:
+                box = QGroupBox(f"[{section}]")
+                forms[section] = QFormLayout(box)
+                column.addWidget(box)
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if f.metadata.get("choices"):
+                editor = QComboBox()
+                editor.addItems(list(f.metadata["choices"]))
+            elif isinstance(default, bool):
+                editor = QCheckBox()
+            else:
+                editor = QLineEdit()
+            editor.setToolTip(f"{f.metadata['help']}\n(default: {config._toml_value(default)})")
+            label = QLabel(f.name)
+            label.setToolTip(editor.toolTip())
+            forms[section].addRow(label, editor)
+            self.editors[f.name] = editor
+        column.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(body)
+        self.state = QLabel("")
+        self.state.setWordWrap(True)
+        self.error = QLabel("")
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color: #b00020")
+        self.save_button = QPushButton("Save to audit.toml")
+        self.save_button.clicked.connect(self.save)
+        self.revert_button = QPushButton("Revert")
+        self.revert_button.clicked.connect(self.load)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.save_button)
+        buttons.addWidget(self.revert_button)
+        buttons.addWidget(self.error, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.state)
+        layout.addWidget(scroll, 1)
+        layout.addLayout(buttons)
+
+    # -- values <-> editors ---------------------------------------------------------------
+    def set_workspace(self, workspace, started: bool) -> None:
+        self.workspace, self.started = workspace, started
+        self.load()
+
+    def load(self) -> None:
+        self.error.setText("")
+        try:
+            cfg = self.workspace.load_config()
+        except SideError as e:
+            self.error.setText(str(e))
+            return
+        for f in dataclasses.fields(cfg):
+            value, editor = getattr(cfg, f.name), self.editors[f.name]
+            if isinstance(editor, QComboBox):
+                editor.setCurrentText(str(value))
+            elif isinstance(editor, QCheckBox):
+                editor.setChecked(bool(value))
+            else:
+                editor.setText(value if isinstance(value, str) else config._toml_value(value))
+            fixed = self.started and f.name not in config.RESUMABLE_CHANGES
+            editor.setEnabled(not fixed)
+        self.state.setText(
+            "The audit has started: settings that change results are read-only (a change would mix two audits "
+            "in one workspace; start a new audit instead). Run settings (batch size, device, precision, threads, "
+            "compile) may change before a resume." if self.started else
+            "Settings of this audit, as in its audit.toml; hover a name for what it does and its default. "
+            "Saved settings take effect when the audit starts.")
+
+    def toml_text(self) -> str:
+        """The form as audit.toml text (every setting, in its section)."""
+        lines, section = [], None
+        for f in dataclasses.fields(config.AuditConfig):
+            if f.metadata["section"] != section:
+                section = f.metadata["section"]
+                lines.append(f"[{section}]")
+            editor = self.editors[f.name]
+            if isinstance(editor, QComboBox):
+                literal = json.dumps(editor.currentText())
+            elif isinstance(editor, QCheckBox):
+                literal = "true" if editor.isChecked() else "false"
+            else:
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                text = editor.text().strip()
+                literal = json.dumps(text, ensure_ascii=False) if isinstance(default, str) else (text or '""')
+                try:
+                    tomllib.loads(f"v = {literal}")
+                except tomllib.TOMLDecodeError:
+                    raise SideError(f"setting '{f.name}' = {text!r}: not a value; write it as in audit.toml "
+                                    f"(e.g. {config._toml_value(default)})") from None
+            lines.append(f"{f.name} = {literal}")
+        return "\n".join(lines) + "\n"
+
+    def save(self) -> bool:
+        """Validate with the engine's own rules; write only a valid whole."""
+        self.error.setText("")
+        try:
+            text = self.toml_text()
+            cfg = config.loads(text, source="settings form")
+            cfg.validate()
+            if self.started:
+                stored = self.workspace.load_config()
+                changed = [k for k, v in cfg.to_dict().items()
+                           if k not in config.RESUMABLE_CHANGES and getattr(stored, k) != v]
+                if changed:
+                    raise SideError(f"the audit has started: {', '.join(changed)} cannot change")
+            self.workspace.write_config(cfg, overwrite=True)
+        except SideError as e:
+            self.error.setText(str(e))
+            return False
+        self.error.setText("")
+        self.state.setText(self.state.text().split(" Saved.")[0] + " Saved.")
+        self.saved.emit()
+        return True
