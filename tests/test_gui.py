@@ -81,6 +81,7 @@ def test_run_through_worker_then_review(qtbot, window, demo_workspace):
     with qtbot.waitSignal(worker.succeeded, timeout=240_000):
         pass
     worker.wait()
+    assert window.tabs.currentWidget() is window.summary  # a finished run lands on its verdict
     window.refresh_views()
     # the Run view shows the workspace's stored log, which ends with this run's outcome
     log = window.run_view.log_pane.toPlainText()
