@@ -65,6 +65,31 @@ def topk_mean(best: np.ndarray, higher_is_closer: bool, fractions: Sequence[floa
     return {f: float(order[: max(1, math.ceil(f * len(best)))].mean()) for f in fractions}
 
 
+def topk_mean_intervals(best: np.ndarray, higher_is_closer: bool, fractions: Sequence[float] = TOPK_FRACTIONS,
+                        resamples: int = 1000, seed: int = 0) -> dict:
+    """95 % percentile-bootstrap intervals of ``topk_mean``: the generated images are resampled
+    with replacement (fixed seed, so a report is reproducible) and the top-k mean recomputed."""
+    best = np.asarray(best, dtype=np.float64)
+    n = len(best)
+    if n == 0:
+        return {f: (math.nan, math.nan) for f in fractions}
+    rng = np.random.default_rng(seed)
+    out: dict = {}
+    chunk = max(1, min(resamples, 2_000_000 // n))  # bounded memory for large N_G
+    means = {f: [] for f in fractions}
+    for start in range(0, resamples, chunk):
+        draws = np.sort(best[rng.integers(0, n, size=(min(chunk, resamples - start), n))], axis=1)
+        if higher_is_closer:
+            draws = draws[:, ::-1]
+        for f in fractions:
+            k = max(1, math.ceil(f * n))
+            means[f].append(draws[:, :k].mean(axis=1))
+    for f in fractions:
+        m = np.concatenate(means[f])
+        out[f] = (float(np.percentile(m, 2.5)), float(np.percentile(m, 97.5)))
+    return out
+
+
 def p95_closeness(best: np.ndarray, higher_is_closer: bool) -> float:
     """95th percentile towards "closer": the 95th of cosines, the 5th of distance ratios."""
     best = np.asarray(best, dtype=np.float64)

@@ -59,8 +59,9 @@ def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clo
         for table in ("metrics", "topk", "summary"):
             db[table].delete_where()
         db["metrics"].insert_all(metric_rows)
-        db["topk"].insert_all(topk_rows)
-        db["summary"].insert_all(summary_rows)
+        # alter: workspaces made before the intervals gain their columns
+        db["topk"].insert_all(topk_rows, alter=True)
+        db["summary"].insert_all(summary_rows, alter=True)
         from .storage import set_kv
 
         set_kv(db, "comparison", verdict)
@@ -85,8 +86,11 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
                 base, _, end = key.partition("_")
                 row[f"{base}{suffix}" + (f"_{end}" if end else "")] = _nan(v) if n else (0.0 if not end else None)
         metric_rows += by_band.values()
+        intervals = metrics.topk_mean_intervals(d["best"], higher_is_closer)
         for frac, mean in metrics.topk_mean(d["best"], higher_is_closer).items():
-            topk_rows.append({"method": method, "lam": lam, "fraction": frac, "mean_best": _nan(mean)})
+            lo, hi = intervals[frac]
+            topk_rows.append({"method": method, "lam": lam, "fraction": frac, "mean_best": _nan(mean),
+                              "mean_best_lo": _nan(lo), "mean_best_hi": _nan(hi)})
         steered = d["steered"][np.isfinite(d["steered"])]
         ratio = d["guidance_ratio"][np.isfinite(d["guidance_ratio"])]
         k_steer = int(steered.sum())
@@ -104,6 +108,11 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
             "target_accuracy_lo": _nan(s_lo) if guided else None,
             "target_accuracy_hi": _nan(s_hi) if guided else None,
             "guidance_ratio": _nan(float(ratio.mean())) if len(ratio) else None,
+            # normal interval of a mean over generated images (n in the hundreds)
+            "guidance_ratio_lo": _nan(float(ratio.mean() - 1.96 * ratio.std(ddof=1) / math.sqrt(len(ratio))))
+            if len(ratio) > 1 else None,
+            "guidance_ratio_hi": _nan(float(ratio.mean() + 1.96 * ratio.std(ddof=1) / math.sqrt(len(ratio))))
+            if len(ratio) > 1 else None,
         })
     return metric_rows, topk_rows, summary_rows
 

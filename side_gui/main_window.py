@@ -160,7 +160,7 @@ class MainWindow(QMainWindow):
         self.settings.current = ws
         self.gallery.set_filters(self.settings.filters.get(ws, {}))
         self.setWindowTitle(f"SIDE Audit — {ws}")
-        self.settings_view.set_workspace(self.store.ws, started=self.store.started())
+        self.settings_view.set_workspace(self.store.ws, started=self.store.started(), resolved=self._resolved())
         self._show_page()
         self.refresh_views()
         # a finished audit opens on its verdict; one still to run, on Run
@@ -247,6 +247,29 @@ class MainWindow(QMainWindow):
         self.settings.save()
         if self.store.started():
             self._load_gallery()
+
+    def _resolved(self) -> dict:
+        """The values the run chose where a setting is 0 = automatic, from the stored audit."""
+        if self.store is None or not self.store.started():
+            return {}
+        from side_engine.storage import get_kv
+
+        db, cfg = self.store.db, self.store.config()
+        model, k = get_kv(db, "model") or {}, get_kv(db, "k")
+        audit = next(iter(db["audits"].rows), {}) if "audits" in db.table_names() else {}
+        out = {}
+        if model:
+            out["image size"] = f"{model.get('resolution')} px × {model.get('channels')}"
+        if k:
+            out["k"] = k
+            if cfg is not None:
+                out["n_syn"] = cfg.resolved_n_syn(int(k))
+        if cfg is not None and model.get("resolution"):
+            out["classifier_width"] = cfg.resolved_width(int(model["resolution"]))
+        if audit:
+            out["scorer"] = audit.get("scorer")
+            out["device"] = audit.get("device")
+        return out
 
     def _train_path(self, rel: str) -> Path:
         return self.store.train_image_path(rel)

@@ -327,6 +327,10 @@ def test_a_complete_audit_opens_on_its_verdict_and_cannot_be_started_again(qtbot
     db.close()
     # a started audit: result-affecting settings read-only, run settings editable
     form = window.settings_view
+    db = storage.connect(demo_workspace.db_path)
+    k = storage.get_kv(db, "k")
+    db.close()
+    assert f"k = {k}" in form.resolved.text() and "classifier_width = 16" in form.resolved.text()
     assert not form.editors["n_per_lambda"].isEnabled() and not form.editors["lambdas"].isEnabled()
     assert form.editors["batch_size"].isEnabled() and form.editors["threads"].isEnabled()
     form.editors["threads"].setText("1")

@@ -81,3 +81,20 @@ def test_gu_fraction_ignores_undefined_ratios():
 def test_empty_inputs_give_zero_not_errors():
     rows = metrics.band_table(np.zeros(0), np.zeros(0, int), np.zeros(0), np.zeros(0), SSCD, True)
     assert all(r["ams"] == 0 and r["ums"] == 0 for r in rows)
+
+
+def test_topk_mean_intervals_cover_the_estimate_and_narrow_with_more_images():
+    from side_engine.metrics import topk_mean, topk_mean_intervals
+
+    rng = np.random.default_rng(0)
+    small, large = rng.uniform(0, 1, 200), rng.uniform(0, 1, 3200)
+    for higher in (True, False):
+        est = topk_mean(small, higher)[0.1]
+        lo, hi = topk_mean_intervals(small, higher)[0.1]
+        assert lo <= est <= hi and hi > lo
+        lo2, hi2 = topk_mean_intervals(large, higher)[0.1]
+        assert (hi2 - lo2) < (hi - lo) / 2  # ~1/sqrt(16) of the width
+    assert topk_mean_intervals(small, True) == topk_mean_intervals(small, True)  # fixed seed: reproducible
+    # the single closest image: a resample can only lose it, so the interval lies on one side of it
+    lo, hi = topk_mean_intervals(small, False)[0.001]
+    assert lo == pytest.approx(small.min()) and hi > lo

@@ -299,7 +299,9 @@ class ResultsView(QWidget):
             self.table2.setItem(i, 0, QTableWidgetItem(method))
             self.table2.setItem(i, 1, QTableWidgetItem(f"{lam:g}"))
             for j, f in enumerate(fracs):
-                v = next((r["mean_best"] for r in topk
-                          if (r["method"], r["lambda"], r["fraction"]) == (method, lam, f)), None)
-                self.table2.setItem(i, 2 + j, QTableWidgetItem("" if v is None else f"{v:.3f}"))
+                r = next((r for r in topk if (r["method"], r["lambda"], r["fraction"]) == (method, lam, f)), None)
+                text = "" if r is None or r["mean_best"] is None else (
+                    f"{r['mean_best']:.3f} [{r['mean_best_lo']:.3f}, {r['mean_best_hi']:.3f}]"
+                    if r.get("mean_best_lo") is not None else f"{r['mean_best']:.3f}")
+                self.table2.setItem(i, 2 + j, QTableWidgetItem(text))
         self.table2.resizeColumnsToContents()

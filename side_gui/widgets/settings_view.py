@@ -81,14 +81,21 @@ class SettingsView(QWidget):
         buttons.addWidget(self.save_button)
         buttons.addWidget(self.revert_button)
         buttons.addWidget(self.error, 1)
+        self.resolved = QLabel("")
+        self.resolved.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(self.state)
+        layout.addWidget(self.resolved)
         layout.addWidget(scroll, 1)
         layout.addLayout(buttons)
 
     # -- values <-> editors ---------------------------------------------------------------
-    def set_workspace(self, workspace, started: bool) -> None:
+    def set_workspace(self, workspace, started: bool, resolved: dict | None = None) -> None:
+        """``resolved``: what the run chose for the automatic settings (0 = auto), as stored."""
         self.workspace, self.started = workspace, started
+        self.resolved.setText("<b>Resolved at run time:</b> " + ", ".join(f"{k} = {v}" for k, v in resolved.items())
+                              if resolved else "")
+        self.resolved.setVisible(bool(resolved))
         self.load()
 
     def load(self) -> None:
