@@ -235,3 +235,24 @@ def test_a_workspace_from_before_the_measures_keeps_its_sampler_and_carlini_meas
     assert [(b.name, b.lo, b.hi) for b in bands][1] == ("mid", 1 / 3, 2 / 3) and not higher
     assert "guidance_ratio" in db["samples"].columns_dict
     db.close()
+
+
+def test_every_stage_is_a_module_behind_the_stage_protocol():
+    """Running a stage on one process or many is a property of the stage (its SPLIT), not a
+    second copy of it: each stage module names its stages and how its work divides."""
+    import importlib
+    import inspect
+
+    from side_engine.stages.base import STAGES
+
+    names = []
+    for mod in ("training_data", "embedding", "surrogate_labels", "classifier", "synthetic", "tdkd", "sampling",
+                "metrics"):
+        stage = importlib.import_module(f"side_engine.stages.{mod}")
+        assert stage.SPLIT in ("rank0", "samples"), mod
+        assert list(inspect.signature(stage.run).parameters)[:2] == ["audit", "cfg"], mod
+        names += list(stage.NAMES)
+    assert sorted(names) == sorted(STAGES)  # every stage has exactly one home
+    from side_engine import audit
+
+    assert not [m for m in vars(audit.AuditRunner) if m.startswith("_stage_")]  # none left in the runner
