@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,13 +48,24 @@ def run(audit: AuditRunner, cfg: AuditConfig) -> None:
         for start in range(0, len(pending), audit.batch):
             audit.progress.check()
             batch = pending[start:start + audit.batch]
-            _sample_batch(audit, cfg, sampler, batch, shape, num_classes)
+            store_batch(audit, compute_batch(audit, cfg, sampler, batch, shape, num_classes))
             done += len(batch)
             audit._update("sample", done, total)
             audit._update("score", done, total)
 
 
-def _sample_batch(audit: AuditRunner, cfg, sampler, batch, shape, num_classes) -> None:
+@dataclass
+class BatchResult:
+    """One batch's outcome, computed without touching the workspace: the seam between the
+    processes that compute batches and the one that owns the database and files."""
+
+    rows: list[dict]  # one per sample, ready for the samples table (no id yet)
+    pairs: list[tuple[int, int, float]]  # (row, training index, score) for every in-band pair
+    pngs: dict[str, np.ndarray] = field(default_factory=dict)  # workspace-relative path -> image
+
+
+def compute_batch(audit: AuditRunner, cfg, sampler, batch, shape, num_classes) -> BatchResult:
+    """Generate and score ``batch`` [(method, λ, index)]; each image depends only on (seed, index)."""
     seeds = [sample_seed(cfg.seed, i) for _, _, i in batch]
     inputs = [sample_inputs(s, shape, num_classes) for s in seeds]
     noise = torch.stack([x for x, _, _ in inputs])
@@ -78,13 +90,12 @@ def _sample_batch(audit: AuditRunner, cfg, sampler, batch, shape, num_classes) -
     loose_hit = np.zeros(len(batch), bool)
     for r, _, _ in scores.pairs:
         loose_hit[r] = True
-    rows = []
+    rows, pngs = [], {}
     for r, (method, lv, i) in enumerate(batch):
         png = None
         if loose_hit[r]:
-            rel = Path("samples") / method / f"lam{lv:g}" / f"{i:06d}.png"
-            _write_png(images[r], audit.ws.root / rel)
-            png = rel.as_posix()
+            png = (Path("samples") / method / f"lam{lv:g}" / f"{i:06d}.png").as_posix()
+            pngs[png] = images[r]
         rows.append({
             "method": method, "lam": lv, "sample_index": i, "seed": seeds[r],
             "cls": int(cls[r]) if method != "random" else None,
@@ -93,13 +104,21 @@ def _sample_batch(audit: AuditRunner, cfg, sampler, batch, shape, num_classes) -
             "steered": int(steered[r]) if steered is not None else None,
             "guidance_ratio": ratio[r] if ratio is not None and lv > 0 and method != "random" else None,
         })
+    return BatchResult(rows, [(int(r), int(j), float(sc)) for r, j, sc in scores.pairs], pngs)
+
+
+def store_batch(audit: AuditRunner, result: BatchResult) -> None:
+    """The workspace owner's half: the in-band images as PNGs, then the batch's samples and
+    matches in one transaction (all of it or none of it)."""
+    for rel, image in result.pngs.items():
+        _write_png(image, audit.ws.root / rel)
     try:
-        with audit.db.atomic():  # one batch, one transaction: all of it or none of it
+        with audit.db.atomic():
             ids = []
-            for row in rows:
+            for row in result.rows:
                 ids.append(audit.db["samples"].insert(row).last_pk)
             audit.db["matches"].insert_all(
-                {"sample_id": ids[r], "train_idx": j, "score": s} for r, j, s in scores.pairs)
+                {"sample_id": ids[r], "train_idx": j, "score": s} for r, j, s in result.pairs)
     except sqlite3.OperationalError as e:
         raise WorkspaceError(f"{audit.ws.db_path}: cannot store a batch ({e}); the database keeps every "
                              "earlier batch — free space or fix permissions, then run again") from None
