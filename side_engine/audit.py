@@ -29,7 +29,7 @@ from .config import RESUMABLE_CHANGES, AuditConfig
 from .devices import default_batch_size, describe, fit_batch_size, resolve_device
 from .errors import Cancelled, InputError, WorkspaceError
 from .progress import Progress, WorkspaceLog
-from .sampler import Guide, GuidedSampler, target_classes
+from .sampler import Guide, GuidedSampler
 from .scorers import bands_for, bands_setting, check_training_size, choose_scorer_name
 from .stages import classifier, embedding, metrics, sampling, surrogate_labels, synthetic, tdkd, training_data
 from .stages.base import STAGES, StageTimer
@@ -52,7 +52,7 @@ def package_versions() -> dict[str, str]:
             "sqlite-utils": getattr(sqlite_utils, "__version__", "4")}
 
 
-class AuditRunner:
+class AuditRunner(sampling.SamplingContext):
     """Owns one run of one workspace; ``run()`` is safe to call again after a stop."""
 
     def __init__(self, workspace: Workspace | str | Path, progress: Progress | None = None) -> None:
@@ -238,11 +238,7 @@ class AuditRunner:
 
     # -- 5a. synthetic set -----------------------------------------------------------------
     def _sampler(self, cfg: AuditConfig) -> GuidedSampler:
-        sampler = GuidedSampler(self.target.unet, self.target.scheduler, cfg.sampler, cfg.steps, cfg.eta,
-                                self.device, cfg.precision, compile=self._compile(cfg),
-                                convention=cfg.sampler_convention)
-        if cfg.guidance_max_t < 1:  # guidance at low noise only, where the TD classifier agrees with the TI one
-            sampler.guidance_window = (0, int(cfg.guidance_max_t * (sampler.T - 1)))
+        sampler = sampling.make_sampler(self.target, cfg, self.device, self._compile(cfg))
         self._samplers.append(sampler)
         return sampler
 
@@ -269,29 +265,6 @@ class AuditRunner:
             raise WorkspaceError(f"{self.ws.synthetic_dir}: {len(arr)} of {n_syn} synthetic images found; "
                                  "delete the folder and run again")
         return arr
-
-    # -- 5b. TDKD -------------------------------------------------------------------------
-
-    # -- 6 + 7. sampling with streamed scoring ------------------------------------------------
-
-
-
-    def _targets(self, cfg: AuditConfig, num_classes: int) -> np.ndarray:
-        """Stratified target classes of sample indices 0..N_G-1 (the same for every λ and method)."""
-        key = (cfg.seed, cfg.n_per_lambda, num_classes)
-        if getattr(self, "_targets_key", None) != key:
-            self._targets_key, self._targets_cache = key, target_classes(cfg.seed, cfg.n_per_lambda, num_classes)
-        return self._targets_cache
-
-    def _guiding(self, method: str) -> torch.nn.Module | None:
-        """The folded, channels_last copy of the TD (side) or TI classifier that sampling uses."""
-        model = getattr(self, "td" if method == "side" else "ti", None)
-        if model is None:
-            return None
-        cached = self._guiding_cache.get(method)
-        if cached is None or cached[0] is not model:
-            cached = self._guiding_cache[method] = (model, for_guidance(model))
-        return cached[1]
 
     def _warn(self, text: str) -> None:
         """A finding about the audit's own reliability: logged, stored, shown by the app and reports."""

@@ -117,11 +117,23 @@ def run_workspace(workspace: str | Path, quiet: bool = False) -> dict:
 
 
 def cmd_run(args) -> int:
+    if args.nproc > 1:
+        return run_distributed(args.workspace, args.nproc, args.quiet)
     t0 = time.time()
     result = run_workspace(args.workspace, args.quiet)
     print_summary(result)
     print(f"\naudit complete in {time.time() - t0:.0f} s: {Path(args.workspace).resolve()}")
     return 0
+
+
+def run_distributed(workspace: str, nproc: int, quiet: bool = False) -> int:
+    """``--nproc N``: the same audit on N processes of this machine, started by PyTorch's own
+    launcher (torchrun); rank 0 draws the progress and owns the workspace."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "side_engine.distributed", str(workspace)] + (["--quiet"] if quiet else [])
+    return subprocess.call(cmd)
 
 
 def cmd_estimate(args) -> int:
@@ -318,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run the audit, or resume it where it stopped")
     s.add_argument("workspace")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--nproc", type=int, default=1,
+                   help="processes (one per GPU, or CPU processes) through torchrun; 1 = this process")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("estimate", help="how long the audit (or what is left of it) will take, from a short probe")

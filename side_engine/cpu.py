@@ -77,12 +77,14 @@ def cgroup_quota() -> float | None:
 
 
 def usable_cores() -> int:
-    """Cores this process may keep busy: the affinity mask, lowered to a cgroup quota (rounded up)."""
+    """Cores this process may keep busy: the affinity mask, lowered to a cgroup quota (rounded
+    up), shared with the other processes torchrun started on this machine (LOCAL_WORLD_SIZE)."""
     cores = affinity_cores()
     quota = cgroup_quota()
     if quota is not None:
         cores = min(cores, max(1, math.ceil(quota)))
-    return max(1, cores)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, cores // max(local, 1))
 
 
 def prefer_passive_waits() -> None:

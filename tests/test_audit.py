@@ -274,3 +274,28 @@ def test_any_split_of_the_sample_indices_makes_the_same_samples(tmp_path, tiny_m
     assert [r[:5] + (r[6],) for r in a[0]] == [r[:5] + (r[6],) for r in b[0]]  # same seeds, classes, nearest
     assert np.allclose([r[5] for r in a[0]], [r[5] for r in b[0]], atol=1e-5)  # same best scores
     assert [m[:4] for m in a[1]] == [m[:4] for m in b[1]]  # same in-band pairs
+
+
+@pytest.mark.slow
+def test_two_processes_through_torchrun_make_the_single_process_audit_and_resume_a_stopped_one(
+        tmp_path, tiny_model, faces):
+    """`side-audit run WS --nproc 2` on CPU (gloo): rank 0 owns the workspace, rank 1 computes
+    its share of batches from what rank 0 broadcast; the audit equals a single-process one, also
+    when it resumes one that a single process stopped mid-sampling."""
+    whole = init_workspace(tmp_path / "whole", str(tiny_model), str(faces), **TINY_SETTINGS)
+    AuditRunner(whole).run()
+    two = init_workspace(tmp_path / "two", str(tiny_model), str(faces), **TINY_SETTINGS)
+    assert main(["run", str(two.root), "--nproc", "2", "--quiet"]) == 0
+    a, b = _samples(whole), _samples(two)
+    assert [r[:5] + r[6:] for r in a[0]] == [r[:5] + r[6:] for r in b[0]]
+    assert np.allclose([r[5] for r in a[0]], [r[5] for r in b[0]], atol=1e-5)
+    assert a[1:] == b[1:]
+    log = two.log_path.read_text()
+    remote = int(log.split("sampling on 2 processes: ")[1].split(" of ")[0])
+    assert remote >= 1  # rank 1 really computed batches
+    stopped = init_workspace(tmp_path / "stopped", str(tiny_model), str(faces), **TINY_SETTINGS)
+    with pytest.raises(Cancelled):
+        AuditRunner(stopped, RecordingProgress(cancel_after=("sample", 8))).run()
+    assert main(["run", str(stopped.root), "--nproc", "2", "--quiet"]) == 0
+    c = _samples(stopped)
+    assert [r[:5] + r[6:] for r in a[0]] == [r[:5] + r[6:] for r in c[0]] and a[1:] == c[1:]

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..classifiers import for_guidance
 from ..config import AuditConfig
 from ..errors import WorkspaceError
-from ..sampler import Guide, sample_inputs, sample_seed, to_uint8
+from ..sampler import Guide, GuidedSampler, sample_inputs, sample_seed, target_classes, to_uint8
 from .base import finite_or_none
 
 if TYPE_CHECKING:
@@ -41,17 +42,69 @@ def run(audit: AuditRunner, cfg: AuditConfig) -> None:
     sampler = audit._sampler(cfg)
     shape = (audit.target.channels, audit.target.sample_size, audit.target.sample_size)
     num_classes = audit.k
+    from .. import distributed
+
+    ranks = distributed.world_size()
     with audit._stage("sample"), audit._stage("score"):
         done = total - len(pending)
         audit._update("sample", done, total)
         audit._update("score", done, total)
-        for start in range(0, len(pending), audit.batch):
+        if ranks > 1:
+            distributed.share_sampling_context(audit, cfg)
+        step = audit.batch * ranks  # a round: one batch for every rank, handed out by sample index
+        remote = 0
+        for start in range(0, len(pending), step):
             audit.progress.check()
-            batch = pending[start:start + audit.batch]
-            store_batch(audit, compute_batch(audit, cfg, sampler, batch, shape, num_classes))
-            done += len(batch)
+            batches = [pending[s:s + audit.batch] for s in range(start, start + step, audit.batch)]
+            if ranks > 1:
+                results = distributed.sampling_round(
+                    batches, lambda b: compute_batch(audit, cfg, sampler, b, shape, num_classes))
+            else:
+                results = [compute_batch(audit, cfg, sampler, batches[0], shape, num_classes)]
+            for rank, result in enumerate(results):  # stored in plan order, one transaction per batch
+                if result is not None:
+                    store_batch(audit, result)
+                    done += len(result.rows)
+                    remote += rank > 0
             audit._update("sample", done, total)
             audit._update("score", done, total)
+        if ranks > 1:
+            audit.progress.log(f"sampling on {ranks} processes: {remote} of {-(-len(pending) // audit.batch)} "
+                               f"batches computed by ranks 1-{ranks - 1}")
+
+
+def make_sampler(target, cfg: AuditConfig, device: torch.device, compile: bool) -> GuidedSampler:
+    sampler = GuidedSampler(target.unet, target.scheduler, cfg.sampler, cfg.steps, cfg.eta, device, cfg.precision,
+                            compile=compile, convention=cfg.sampler_convention)
+    if cfg.guidance_max_t < 1:  # guidance at low noise only, where the TD classifier agrees with the TI one
+        sampler.guidance_window = (0, int(cfg.guidance_max_t * (sampler.T - 1)))
+    return sampler
+
+
+class SamplingContext:
+    """What ``compute_batch`` reads, whichever process computes: ``device``, ``td``/``ti``
+    (frozen classifiers or None), ``scorer``, ``index``; and the two helpers below. The runner
+    that owns the workspace is one; a worker rank of a multi-process run is another."""
+
+    device: torch.device
+    _guiding_cache: dict
+
+    def _targets(self, cfg: AuditConfig, num_classes: int) -> np.ndarray:
+        """Stratified target classes of sample indices 0..N_G-1 (the same for every λ and method)."""
+        key = (cfg.seed, cfg.n_per_lambda, num_classes)
+        if getattr(self, "_targets_key", None) != key:
+            self._targets_key, self._targets_cache = key, target_classes(cfg.seed, cfg.n_per_lambda, num_classes)
+        return self._targets_cache
+
+    def _guiding(self, method: str) -> torch.nn.Module | None:
+        """The folded, channels_last copy of the TD (side) or TI classifier that sampling uses."""
+        model = getattr(self, "td" if method == "side" else "ti", None)
+        if model is None:
+            return None
+        cached = self._guiding_cache.get(method)
+        if cached is None or cached[0] is not model:
+            cached = self._guiding_cache[method] = (model, for_guidance(model))
+        return cached[1]
 
 
 @dataclass
