@@ -286,10 +286,7 @@ def test_two_processes_through_torchrun_make_the_single_process_audit_and_resume
     AuditRunner(whole).run()
     two = init_workspace(tmp_path / "two", str(tiny_model), str(faces), **TINY_SETTINGS)
     assert main(["run", str(two.root), "--nproc", "2", "--quiet"]) == 0
-    a, b = _samples(whole), _samples(two)
-    assert [r[:5] + r[6:] for r in a[0]] == [r[:5] + r[6:] for r in b[0]]
-    assert np.allclose([r[5] for r in a[0]], [r[5] for r in b[0]], atol=1e-5)
-    assert a[1:] == b[1:]
+    _same_samples(whole, two)
     log = two.log_path.read_text()
     remote = int(log.split("sampling on 2 processes: ")[1].split(" of ")[0])
     assert remote >= 1  # rank 1 really computed batches
@@ -297,5 +294,84 @@ def test_two_processes_through_torchrun_make_the_single_process_audit_and_resume
     with pytest.raises(Cancelled):
         AuditRunner(stopped, RecordingProgress(cancel_after=("sample", 8))).run()
     assert main(["run", str(stopped.root), "--nproc", "2", "--quiet"]) == 0
-    c = _samples(stopped)
-    assert [r[:5] + r[6:] for r in a[0]] == [r[:5] + r[6:] for r in c[0]] and a[1:] == c[1:]
+    _same_samples(whole, stopped)
+
+
+def _same_samples(ws_a, ws_b, atol: float = 2e-4) -> None:
+    """Two audits made the same samples, within float tolerance: processes with other thread
+    counts sum in another order, and over guided steps scores drift by up to ~5e-5 (measured);
+    that may flip the nearest of two training images at an exact tie (Gu ratio ~1), so the
+    nearest is compared only where it is not a tie."""
+    def rows(ws):
+        db = storage.connect(ws.db_path)
+        out = [tuple(r.values()) for r in db.query(
+            "select method, lam, sample_index, seed, cls, best, nearest, gu_ratio from samples "
+            "order by method, lam, sample_index")]
+        db.close()
+        return out
+
+    a, b = rows(ws_a), rows(ws_b)
+    assert [r[:5] for r in a] == [r[:5] for r in b]  # the same samples, seeds and target classes
+    assert np.allclose([r[5] for r in a], [r[5] for r in b], atol=atol)
+    assert all(x[6] == y[6] for x, y in zip(a, b) if (x[7] or 0) < 0.999)
+    assert _samples(ws_a)[1] == _samples(ws_b)[1]  # the same in-band pairs
+
+
+def _rank_pids(rank: int) -> list[int]:
+    """Processes of `side_engine.distributed` started by torchrun with this RANK."""
+    from pathlib import Path
+
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"side_engine.distributed" in cmd and f"RANK={rank}".encode() in env:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="needs /proc to find the rank")
+def test_a_rank_killed_mid_sampling_loses_nothing_stored_and_a_resume_completes_the_audit(
+        tmp_path, tiny_model, faces):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    settings = dict(TINY_SETTINGS, n_per_lambda=40, steps=10)
+    whole = init_workspace(tmp_path / "whole", str(tiny_model), str(faces), **settings)
+    AuditRunner(whole).run()
+    ws = init_workspace(tmp_path / "killed", str(tiny_model), str(faces), **settings)
+    job = subprocess.Popen([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--nproc", "2", "--quiet"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = False
+    deadline = time.time() + 240
+    while time.time() < deadline and job.poll() is None:
+        if ws.db_path.exists():
+            db = storage.connect(ws.db_path)
+            try:
+                n = db["samples"].count if "samples" in db.table_names() else 0
+            finally:
+                db.close()
+            if n >= 16 and (pids := _rank_pids(1)):
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                killed = True
+                break
+        time.sleep(0.2)
+    assert killed, "the job finished before a rank could be killed"
+    assert job.wait(timeout=240) != 0  # the job stops: a rank is gone
+    db = storage.connect(ws.db_path)
+    stored = db["samples"].count
+    keys = [tuple(r.values()) for r in db.query("select method, lam, sample_index from samples")]
+    db.close()
+    assert 16 <= stored < 120 and len(keys) == len(set(keys))  # whole batches kept, none twice
+    assert main(["run", str(ws.root), "--quiet"]) == 0  # a resume (any number of processes) completes it
+    _same_samples(whole, ws)
