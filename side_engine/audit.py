@@ -214,19 +214,12 @@ class AuditRunner(sampling.SamplingContext):
                           f"(probe: UNet {1e3 * per['unet']:.2f} ms, guidance {1e3 * per['guidance']:.2f} ms "
                           "per image and step)")
 
-    # -- 1. import -------------------------------------------------------------------
-
+    # -- helpers the stages share (side_engine/stages/) ----------------------------------
     def _train_tensor(self) -> torch.Tensor:
         return torch.from_numpy(to_model_tensor_range(np.asarray(self.train_pixels)))
 
-    # -- 2. embed -----------------------------------------------------------------------
-
-    # -- 3. labels ----------------------------------------------------------------------
-
-    # -- 4. TI classifier --------------------------------------------------------------
     def _classifier_path(self, name: str) -> Path:
         return self.ws.classifiers_dir / f"{name}.safetensors"
-
 
     def _store_classifier(self, name: str, path: Path, report) -> None:
         with self.db.atomic():
@@ -236,7 +229,6 @@ class AuditRunner(sampling.SamplingContext):
                                        **report.details}),
             }, pk="name")
 
-    # -- 5a. synthetic set -----------------------------------------------------------------
     def _sampler(self, cfg: AuditConfig) -> GuidedSampler:
         sampler = sampling.make_sampler(self.target, cfg, self.device, self._compile(cfg))
         self._samplers.append(sampler)

@@ -134,7 +134,8 @@ def run_distributed(workspace: str, nproc: int, quiet: bool = False) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "side_engine.distributed", str(workspace)] + (["--quiet"] if quiet else [])
     # each process's share of the cores (torchrun would otherwise set 1 and print a banner about it)
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, cpu.usable_cores() // nproc))))
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cpu.usable_cores() // nproc)))
     return subprocess.call(cmd, env=env)
 
 

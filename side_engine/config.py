@@ -200,7 +200,7 @@ class AuditConfig:
                     raise ConfigError(f"setting '{name}.{band}' = {edges!r}: must be [lo, hi] with lo < hi")
 
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
@@ -208,9 +208,9 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return json.dumps(v, ensure_ascii=False)
     if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(type(v))
 
 
@@ -223,7 +223,7 @@ def dumps(cfg: AuditConfig) -> str:
             section = f.metadata["section"]
             lines += ([""] if lines[-1] else []) + [f"[{section}]"]
         lines.append(f"# {f.metadata['help']}")
-        lines.append(f"{f.name} = {_toml_value(getattr(cfg, f.name))}")
+        lines.append(f"{f.name} = {toml_value(getattr(cfg, f.name))}")
     return "\n".join(lines) + "\n"
 
 

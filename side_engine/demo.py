@@ -1,9 +1,9 @@
 """``side-audit demo``: audit the bundled face model against its bundled training faces.
 
-Everything ships with the package (``resources/demo``, read through ``side_engine.resources``): a small DDPM trained to
-partly memorise 32 LFW faces, and those faces. Settings are sized so the whole
-audit runs in minutes on two CPU cores; they are written to the workspace's
-``audit.toml`` like any other audit.
+Everything ships with the package (``resources/demo``, read through
+``side_engine.resources``): a small DDPM trained to partly memorise 32 LFW faces,
+and those faces. Settings are sized so the whole audit runs in minutes on two CPU
+cores; they are written to the workspace's ``audit.toml`` like any other audit.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from . import cpu
+from .stages.sampling import SamplingContext, compute_batch, make_sampler
 
 STOP, CONTEXT, ROUND = "stop", "context", "round"
 
@@ -67,7 +68,7 @@ def sampling_round(batches: list[list], compute) -> list:
     return gathered
 
 
-class WorkerContext:
+class WorkerContext(SamplingContext):
     """A rank other than 0: the ``SamplingContext`` rebuilt from rank 0's broadcast."""
 
     def __init__(self, message: dict, device: torch.device) -> None:
@@ -79,7 +80,6 @@ class WorkerContext:
         from .config import AuditConfig
         from .neighbours import TrainIndex
         from .scorers import make_scorer
-        from .stages import sampling
 
         self.cfg = AuditConfig(**message["cfg"])
         self.device, self.k, self.batch = device, message["k"], message["batch"]
@@ -104,28 +104,19 @@ class WorkerContext:
         self.scorer = make_scorer(message["scorer"], sscd_path, "cpu", cpu.usable_cores())
         self.index = TrainIndex(self.scorer, message["vectors"], message["bands"], message["groups"])
         self._guiding_cache: dict = {}
-        self.sampler = sampling.make_sampler(self.target, self.cfg, device, compile=False)
+        self.sampler = make_sampler(self.target, self.cfg, device, compile=False)
         self.shape = (self.target.channels, size, size)
-
-
-# SamplingContext's helpers (targets, guiding copies) without importing the stage at module load
-def _worker_class():
-    from .stages.sampling import SamplingContext
-
-    return type("Worker", (WorkerContext, SamplingContext), {})
 
 
 def worker_loop(device: torch.device) -> None:
     """Ranks other than 0: receive, compute, send back, until rank 0 says stop."""
-    from .stages.sampling import compute_batch
-
     ctx = None
     while True:
         message = _send({})
         if message["op"] == STOP:
             return
         if message["op"] == CONTEXT:
-            ctx = _worker_class()(message, device)
+            ctx = WorkerContext(message, device)
         elif message["op"] == ROUND:
             mine = message["batches"][dist.get_rank()]
             result = compute_batch(ctx, ctx.cfg, ctx.sampler, mine, ctx.shape, ctx.k) if mine else None
