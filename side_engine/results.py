@@ -98,6 +98,8 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
         gu = d["gu"][np.isfinite(d["gu"])]
         g_lo, g_hi = statistics.wilson(int((gu < metrics.GU_THRESHOLD).sum()), len(gu))
         guided = len(steered) and method != "random"
+        # the guidance ratio's mean over generated images, with a normal interval (n in the hundreds)
+        half = 1.96 * ratio.std(ddof=1) / math.sqrt(len(ratio)) if len(ratio) > 1 else None
         summary_rows.append({
             "method": method, "lam": lam, "n_generated": n,
             "p95_best": _nan(metrics.p95_closeness(d["best"], higher_is_closer)),
@@ -108,11 +110,8 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
             "target_accuracy_lo": _nan(s_lo) if guided else None,
             "target_accuracy_hi": _nan(s_hi) if guided else None,
             "guidance_ratio": _nan(float(ratio.mean())) if len(ratio) else None,
-            # normal interval of a mean over generated images (n in the hundreds)
-            "guidance_ratio_lo": _nan(float(ratio.mean() - 1.96 * ratio.std(ddof=1) / math.sqrt(len(ratio))))
-            if len(ratio) > 1 else None,
-            "guidance_ratio_hi": _nan(float(ratio.mean() + 1.96 * ratio.std(ddof=1) / math.sqrt(len(ratio))))
-            if len(ratio) > 1 else None,
+            "guidance_ratio_lo": _nan(float(ratio.mean() - half)) if half is not None else None,
+            "guidance_ratio_hi": _nan(float(ratio.mean() + half)) if half is not None else None,
         })
     return metric_rows, topk_rows, summary_rows
 
@@ -228,18 +227,21 @@ def stored_bands(db: sqlite_utils.Database) -> tuple[list[Band], bool]:
 
 
 def exposure(db: sqlite_utils.Database, method: str | None = None, limit: int | None = None) -> list[dict]:
-    """Training images ranked by in-band matches (closest band first), with their best pair."""
+    """Training images ranked by in-band matches (closest band first), with their best pair
+    (``best_sample`` and its stored image ``best_png``, workspace-relative)."""
     bands, higher = stored_bands(db)
     where, args = ("where s.method = ?", [method]) if method else ("", [])
-    rows = db.execute(f"select m.sample_id, m.train_idx, m.score from matches m join samples s "
+    rows = db.execute(f"select m.sample_id, m.train_idx, m.score, s.png from matches m join samples s "
                       f"on s.id = m.sample_id {where}", args).fetchall()
     if not rows:
         return []
-    a = np.array(rows, dtype=np.float64)
+    a = np.array([r[:3] for r in rows], dtype=np.float64)
     out = metrics.exposure(a[:, 0].astype(int), a[:, 1].astype(int), a[:, 2], bands, higher)
     paths = {r["idx"]: r["path"] for r in db.query("select idx, path from train_images")}
+    pngs = {int(r[0]): r[3] for r in rows}
     for r in out:
         r["path"] = paths.get(r["train_idx"])
+        r["best_png"] = pngs.get(int(r["best_sample"]))
     return out[:limit] if limit else out
 
 

@@ -58,7 +58,7 @@ class MainWindow(QMainWindow):
         self.settings_view = SettingsView()
         self.results_view = ResultsView()
         self.gallery = GalleryView(self._resolve_pair)
-        self.risk = RiskView(self._train_path, self._sample_png)
+        self.risk = RiskView(self._train_path, self._workspace_file)
         self.tabs = QTabWidget()
         for view, title in ((self.summary, "Summary"), (self.run_view, "Run"), (self.results_view, "Results"),
                             (self.gallery, "Gallery"), (self.risk, "Training images at risk"),
@@ -225,7 +225,7 @@ class MainWindow(QMainWindow):
                                            draw=self.tabs.currentWidget() is self.results_view)
                 exposure = results.exposure(self.store.db)
                 self.risk.set_rows(exposure)
-                self.summary.set_data(data, exposure, bands, self.store.train_image_path, self._sample_png)
+                self.summary.set_data(data, exposure, bands, self._train_path, self._workspace_file)
                 if cfg:
                     self.gallery.set_lambdas([lam for _, lam in cfg.grid()])
                 self._load_gallery()
@@ -274,9 +274,8 @@ class MainWindow(QMainWindow):
     def _train_path(self, rel: str) -> Path:
         return self.store.train_image_path(rel)
 
-    def _sample_png(self, sample_id: int) -> Path | None:
-        row = self.store.db.execute("select png from samples where id = ?", [sample_id]).fetchone()
-        return self.store.ws.root / row[0] if row and row[0] else None
+    def _workspace_file(self, rel: str) -> Path:
+        return self.store.ws.root / rel
 
     def _resolve_pair(self, row: dict) -> tuple[str, str]:
         ws = self.store.ws.root

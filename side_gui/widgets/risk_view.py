@@ -20,10 +20,10 @@ TITLES = ("training image", "closest copy", "#", "file", "high", "mid", "low", "
 
 class ExposureModel(RowsMixin, QAbstractTableModel):
     def __init__(self, resolve_train: Callable[[str], Path] | None = None,
-                 resolve_sample: Callable[[int], Path | None] | None = None, parent=None) -> None:
+                 resolve_png: Callable[[str], Path] | None = None, parent=None) -> None:
         super().__init__(parent)
         self.rows: list[dict] = []
-        self.resolve_train, self.resolve_sample = resolve_train, resolve_sample
+        self.resolve_train, self.resolve_png = resolve_train, resolve_png
         self.thumbs = ThumbnailCache(size=THUMB)
 
     def columnCount(self, parent=_ROOT) -> int:  # noqa: N802
@@ -43,8 +43,8 @@ class ExposureModel(RowsMixin, QAbstractTableModel):
                 return None
             if col == "train_thumb" and self.resolve_train:
                 return self.thumbs.get(self.resolve_train(row["path"]))
-            if col == "copy_thumb" and self.resolve_sample and (png := self.resolve_sample(row["best_sample"])):
-                return self.thumbs.get(png)
+            if col == "copy_thumb" and self.resolve_png and row.get("best_png"):
+                return self.thumbs.get(self.resolve_png(row["best_png"]))
             return None
         if role != Qt.ItemDataRole.DisplayRole:
             return None
@@ -56,10 +56,10 @@ class RiskView(QWidget):
     open_training_image = Signal(int)
 
     def __init__(self, resolve_train: Callable[[str], Path] | None = None,
-                 resolve_sample: Callable[[int], Path | None] | None = None, parent: QWidget | None = None) -> None:
+                 resolve_png: Callable[[str], Path] | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.all_rows: list[dict] = []
-        self.model = ExposureModel(resolve_train, resolve_sample, self)
+        self.model = ExposureModel(resolve_train, resolve_png, self)
         self.table = QTableView()
         self.table.setModel(self.model)
         self.table.setIconSize(QSize(THUMB, THUMB))

@@ -59,7 +59,7 @@ class SettingsView(QWidget):
                 editor = QCheckBox()
             else:
                 editor = QLineEdit()
-            editor.setToolTip(f"{f.metadata['help']}\n(default: {config._toml_value(default)})")
+            editor.setToolTip(f"{f.metadata['help']}\n(default: {config.toml_value(default)})")
             label = QLabel(f.name)
             label.setToolTip(editor.toolTip())
             forms[section].addRow(label, editor)
@@ -112,7 +112,7 @@ class SettingsView(QWidget):
             elif isinstance(editor, QCheckBox):
                 editor.setChecked(bool(value))
             else:
-                editor.setText(value if isinstance(value, str) else config._toml_value(value))
+                editor.setText(value if isinstance(value, str) else config.toml_value(value))
             fixed = self.started and f.name not in config.RESUMABLE_CHANGES
             editor.setEnabled(not fixed)
         self.state.setText(
@@ -142,7 +142,7 @@ class SettingsView(QWidget):
                     tomllib.loads(f"v = {literal}")
                 except tomllib.TOMLDecodeError:
                     raise SideError(f"setting '{f.name}' = {text!r}: not a value; write it as in audit.toml "
-                                    f"(e.g. {config._toml_value(default)})") from None
+                                    f"(e.g. {config.toml_value(default)})") from None
             lines.append(f"{f.name} = {literal}")
         return "\n".join(lines) + "\n"
 

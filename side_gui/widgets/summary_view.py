@@ -23,14 +23,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .gallery import ThumbnailCache
+
 THUMB = 112
-
-
-def _pixmap(path: Path | None) -> QPixmap:
-    pix = QPixmap(str(path)) if path else QPixmap()
-    if pix.isNull():
-        return pix
-    return pix.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation)
 
 
 class SummaryView(QScrollArea):
@@ -68,13 +63,14 @@ class SummaryView(QScrollArea):
         self.setWidget(body)
         self.sentences: list[str] = []
         self.at_risk: list[dict] = []
+        self.thumbs = ThumbnailCache(size=THUMB)  # the gallery's scaled-pixmap cache
 
     def _fold(self, shown: bool) -> None:
         self.provenance.setVisible(shown)
         self.provenance_button.setText("Provenance ▾" if shown else "Provenance ▸")
 
     def set_data(self, data: dict, exposure: list[dict], bands, train_path: Callable[[str], Path],
-                 best_png: Callable[[int], Path | None], top: int = 8) -> None:
+                 workspace_file: Callable[[str], Path], top: int = 8) -> None:
         from side_engine.report import headline
 
         audit = data.get("audit") or {}
@@ -97,10 +93,10 @@ class SummaryView(QScrollArea):
         warnings = data.get("warnings") or []
         self.warnings.setText("".join(f"<p>⚠ {html.escape(w)}</p>" for w in warnings))
         self.warnings.setVisible(bool(warnings))
-        self._fill_risk(exposure[:top], [b.name for b in bands], train_path, best_png)
+        self._fill_risk(exposure[:top], [b.name for b in bands], train_path, workspace_file)
         self.provenance.setText(self._provenance(audit))
 
-    def _fill_risk(self, rows: list[dict], band_names: list[str], train_path, best_png) -> None:
+    def _fill_risk(self, rows: list[dict], band_names: list[str], train_path, workspace_file) -> None:
         while self.risk_grid.count():
             item = self.risk_grid.takeAt(0)
             if item.widget():
@@ -110,10 +106,11 @@ class SummaryView(QScrollArea):
         for i, e in enumerate(rows):
             r, c = divmod(i, 2)
             train = QLabel()
-            train.setPixmap(_pixmap(train_path(e["path"])))
+            train.setPixmap(self.thumbs.get(train_path(e["path"])))
             train.setToolTip(f"training image {e['path']}")
             copy = QLabel()
-            copy.setPixmap(_pixmap(best_png(e["best_sample"])))
+            png = e.get("best_png")
+            copy.setPixmap(self.thumbs.get(workspace_file(png)) if png else QPixmap())
             copy.setToolTip("its closest generated image")
             counts = ", ".join(f"{b} {e[b]}" for b in reversed(band_names))
             caption = QLabel(f"<b>{html.escape(e['path'])}</b><br>matched by {e['total']} generated images"
