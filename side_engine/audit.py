@@ -57,7 +57,7 @@ class AuditRunner(sampling.SamplingContext):
 
     def __init__(self, workspace: Workspace | str | Path, progress: Progress | None = None) -> None:
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-        self.progress = WorkspaceLog(progress or Progress(), self.ws.log_path)
+        self.progress = WorkspaceLog(progress or Progress(), self.ws.log_path, self.ws.stop_path)
 
     # -- helpers ---------------------------------------------------------------
     def _update(self, stage: str, done: int, total: int) -> None:
@@ -84,6 +84,7 @@ class AuditRunner(sampling.SamplingContext):
         self.target: TargetModel = load_target(cfg.checkpoint, cfg.scheduler_config, cfg.allow_pickle)
         self.target.unet.to(self.device)
         self.ws.ensure_dirs()
+        self.ws.stop_path.unlink(missing_ok=True)  # a request to stop an earlier run is not for this one
         self.db = storage.connect(self.ws.db_path)
         started, outcome = time.time(), "run failed"
         self.progress.write(f"run started: side-audit {__version__} on {describe(self.device)}, "
@@ -118,6 +119,7 @@ class AuditRunner(sampling.SamplingContext):
             raise
         finally:
             self.progress.write(f"{outcome} after {time.time() - started:.0f} s")
+            self.ws.stop_path.unlink(missing_ok=True)  # a stop request ends with the run it stopped
             for sampler in self._samplers:
                 if sampler.compile_error:
                     self.progress.log(f"torch.compile was not used: {sampler.compile_error}")
@@ -250,13 +252,7 @@ class AuditRunner(sampling.SamplingContext):
         return cfg.resolved_n_syn(k)
 
     def _load_synthetic(self, cfg: AuditConfig) -> np.ndarray:
-        chunks = sorted(self.ws.synthetic_dir.glob("chunk_*.npy"))
-        n_syn = self._n_syn(cfg)
-        arr = np.concatenate([np.load(c) for c in chunks])[:n_syn]
-        if len(arr) < n_syn:
-            raise WorkspaceError(f"{self.ws.synthetic_dir}: {len(arr)} of {n_syn} synthetic images found; "
-                                 "delete the folder and run again")
-        return arr
+        return synthetic.load(self, cfg)
 
     def _warn(self, text: str) -> None:
         """A finding about the audit's own reliability: logged, stored, shown by the app and reports."""

@@ -8,14 +8,18 @@ prediction on the clean image, ``KL(p_TI(y|x0) ‖ p_TD(y|x_t, t))``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
 from torch.nn import functional as F
 
 from .classifiers import ResNetClassifier
+from .errors import Cancelled
 from .progress import Progress
 
 
@@ -171,6 +175,74 @@ def soft_labels(ti: ResNetClassifier, x0: torch.Tensor, batch: int = 256) -> tor
     return torch.cat([F.softmax(ti(x0[i:i + batch]).float(), 1) for i in range(0, len(x0), batch)])
 
 
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics cover the whole batch, across every process.
+
+    Data-parallel training gives each rank a shard of a batch; plain BatchNorm would normalise
+    each shard by its own statistics and train another network than one process does.
+    ``nn.SyncBatchNorm`` does this on GPUs only; this does it on any backend (gloo too) with
+    two differentiable all-reduces (sum, then centred sum of squares). Its state is BatchNorm's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return super().forward(x)
+        dims, shape = (0, 2, 3), (1, -1, 1, 1)
+        count = torch.tensor([x.shape[0] * x.shape[2] * x.shape[3]], dtype=x.dtype, device=x.device)
+        stats = all_reduce(torch.cat([x.sum(dims), count]))
+        total = stats[-1].detach()
+        mean = stats[:-1] / total
+        centred = x - mean.view(shape)
+        var = all_reduce((centred * centred).sum(dims)) / total
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.mul_(1 - m).add_(m * mean)
+            self.running_var.mul_(1 - m).add_(m * var * total / max(float(total) - 1, 1.0))
+        return centred * torch.rsqrt(var + self.eps).view(shape) * self.weight.view(shape) + self.bias.view(shape)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; its gradient is the sum of every rank's gradient (each rank's loss
+    depends on every rank's input through the shared statistics)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def all_reduce(x: torch.Tensor) -> torch.Tensor:
+    return _AllReduceSum.apply(x)
+
+
+@contextmanager
+def global_batch_stats(model: nn.Module) -> Iterator[nn.Module]:
+    """While training data-parallel: every BatchNorm2d of ``model`` is a GlobalBatchNorm2d
+    (the class is swapped in place, so parameters, buffers and the state dict stay as they are)."""
+    swapped = [m for m in model.modules() if type(m) is nn.BatchNorm2d]
+    for m in swapped:
+        m.__class__ = GlobalBatchNorm2d
+    try:
+        yield model
+    finally:
+        for m in swapped:
+            m.__class__ = nn.BatchNorm2d
+
+
+def shard(n: int, world: int, rank: int) -> slice:
+    """Rank ``rank``'s contiguous share of ``n`` rows (``np.array_split``'s sizes)."""
+    base, extra = divmod(n, world)
+    lo = rank * base + min(rank, extra)
+    return slice(lo, lo + base + (rank < extra))
+
+
 def train_td(
     td: ResNetClassifier,
     x0: torch.Tensor,
@@ -184,45 +256,37 @@ def train_td(
     stage: str = "tdkd",
     hard_labels: bool = False,
     log: Callable[[str], None] | None = None,
-) -> TrainReport:
+    stop: Callable[[bool], bool] | None = None,
+) -> TrainReport | None:
     """TDKD (soft targets, KL) or, for synthetic-clusters, cross-entropy on hard labels.
 
     10 % of the synthetic set is held out to report agreement of the TD classifier
-    with its targets at t = 0, T/4, T/2, 3T/4."""
+    with its targets at t = 0, T/4, T/2, 3T/4.
+
+    Inside a process group of several ranks, every rank calls this with the same arguments and
+    trains data-parallel (DistributedDataParallel): each draws the whole batch's indices, times
+    and noise from the shared seed and computes its shard; the loss is scaled so that the
+    averaged gradient is the whole batch's, and BatchNorm takes whole-batch statistics
+    (``global_batch_stats``) — the single-process training, up to the order of float sums.
+    ``stop(cancelled)`` (every rank, every step) says whether rank 0 was asked to stop. Rank 0
+    returns the report; the others return None."""
     device = next(td.parameters()).device
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    rank = dist.get_rank() if world > 1 else 0
     T = len(alphas_cumprod)
-    acp = alphas_cumprod.to(device, torch.float32)
+    acp = alphas_cumprod.to(device, torch.promote_types(x0.dtype, torch.float32))
     gen = torch.Generator().manual_seed(seed)
     n = len(x0)
     perm = torch.randperm(n, generator=gen)
     n_hold = max(1, n // 10) if n >= 10 else 0
     hold, train = perm[:n_hold], perm[n_hold:]
     x_tr, y_tr = x0[train].to(device), targets[train].to(device)
-    opt = torch.optim.AdamW(td.parameters(), lr=lr)
-    loss_val = math.nan
-    for epoch in range(epochs):
-        td.train()
-        losses = []
-        for idx in _batches(len(x_tr), batch, gen):
-            idx = idx.to(device)
-            xb = x_tr[idx]
-            t = torch.randint(0, T, (len(idx),), generator=gen).to(device)
-            noise = torch.randn(xb.shape, generator=gen).to(device)
-            logp = F.log_softmax(td(q_sample(xb, t, noise, acp), t).float(), 1)
-            if hard_labels:
-                loss = F.nll_loss(logp, y_tr[idx])
-            else:
-                loss = F.kl_div(logp, y_tr[idx], reduction="batchmean")  # KL(p_TI ‖ p_TD)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        loss_val = float(np.mean(losses))
-        if log and (epoch + 1) % max(1, epochs // 5) == 0:
-            log(f"{stage}: epoch {epoch + 1}/{epochs}, loss {loss_val:.4f}")
-        progress.update(stage, epoch + 1, epochs)
-        progress.check()
+    with global_batch_stats(td) if world > 1 else nullcontext():
+        loss_val = _fit_td(td, x_tr, y_tr, acp, epochs, lr, batch, gen, progress, stage, hard_labels, log, stop,
+                           world, rank)
     td.eval()
+    if rank != 0:
+        return None
     agreement: dict[str, float] = {}
     if n_hold:
         xh = x0[hold].to(device)
@@ -238,3 +302,71 @@ def train_td(
     what = f"agreement with the {source} on {n_hold} held-out synthetic images at t = 0"
     return TrainReport(acc, what, loss_val, {"agreement_by_t": agreement, "epochs": epochs, "measured_n": n_hold,
                                              "objective": "cross-entropy" if hard_labels else "KL (TDKD)"})
+
+
+def td_loss(model, x_tr, y_tr, idx, t, noise, acp, hard_labels: bool, world: int = 1, rank: int = 0):
+    """This rank's share of one batch's TDKD loss, scaled so that the mean over ranks (what
+    DDP's gradient averaging takes) is the whole batch's mean loss."""
+    mine = shard(len(idx), world, rank)
+    rows, t, noise = idx[mine].to(x_tr.device), t[mine], noise[mine]
+    logits = model(q_sample(x_tr[rows], t, noise, acp), t)
+    logp = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), 1)
+    if hard_labels:
+        loss = F.nll_loss(logp, y_tr[rows], reduction="sum")
+    else:
+        loss = F.kl_div(logp, y_tr[rows], reduction="sum")  # KL(p_TI ‖ p_TD)
+    return loss * (world / len(idx))
+
+
+def _no_buffer_sync() -> dict:
+    """BatchNorm's running statistics are the same on every rank (``GlobalBatchNorm2d``): DDP
+    need not copy them from rank 0 before every forward (the keyword changed in torch 2.13)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+
+
+def _fit_td(td, x_tr, y_tr, acp, epochs, lr, batch, gen, progress, stage, hard_labels, log, stop, world, rank):
+    """The TDKD optimisation loop (see ``train_td``); returns the last epoch's mean loss."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = x_tr.device
+    T = len(acp)
+    model = DistributedDataParallel(td, **_no_buffer_sync()) if world > 1 else td
+    opt = torch.optim.AdamW(td.parameters(), lr=lr)
+    loss_val = math.nan
+    for epoch in range(epochs):
+        td.train()
+        total, steps = 0.0, 0
+        for idx in _batches(len(x_tr), batch, gen):
+            # the whole batch's random draws on every rank, then this rank's rows of them
+            t = torch.randint(0, T, (len(idx),), generator=gen).to(device)
+            noise = torch.randn((len(idx), *x_tr.shape[1:]), generator=gen).to(device)
+            loss = td_loss(model, x_tr, y_tr, idx, t, noise, acp, hard_labels, world, rank)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            steps += 1
+            _check(progress, stop)
+        if world > 1:  # the ranks' scaled shares average to the whole batches' loss
+            summed = torch.tensor([total], dtype=torch.float64, device=device)
+            dist.all_reduce(summed)
+            total = float(summed) / world
+        loss_val = total / max(steps, 1)
+        if log and (epoch + 1) % max(1, epochs // 5) == 0:
+            log(f"{stage}: epoch {epoch + 1}/{epochs}, loss {loss_val:.4f}")
+        progress.update(stage, epoch + 1, epochs)
+    return loss_val
+
+
+def _check(progress: Progress, stop: Callable[[bool], bool] | None) -> None:
+    """Alone: raise if asked to stop. In a process group: only where every rank agrees (rank 0
+    decides), never one rank alone — the others would wait for it in the next reduction."""
+    if stop is None:
+        progress.check()
+    elif stop(progress.cancelled):
+        raise Cancelled("audit stopped by the user; run it again to resume")

@@ -117,8 +117,17 @@ def run_workspace(workspace: str | Path, quiet: bool = False) -> dict:
 
 
 def cmd_run(args) -> int:
-    if args.nproc > 1:
-        return run_distributed(args.workspace, args.nproc, args.quiet)
+    nproc = args.nproc
+    if nproc is None:  # the workspace's `processes` setting
+        from .workspace import Workspace
+
+        nproc = Workspace(args.workspace).load_config().processes
+    if nproc < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--nproc {nproc}: give 1 or more processes")
+    if nproc > 1:
+        return run_distributed(args.workspace, nproc, args.quiet)
     t0 = time.time()
     result = run_workspace(args.workspace, args.quiet)
     print_summary(result)
@@ -137,6 +146,22 @@ def run_distributed(workspace: str, nproc: int, quiet: bool = False) -> int:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, cpu.usable_cores() // nproc)))
     return subprocess.call(cmd, env=env)
+
+
+def cmd_stop(args) -> int:
+    from .errors import WorkspaceError
+    from .workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    if not ws.exists():
+        raise WorkspaceError(f"{ws.root}: not an audit workspace (no audit.toml)")
+    try:
+        ws.stop_path.write_text("stop requested\n", encoding="utf-8")
+    except OSError as e:
+        raise WorkspaceError(f"{ws.stop_path}: cannot write the stop request ({e.strerror})") from None
+    print(f"asked the audit running in {ws.root} to stop after its current batch; `side-audit run` "
+          "resumes it (a run started later clears the request)")
+    return 0
 
 
 def cmd_estimate(args) -> int:
@@ -333,9 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run the audit, or resume it where it stopped")
     s.add_argument("workspace")
     s.add_argument("--quiet", action="store_true")
-    s.add_argument("--nproc", type=int, default=1,
-                   help="processes (one per GPU, or CPU processes) through torchrun; 1 = this process")
+    s.add_argument("--nproc", type=int, default=None,
+                   help="processes (one per GPU, or CPU processes) through torchrun; 1 = this process; "
+                        "default: the workspace's `processes` setting")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("stop", help="ask the audit running in a workspace (any process, any node) to stop "
+                                    "after its current batch; `run` resumes it")
+    s.add_argument("workspace")
+    s.set_defaults(func=cmd_stop)
 
     s = sub.add_parser("estimate", help="how long the audit (or what is left of it) will take, from a short probe")
     s.add_argument("workspace")

@@ -29,7 +29,7 @@ UMS_MODES = ("union", "nearest-only")
 
 # Settings that may change between a stopped run and its resume without
 # mixing results from different audits.
-RESUMABLE_CHANGES = frozenset({"batch_size", "device", "precision", "threads", "compile"})
+RESUMABLE_CHANGES = frozenset({"batch_size", "device", "precision", "threads", "compile", "processes"})
 COMPILE_CHOICES = ("auto", "on", "off")
 
 
@@ -105,6 +105,8 @@ class AuditConfig:
     compile: str = _f("run", "auto", "torch.compile the UNet and classifiers on CUDA: auto (when sampling is "
                       ">= 150 000 image-steps: compiling takes a minute or two) | on | off", COMPILE_CHOICES)
     threads: int = _f("run", 0, "CPU threads for torch and the SSCD scorer; 0 = one per core this process may use")
+    processes: int = _f("run", 1, "processes of this audit on this machine, started by torchrun: 1, or N (one per GPU "
+                        "with device cuda; on CPU each takes a share of the cores); the same audit either way")
     seed: int = _f("run", 0, "seed of the audit: every sample's seed derives from it")
 
     # -- derived -----------------------------------------------------------
@@ -170,6 +172,8 @@ class AuditConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"setting '{name}' = {v!r}: must be a positive integer")
+        if isinstance(self.processes, bool) or not isinstance(self.processes, int) or self.processes < 1:
+            raise ConfigError(f"setting 'processes' = {self.processes!r}: must be an integer >= 1")
         for name in ("k", "batch_size", "threads", "classifier_epochs", "tdkd_epochs", "n_syn", "classifier_width",
                      "classifier_min_steps"):
             v = getattr(self, name)

@@ -84,3 +84,13 @@ def batch_from_peaks(peaks: list[float], probe: tuple[int, int], free: float, sh
     if batch >= 16:
         batch -= batch % 8
     return batch, per_image, fixed
+
+
+def device_choices() -> list[tuple[str, dict]]:
+    """What a front end offers for the device: each label with the settings it stands for; with
+    several GPUs, also every GPU at once (one process each, through torchrun)."""
+    choices = [(name, {"device": name, "processes": 1}) for name in ("auto", "cuda", "mps", "cpu")]
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus > 1:
+        choices.insert(1, (f"all GPUs ({gpus})", {"device": "cuda", "processes": gpus}))
+    return choices

@@ -1,88 +1,156 @@
 """One audit on several processes: ``torchrun ... -m side_engine.distributed WORKSPACE``.
 
 PyTorch's own launcher starts the processes; they join one ``torch.distributed`` group (NCCL
-on GPUs, gloo on CPUs). Rank 0 runs the audit as a single process would and alone owns the
-workspace and its database; the other ranks need no shared file system. When the sampling
-stage starts, rank 0 broadcasts what computing a batch needs — settings, the target model's
-weights and scheduler, the guiding classifiers, the training-set vectors of the scorer's
-index — and then hands out batches round by round, by sample index: every image is the one a
-single process would make (its seed is fixed by the audit seed and its index). Each rank sends
-its batch back; rank 0 stores one batch per transaction, as always, so a stopped or failed
-job keeps every stored batch and a resume (with any number of processes) completes it. The
-other stages are small next to sampling and run on rank 0 while the others wait.
+on GPUs, gloo on CPUs). One process — the *owner*, the lowest rank that can see the workspace
+folder — runs the audit as a single process would and alone owns the workspace and its
+database; the other ranks need no shared file system. (torchrun's c10d rendezvous puts rank 0
+on any node, not necessarily the one with the workspace; electing the owner by what each rank
+can see makes that not matter.) The owner broadcasts what
+a stage's share of work needs — settings and the target model's weights and scheduler before
+the first parallel stage, the guiding classifiers and the training-set vectors of the scorer's
+index before sampling — and then hands out work round by round, by index: every image is the
+one a single process would make (its seed is fixed by the audit seed and its index). Each rank
+sends its batch back; the owner stores it (samples: one batch per transaction, as always; the
+synthetic set: one chunk file per batch), so a stopped or failed job keeps every stored batch
+and a resume (with any number of processes) completes it.
+
+Three stages divide their work (their ``SPLIT``): the synthetic set and guided sampling by
+index, TDKD training by data (DistributedDataParallel over shards of each batch, with batch
+statistics taken over the whole batch, see ``classifier_training.global_batch_stats``). The
+others are small and run on the owner while the rest wait for its next message.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
 
 from . import cpu
+from .errors import Cancelled
 from .stages.sampling import SamplingContext, compute_batch, make_sampler
 
-STOP, CONTEXT, ROUND = "stop", "context", "round"
+STOP, MODEL, SAMPLING, ROUND, TDKD = "stop", "model", "sampling", "round", "tdkd"
 
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+_owner = 0  # the rank that owns the workspace (``elect_owner``)
+
+
+def owner() -> int:
+    return _owner
+
+
+def elect_owner(workspace: str) -> int:
+    """Every rank says whether it sees the workspace (its ``audit.toml``); the lowest that does
+    owns the audit. None: every rank stops with an error that names the folder."""
+    global _owner
+    from socket import gethostname
+
+    seen = [None] * dist.get_world_size()
+    dist.all_gather_object(seen, (Path(workspace, "audit.toml").is_file(), gethostname()))
+    owners = [r for r, (has, _) in enumerate(seen) if has]
+    if not owners:
+        hosts = ", ".join(sorted({h for _, h in seen}))
+        raise SystemExit(f"{workspace}: no audit.toml there on any node ({hosts}); give the workspace path as "
+                         "the node that holds it sees it (create it with `side-audit init` first)")
+    _owner = owners[0]
+    return _owner
+
+
 def _send(message: dict) -> dict:
-    """Rank 0 broadcasts ``message``; every other rank receives it."""
-    box = [message if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(box, src=0)
+    """The owner broadcasts ``message``; every other rank receives it."""
+    box = [message if dist.get_rank() == _owner else None]
+    dist.broadcast_object_list(box, src=_owner)
     return box[0]
 
 
-def share_sampling_context(audit, cfg) -> None:
-    """Rank 0: what a worker needs to compute batches, with no access to the workspace."""
+def _cpu_state(module: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def share_model(audit, cfg) -> None:
+    """The owner, once per run before the first parallel stage: settings and the target model."""
+    if getattr(audit, "_model_shared", False):
+        return
     target = audit.target
+    _send({"op": MODEL, "cfg": cfg.to_dict(), "compile": audit._compile(cfg),
+           "unet_config": dict(target.unet.config), "scheduler_config": dict(target.scheduler.config),
+           "unet_state": _cpu_state(target.unet)})
+    audit._model_shared = True
+
+
+def share_sampling_context(audit, cfg) -> None:
+    """The owner: what a worker needs besides the model to compute sampling batches, with no
+    access to the workspace."""
+    share_model(audit, cfg)
     classifiers = {}
     for name in ("td", "ti"):
         model = getattr(audit, name, None)
         if model is not None:
-            classifiers[name] = (model.hparams, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+            classifiers[name] = (model.hparams, _cpu_state(model))
     sscd = None
     if audit.scorer_name == "sscd" and cfg.sscd_model:
         with open(cfg.sscd_model, "rb") as f:
             sscd = f.read()
-    _send({"op": CONTEXT, "cfg": cfg.to_dict(), "k": audit.k, "batch": audit.batch,
-           "unet_config": dict(target.unet.config), "scheduler_config": dict(target.scheduler.config),
-           "unet_state": {k: v.detach().cpu() for k, v in target.unet.state_dict().items()},
-           "classifiers": classifiers, "scorer": audit.scorer_name, "sscd": sscd, "bands": audit.bands,
+    _send({"op": SAMPLING, "k": audit.k, "batch": audit.batch, "classifiers": classifiers,
+           "scorer": audit.scorer_name, "sscd": sscd, "bands": audit.bands,
            "vectors": audit.train_vectors, "groups": audit.index.groups})
 
 
-def sampling_round(batches: list[list], compute) -> list:
-    """Rank 0: batch i goes to rank i (an empty batch to a rank with nothing to do); returns
-    every rank's result in rank order, so storing keeps the single-process order."""
-    _send({"op": ROUND, "batches": batches})
-    mine = compute(batches[0]) if batches[0] else None
+def run_round(kind: str, batches: list, compute: Callable) -> list:
+    """The owner: batch i goes to rank i (an empty batch to a rank with nothing to do); returns
+    every rank's result in rank order, so storing keeps the single-process order. ``kind``
+    names the worker function (``WORK``)."""
+    _send({"op": ROUND, "kind": kind, "batches": batches})
+    mine = compute(batches[_owner]) if batches[_owner] else None
     gathered = [None] * world_size()
-    dist.gather_object(mine, gathered, dst=0)
+    dist.gather_object(mine, gathered, dst=_owner)
     return gathered
 
 
+def sampling_round(batches: list[list], compute: Callable) -> list:
+    return run_round("sample", batches, compute)
+
+
+def share_tdkd(message: dict) -> None:
+    """The owner: every rank trains the TD classifier together (``stages.tdkd``)."""
+    _send({"op": TDKD, **message})
+
+
+def agree_to_stop(cancelled: bool) -> bool:
+    """Every rank learns whether the owner was asked to stop: a collective per training step, so
+    every rank leaves the training loop at the same step instead of waiting in a reduction."""
+    flag = torch.tensor([1 if cancelled and rank() == _owner else 0], dtype=torch.int32)
+    dist.broadcast(flag, src=_owner)  # a CPU tensor: gloo, or the CPU half of "cpu:gloo,cuda:nccl"
+    return bool(flag.item())
+
+
 class WorkerContext(SamplingContext):
-    """A rank other than 0: the ``SamplingContext`` rebuilt from rank 0's broadcast."""
+    """A rank other than the owner: the target model (``MODEL``) and then what sampling reads
+    (``SAMPLING``), rebuilt from the owner's broadcasts."""
 
     def __init__(self, message: dict, device: torch.device) -> None:
-        import tempfile
-
         from diffusers import DDPMScheduler, UNet2DModel
 
-        from .classifiers import ResNetClassifier
         from .config import AuditConfig
-        from .neighbours import TrainIndex
-        from .scorers import make_scorer
 
         self.cfg = AuditConfig(**message["cfg"])
-        self.device, self.k, self.batch = device, message["k"], message["batch"]
+        self.device = device
         unet = UNet2DModel.from_config(message["unet_config"])
         unet.load_state_dict(message["unet_state"])
         unet = unet.to(device).eval().requires_grad_(False)
@@ -92,10 +160,23 @@ class WorkerContext(SamplingContext):
         self.target = SimpleNamespace(unet=unet, scheduler=scheduler, channels=int(unet.config.in_channels),
                                       sample_size=size)
         self.td = self.ti = None
+        self._guiding_cache: dict = {}
+        self.sampler = make_sampler(self.target, self.cfg, device, compile=message["compile"])
+        self.shape = (self.target.channels, size, size)
+
+    def add_sampling(self, message: dict) -> None:
+        import tempfile
+
+        from .classifiers import ResNetClassifier
+        from .neighbours import TrainIndex
+        from .scorers import make_scorer
+
+        self.k, self.batch = message["k"], message["batch"]
         for name, (hparams, state) in message["classifiers"].items():
             model = ResNetClassifier(**hparams)
             model.load_state_dict(state)
-            setattr(self, name, model.to(device).eval().requires_grad_(False))
+            setattr(self, name, model.to(self.device).eval().requires_grad_(False))
+        self._guiding_cache = {}
         sscd_path = ""
         if message["sscd"]:
             with tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as f:
@@ -103,32 +184,71 @@ class WorkerContext(SamplingContext):
             sscd_path = f.name
         self.scorer = make_scorer(message["scorer"], sscd_path, "cpu", cpu.usable_cores())
         self.index = TrainIndex(self.scorer, message["vectors"], message["bands"], message["groups"])
-        self._guiding_cache: dict = {}
-        self.sampler = make_sampler(self.target, self.cfg, device, compile=False)
-        self.shape = (self.target.channels, size, size)
+
+
+def _work_sample(ctx: WorkerContext, batch):
+    return compute_batch(ctx, ctx.cfg, ctx.sampler, batch, ctx.shape, ctx.k)
+
+
+def _work_synthetic(ctx: WorkerContext, batch):
+    from .stages.synthetic import compute_chunk
+
+    return compute_chunk(ctx.cfg, ctx.sampler, batch, ctx.shape)
+
+
+WORK = {"sample": _work_sample, "synthetic": _work_synthetic}
+
+
+def _train_tdkd(message: dict, device: torch.device) -> None:
+    from .stages.tdkd import train_shared
+
+    with contextlib.suppress(Cancelled):  # the owner stopped the run; its next message says so
+        train_shared(message, device, progress=None)
 
 
 def worker_loop(device: torch.device) -> None:
-    """Ranks other than 0: receive, compute, send back, until rank 0 says stop."""
+    """Every rank but the owner: receive, compute, send back, until the owner says stop."""
     ctx = None
     while True:
         message = _send({})
-        if message["op"] == STOP:
+        op = message["op"]
+        if op == STOP:
             return
-        if message["op"] == CONTEXT:
+        if op == MODEL:
             ctx = WorkerContext(message, device)
-        elif message["op"] == ROUND:
+        elif op == SAMPLING:
+            ctx.add_sampling(message)
+        elif op == TDKD:
+            _train_tdkd(message, device)
+        elif op == ROUND:
             mine = message["batches"][dist.get_rank()]
-            result = compute_batch(ctx, ctx.cfg, ctx.sampler, mine, ctx.shape, ctx.k) if mine else None
-            dist.gather_object(result, None, dst=0)
+            result = WORK[message["kind"]](ctx, mine) if mine else None
+            dist.gather_object(result, None, dst=_owner)
 
 
-def _device() -> torch.device:
-    if torch.cuda.is_available():
+def run_device(workspace: str) -> torch.device:
+    """Every rank computes on the device the audit's ``device`` setting names — the owner reads
+    it and tells the others (who may not see the workspace): with ``cuda``, GPU ``LOCAL_RANK``."""
+    from .config import load
+    from .devices import resolve_device
+
+    kind = ""
+    if dist.get_rank() == _owner:
+        try:
+            kind = resolve_device(load(Path(workspace) / "audit.toml").device).type
+        except Exception as e:  # the owner's CLI run reports it properly; here the others just stop
+            kind = f"error: {e}"
+    kind = _send({"device": kind})["device"]
+    if kind.startswith("error"):
+        raise SystemExit(kind)
+    if kind == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise SystemExit(f"process {local} of this node has no GPU of its own ({torch.cuda.device_count()} "
+                             "GPUs): start at most one process per GPU (--nproc / --nproc-per-node)")
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
-    return torch.device("cpu")
+    return torch.device(kind)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,15 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     cpu.prefer_passive_waits()
-    device = _device()
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if torch.cuda.is_available():  # collectives of objects go through this GPU under NCCL
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    # GPU tensors over NCCL, CPU tensors (and CPU audits) over gloo
+    dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     torch.set_num_threads(cpu.usable_cores())
     try:
-        if dist.get_rank() == 0:
+        elect_owner(args.workspace)
+        device = run_device(args.workspace)
+        if dist.get_rank() == _owner:
             from .cli import main as cli_main
 
             try:
-                return cli_main(["run", args.workspace] + (["--quiet"] if args.quiet else []))
+                return cli_main(["run", args.workspace, "--nproc", "1"] + (["--quiet"] if args.quiet else []))
             finally:
                 _send({"op": STOP})  # however the run ended, the other ranks stop too
         worker_loop(device)

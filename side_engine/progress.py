@@ -65,12 +65,14 @@ class RecordingProgress(Progress):
 class WorkspaceLog(Progress):
     """Passes everything to the front end's reporter and appends each log line, each finished
     stage and the run's start and end to the workspace's ``run.log`` — the log outlives the
-    window or terminal that ran the audit. Cancellation is the front end's."""
+    window or terminal that ran the audit. Cancellation is the front end's, or a stop request
+    file (``stop_file``) that any other process may write."""
 
-    def __init__(self, inner: Progress, path: Path) -> None:
+    def __init__(self, inner: Progress, path: Path, stop_file: Path | None = None) -> None:
         super().__init__()
         self.inner = inner
         self.path = Path(path)
+        self.stop_file = Path(stop_file) if stop_file else None
         self._lock = threading.Lock()
 
     def write(self, message: str) -> None:
@@ -98,10 +100,13 @@ class WorkspaceLog(Progress):
 
     @property
     def cancelled(self) -> bool:
+        if self.stop_file is not None and not self.inner.cancelled and self.stop_file.exists():
+            self.inner.cancel()
         return self.inner.cancelled
 
     def check(self) -> None:
-        self.inner.check()
+        if self.cancelled:
+            raise Cancelled("audit stopped by the user; run it again to resume")
 
 
 def read_log(path: Path, max_lines: int = 5000) -> list[str]:

@@ -41,6 +41,12 @@ class Workspace:
     def synthetic_dir(self) -> Path:
         return self.root / "synthetic"
 
+    @property
+    def stop_path(self) -> Path:
+        """A stop request for the running audit (``side-audit stop``, the app's Stop for a
+        multi-process run): every process that checks for cancellation sees it."""
+        return self.root / "STOP"
+
     def exists(self) -> bool:
         return self.config_path.exists()
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
+import time
 import traceback
 
 from PySide6.QtCore import QObject, QThread, Signal
@@ -9,6 +13,18 @@ from PySide6.QtCore import QObject, QThread, Signal
 from side_engine.audit import AuditRunner
 from side_engine.errors import Cancelled, SideError
 from side_engine.progress import Progress
+from side_engine.workspace import Workspace
+
+
+def _stopped(ws: Workspace) -> bool:
+    """Whether the run that just ended left a stage stopped (rather than the audit complete)."""
+    from side_engine import storage
+
+    db = storage.connect(ws.db_path)
+    try:
+        return any(r.get("status") == "stopped" for r in storage.stage_rows(db))
+    finally:
+        db.close()
 
 
 class _Emitter(QObject):
@@ -62,7 +78,14 @@ class _EngineWorker(QThread):
 
 
 class AuditWorker(_EngineWorker):
-    """Runs (or resumes) one audit. ``cancel()`` stops it at the next batch boundary."""
+    """Runs (or resumes) one audit. ``cancel()`` stops it at the next batch boundary.
+
+    With ``processes`` > 1 (e.g. "all GPUs") the audit runs as ``side-audit run --nproc N`` in
+    child processes started by torchrun; this thread relays what they store — stage progress
+    from the database, lines of ``run.log`` — and a cancel becomes the workspace's stop request,
+    which every process of the run sees."""
+
+    POLL_S = 0.5
 
     def __init__(self, workspace: str, parent: QObject | None = None) -> None:
         super().__init__(workspace, parent)
@@ -72,7 +95,75 @@ class AuditWorker(_EngineWorker):
         self.progress.cancel()
 
     def work(self) -> dict:
+        processes = Workspace(self.workspace).load_config().processes
+        if processes > 1:
+            return self._work_in_processes(processes)
         return AuditRunner(self.workspace, self.progress).run()
+
+    def _work_in_processes(self, n: int) -> dict:
+        ws = Workspace(self.workspace)
+        log_at = ws.log_path.stat().st_size if ws.log_path.exists() else 0
+        seen: dict[str, tuple] = {}
+        with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
+            job = subprocess.Popen([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--nproc", str(n),
+                                    "--quiet"], stdout=out, stderr=subprocess.STDOUT)
+            stop_sent = False
+            while True:
+                done = job.poll() is not None
+                if self.progress.cancelled and not stop_sent:
+                    ws.stop_path.write_text("stop requested by the app\n", encoding="utf-8")
+                    stop_sent = True
+                log_at = self._relay(ws, log_at, seen)
+                if done:
+                    break
+                time.sleep(self.POLL_S)
+            out.seek(0)
+            tail = out.read()[-2000:].strip()
+        if job.returncode != 0:
+            if stop_sent:
+                raise Cancelled("audit stopped by the user; run it again to resume")
+            raise SideError(f"the {n}-process run ended with exit status {job.returncode}: {tail or 'no output'}")
+        if stop_sent and _stopped(ws):
+            raise Cancelled("audit stopped by the user; run it again to resume")
+        from side_engine import results, storage
+
+        db = storage.connect(ws.db_path)
+        try:
+            return results.metrics_json(db)
+        finally:
+            db.close()
+
+    def _relay(self, ws: Workspace, log_at: int, seen: dict) -> int:
+        """New run.log lines and changed stage progress, as the in-process run would signal them."""
+        from side_engine import storage
+
+        try:
+            with open(ws.log_path, encoding="utf-8", errors="replace") as f:
+                f.seek(log_at)
+                text = f.read()
+                log_at = f.tell()
+        except OSError:
+            text = ""
+        for line in text.splitlines():
+            self.progress.log(line.split("  ", 1)[-1])
+        if ws.db_path.exists():
+            try:
+                db = storage.connect(ws.db_path)
+                try:
+                    for row in storage.stage_rows(db):
+                        key = (row.get("status"), row.get("done"), row.get("total"))
+                        if seen.get(row["name"]) == key:
+                            continue
+                        seen[row["name"]] = key
+                        if row.get("total"):
+                            self.progress.update(row["name"], int(row.get("done") or 0), int(row["total"]))
+                        if row.get("status") == "done":
+                            self.progress.stage_finished(row["name"], float(row.get("seconds") or 0.0))
+                finally:
+                    db.close()
+            except Exception:  # noqa: BLE001 - a busy database: the next poll reads it
+                pass
+        return log_at
 
 
 class EstimateWorker(_EngineWorker):

@@ -249,7 +249,7 @@ def test_every_stage_is_a_module_behind_the_stage_protocol():
     for mod in ("training_data", "embedding", "surrogate_labels", "classifier", "synthetic", "tdkd", "sampling",
                 "metrics"):
         stage = importlib.import_module(f"side_engine.stages.{mod}")
-        assert stage.SPLIT in ("rank0", "samples"), mod
+        assert stage.SPLIT in ("rank0", "samples", "data"), mod
         assert list(inspect.signature(stage.run).parameters)[:2] == ["audit", "cfg"], mod
         names += list(stage.NAMES)
     assert sorted(names) == sorted(STAGES)  # every stage has exactly one home
@@ -280,8 +280,15 @@ def test_any_split_of_the_sample_indices_makes_the_same_samples(tmp_path, tiny_m
 def test_two_processes_through_torchrun_make_the_single_process_audit_and_resume_a_stopped_one(
         tmp_path, tiny_model, faces):
     """`side-audit run WS --nproc 2` on CPU (gloo): rank 0 owns the workspace, rank 1 computes
-    its share of batches from what rank 0 broadcast; the audit equals a single-process one, also
-    when it resumes one that a single process stopped mid-sampling."""
+    its share of the synthetic set, TDKD and sampling from what rank 0 broadcast; the audit
+    equals a single-process one — also when two torchrun agents meet at a c10d rendezvous and
+    resume an audit that a single process stopped mid-sampling."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_distributed import _free_port
+
     whole = init_workspace(tmp_path / "whole", str(tiny_model), str(faces), **TINY_SETTINGS)
     AuditRunner(whole).run()
     two = init_workspace(tmp_path / "two", str(tiny_model), str(faces), **TINY_SETTINGS)
@@ -290,11 +297,26 @@ def test_two_processes_through_torchrun_make_the_single_process_audit_and_resume
     log = two.log_path.read_text()
     remote = int(log.split("sampling on 2 processes: ")[1].split(" of ")[0])
     assert remote >= 1  # rank 1 really computed batches
+    assert "TDKD training on 2 processes" in log
     stopped = init_workspace(tmp_path / "stopped", str(tiny_model), str(faces), **TINY_SETTINGS)
     with pytest.raises(Cancelled):
         AuditRunner(stopped, RecordingProgress(cancel_after=("sample", 8))).run()
-    assert main(["run", str(stopped.root), "--nproc", "2", "--quiet"]) == 0
+    # the cluster form, as far as one machine allows: two "nodes" (two torchrun agents) meet at a
+    # c10d rendezvous on localhost; only one of them sees the workspace (a relative path from
+    # its own folder), as on a cluster without a shared file system, and its rank owns the audit
+    port = _free_port()
+    elsewhere = tmp_path / "node-without-the-workspace"
+    elsewhere.mkdir()
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+              "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=side-test",
+              "-m", "side_engine.distributed", "stopped", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    nodes = [subprocess.Popen(launch, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for cwd in (tmp_path, elsewhere)]
+    outs = [node.communicate(timeout=300)[0].decode(errors="replace") for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outs)
     _same_samples(whole, stopped)
+    assert "sampling on 2 processes" in stopped.log_path.read_text().split("run started")[-1]
 
 
 def _same_samples(ws_a, ws_b, atol: float = 2e-4) -> None:
@@ -375,3 +397,31 @@ def test_a_rank_killed_mid_sampling_loses_nothing_stored_and_a_resume_completes_
     assert 16 <= stored < 120 and len(keys) == len(set(keys))  # whole batches kept, none twice
     assert main(["run", str(ws.root), "--quiet"]) == 0  # a resume (any number of processes) completes it
     _same_samples(whole, ws)
+
+
+def test_side_audit_stop_stops_a_running_audit_after_its_batch_and_run_resumes(tmp_path, tiny_model, faces, capsys):
+    """The stop request file (what `side-audit stop` writes, from any shell or node) stops the
+    run at its next check; the request ends with that run; a resume completes the audit."""
+
+    class StopFromElsewhere(RecordingProgress):
+        def update(self, stage, done, total):
+            super().update(stage, done, total)
+            if stage == "sample" and done >= 8:
+                assert main(["stop", str(ws.root)]) == 0
+
+    ws = init_workspace(tmp_path / "ws", str(tiny_model), str(faces), **TINY_SETTINGS)
+    with pytest.raises(Cancelled):
+        AuditRunner(ws, StopFromElsewhere()).run()
+    assert "asked the audit running in" in capsys.readouterr().out
+    assert not ws.stop_path.exists()
+    total = len(ws.load_config().grid()) * TINY_SETTINGS["n_per_lambda"]
+    db = storage.connect(ws.db_path)
+    assert 8 <= db["samples"].count < total
+    db.close()
+    ws.stop_path.write_text("stale")  # a request left from before does not stop a new run
+    AuditRunner(ws).run()
+    db = storage.connect(ws.db_path)
+    assert db["samples"].count == total
+    db.close()
+    assert main(["stop", str(tmp_path / "nothing")]) != 0
+    assert "not an audit workspace" in capsys.readouterr().err

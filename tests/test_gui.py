@@ -339,3 +339,54 @@ def test_a_complete_audit_opens_on_its_verdict_and_cannot_be_started_again(qtbot
     assert not window.run_view.start_button.isEnabled()
     assert "complete" in window.run_view.start_button.toolTip()
     assert window.run_view.log_pane.toPlainText().splitlines()[-1].split("  ", 1)[1].startswith("run complete")
+
+
+def test_device_choice_offers_all_gpus_where_there_are_several(monkeypatch):
+    """"all GPUs (N)" stands for device cuda on N processes; with one GPU or none it is absent."""
+    import torch
+
+    from side_engine.devices import device_choices
+
+    assert [label for label, _ in device_choices()][:1] == ["auto"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    choices = dict(device_choices())
+    assert choices["all GPUs (4)"] == {"device": "cuda", "processes": 4}
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert not [label for label, _ in device_choices() if label.startswith("all GPUs")]
+
+
+@pytest.mark.slow
+def test_a_multi_process_audit_from_the_app_relays_progress_stops_and_resumes(qtbot, window, tmp_path):
+    """With processes = 2 the app runs `side-audit run --nproc 2` (torchrun) and relays what the
+    processes store; Stop becomes the workspace's stop request, which stops every rank after its
+    batch; Resume finishes the audit."""
+    ws = init_workspace(tmp_path / "ws2", str(DEMO_MODEL), str(DEMO_FACES),
+                        **dict(GUI_SETTINGS, n_per_lambda=24, processes=2))
+    window.open_workspace(str(ws.root))
+    worker = window.start_run()
+    lines: list[str] = []
+    worker.progress.signals.log.connect(lines.append)
+    with qtbot.waitSignal(worker.progress.signals.progress, timeout=180_000,
+                          check_params_cb=lambda stage, done, total: stage == "sample" and done > 0):
+        pass
+    window.cancel_run()
+    with qtbot.waitSignal(worker.cancelled, timeout=120_000):
+        pass
+    worker.wait()
+    assert "stopped" in window.run_view.status.text()
+    assert any("run started" in line for line in lines)  # run.log relayed
+    db = storage.connect(ws.db_path)
+    partial = db["samples"].count
+    keys = [tuple(r.values()) for r in db.query("select method, lam, sample_index from samples")]
+    db.close()
+    assert 0 < partial < 48 and len(set(keys)) == len(keys)
+    assert not ws.stop_path.exists()
+    worker = window.start_run()
+    with qtbot.waitSignal(worker.succeeded, timeout=240_000):
+        pass
+    worker.wait()
+    db = storage.connect(ws.db_path)
+    assert db["samples"].count == 48
+    db.close()
+    assert "sampling on 2 processes" in ws.log_path.read_text()

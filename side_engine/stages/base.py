@@ -6,9 +6,10 @@ A stage is a small module with a ``run(audit, cfg)`` function. ``audit`` is the
 target model, database, training pixels, classifiers) and the helpers they share (``_stage``
 timer, ``_update`` progress, ``_warn``). What a stage stores it writes through ``audit.db``; a
 finished stage is never redone (``audit._done``). ``SPLIT`` says how its work divides between
-processes: ``"rank0"`` (too small to gain: one process does it) or ``"samples"`` (handed out
+processes: ``"rank0"`` (too small to gain: one process does it), ``"samples"`` (handed out
 by sample index, each sample's seed fixed by ``(audit seed, index)`` so any split makes the same
-images) — the seam a multi-process run uses.
+images) or ``"data"`` (every rank trains on a shard of each batch) — the seam a multi-process
+run uses (``side_engine.distributed``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Stage(Protocol):
     """A stage module: its name(s) in ``STAGES``, how its work splits, and ``run``."""
 
     NAMES: tuple[str, ...]
-    SPLIT: Literal["rank0", "samples"]
+    SPLIT: Literal["rank0", "samples", "data"]
 
     def run(self, audit: AuditRunner, cfg: AuditConfig) -> None: ...
 
@@ -75,6 +76,10 @@ class StoredProgress(Progress):
 
     def log(self, message: str) -> None:
         self.runner.progress.log(message)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.runner.progress.cancelled
 
     def check(self) -> None:
         self.runner.progress.check()

@@ -1,4 +1,10 @@
-"""The TDKD synthetic set: the target model's own samples, generated in resumable chunks."""
+"""The TDKD synthetic set: the target model's own samples, generated in resumable chunks.
+
+Chunk file ``chunk_{start}.npy`` holds images ``start, start+1, …``; image ``i``'s noise comes
+from its own seed (``SYNTHETIC_STREAM``), so a chunk is the same whichever process makes it and
+when. What is missing is found by index, not by chunk name, so a resume with another batch size
+(the batch is a resumable setting) fills exactly the gaps.
+"""
 
 from __future__ import annotations
 
@@ -8,33 +14,110 @@ import numpy as np
 import torch
 
 from ..config import AuditConfig
+from ..errors import WorkspaceError
 from ..sampler import SYNTHETIC_STREAM, sample_inputs, sample_seed, to_uint8
 
 if TYPE_CHECKING:
     from ..audit import AuditRunner
 
 NAMES = ("synthetic",)
-SPLIT = "rank0"  # its images are indexed like samples and could be handed out the same way; not yet
+SPLIT = "samples"  # chunks handed out by index, like guided samples
+
+
+def compute_chunk(cfg: AuditConfig, sampler, span: tuple[int, int], shape) -> np.ndarray:
+    """Unguided samples ``span[0]..span[1]-1`` as uint8 (N, H, W, C)."""
+    idx = range(*span)
+    inputs = [sample_inputs(sample_seed(cfg.seed, i, SYNTHETIC_STREAM), shape, 0) for i in idx]
+    noise = torch.stack([x for x, _, _ in inputs])
+    x0 = sampler.sample(noise, torch.zeros(len(idx)), torch.zeros(len(idx), dtype=torch.long),
+                        generators=[g for _, _, g in inputs])
+    return to_uint8(x0)
 
 
 def run(audit: AuditRunner, cfg: AuditConfig, num_classes: int) -> None:
     if audit._done("synthetic"):
         return
+    from .. import distributed
+
     with audit._stage("synthetic"):
         sampler = audit._sampler(cfg)
         shape = (audit.target.channels, audit.target.sample_size, audit.target.sample_size)
         n, b = audit._n_syn(cfg), audit.batch
-        for start in range(0, n, b):
-            chunk = audit.ws.synthetic_dir / f"chunk_{start:08d}.npy"
-            if not chunk.exists():
-                idx = range(start, min(start + b, n))
-                inputs = [sample_inputs(sample_seed(cfg.seed, i, SYNTHETIC_STREAM), shape, 0) for i in idx]
-                noise = torch.stack([x for x, _, _ in inputs])
-                zeros = torch.zeros(len(idx))
-                x0 = sampler.sample(noise, zeros, torch.zeros(len(idx), dtype=torch.long),
-                                    generators=[g for _, _, g in inputs])
-                tmp = chunk.with_suffix(".tmp.npy")
-                np.save(tmp, to_uint8(x0))
-                tmp.replace(chunk)
-            audit._update("synthetic", min(start + b, n), n)
+        todo = _missing_spans(_stored_chunks(audit, n), n, b)
+        done = n - sum(hi - lo for lo, hi in todo)
+        audit._update("synthetic", done, n)
+        ranks = distributed.world_size()
+        if ranks > 1 and todo:
+            distributed.share_model(audit, cfg)
+        for start in range(0, len(todo), ranks):  # a round: one chunk for every rank
             audit.progress.check()
+            mine = todo[start:start + ranks]
+            if ranks > 1:
+                chunks = distributed.run_round("synthetic", mine + [None] * (ranks - len(mine)),
+                                               lambda sp: compute_chunk(cfg, sampler, sp, shape))
+            else:
+                chunks = [compute_chunk(cfg, sampler, mine[0], shape)]
+            for span, images in zip(mine, chunks):
+                _save_chunk(audit, span[0], images)
+                done += span[1] - span[0]
+            audit._update("synthetic", done, n)
+
+
+def load(audit: AuditRunner, cfg: AuditConfig) -> np.ndarray:
+    """The whole synthetic set in index order, from whatever chunks hold it."""
+    n = audit._n_syn(cfg)
+    chunks = _stored_chunks(audit, n)
+    if _missing_spans(chunks, n, n):
+        have = len({i for start, arr in chunks for i in range(start, min(start + len(arr), n))})
+        raise WorkspaceError(f"{audit.ws.synthetic_dir}: {have} of {n} synthetic images found; "
+                             "delete the folder and run again")
+    out = None
+    for start, arr in chunks:
+        if out is None:
+            out = np.empty((n, *arr.shape[1:]), arr.dtype)
+        stop = min(start + len(arr), n)
+        out[start:stop] = arr[:stop - start]
+    return out
+
+
+def _stored_chunks(audit: AuditRunner, n: int) -> list[tuple[int, np.ndarray]]:
+    """(first index, images) of every chunk file, memory-mapped."""
+    chunks = []
+    for path in sorted(audit.ws.synthetic_dir.glob("chunk_*.npy")):
+        if path.name.endswith(".tmp.npy"):
+            continue
+        try:
+            start = int(path.stem.split("_")[1])
+            chunks.append((start, np.load(path, mmap_mode="r")))
+        except (ValueError, IndexError, OSError):
+            raise WorkspaceError(f"{path}: not a synthetic chunk this audit wrote; delete it and run again") from None
+    return [c for c in chunks if c[0] < n]
+
+
+def _missing_spans(chunks, n: int, batch: int) -> list[tuple[int, int]]:
+    """Runs of indices no chunk holds, cut into pieces of at most ``batch``."""
+    covered = np.zeros(n, bool)
+    for start, arr in chunks:
+        covered[start:start + len(arr)] = True
+    spans, i = [], 0
+    while i < n:
+        if covered[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and not covered[j] and j - i < batch:
+            j += 1
+        spans.append((i, j))
+        i = j
+    return spans
+
+
+def _chunk_path(audit: AuditRunner, start: int):
+    return audit.ws.synthetic_dir / f"chunk_{start:08d}.npy"
+
+
+def _save_chunk(audit: AuditRunner, start: int, images: np.ndarray) -> None:
+    chunk = _chunk_path(audit, start)
+    tmp = chunk.with_suffix(".tmp.npy")
+    np.save(tmp, images)
+    tmp.replace(chunk)

@@ -1,4 +1,9 @@
-"""Time-dependent knowledge distillation: the TD classifier learns the TI classifier on noised synthetic images."""
+"""Time-dependent knowledge distillation: the TD classifier learns the TI classifier on noised synthetic images.
+
+On several processes every rank trains together (data-parallel, ``train_td``): rank 0 prepares
+the start — the TD network, the synthetic set and its targets — and broadcasts it; each rank
+rebuilds the same network and they train it on shards of every batch.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..classifier_training import soft_labels, train_td
+from ..classifier_training import TrainReport, soft_labels, train_td
 from ..classifiers import (
     ResNetClassifier,
     load_classifier,
@@ -16,6 +21,7 @@ from ..classifiers import (
     time_dependent_from,
 )
 from ..config import AuditConfig
+from ..progress import Progress
 from ..training_set import to_model_tensor_range
 from .base import StoredProgress, frozen
 
@@ -24,7 +30,7 @@ if TYPE_CHECKING:
 
 NAMES = ("tdkd",)
 AGREEMENT_WARN = 0.9  # TD/TI agreement at t = 0 below which the run warns (docs/method.md)
-SPLIT = "rank0"
+SPLIT = "data"  # every rank trains on a shard of each batch
 
 
 def run(audit: AuditRunner, cfg: AuditConfig) -> None:
@@ -36,24 +42,31 @@ def run(audit: AuditRunner, cfg: AuditConfig) -> None:
     if audit._done("tdkd") and path.exists():
         audit.td = frozen(load_classifier(path, audit.device))
         return
+    from .. import distributed
+
     with audit._stage("tdkd"):
         syn = audit._load_synthetic(cfg)
-        x0 = torch.from_numpy(to_model_tensor_range(syn))
         torch.manual_seed(cfg.seed + 1)
         if cfg.label_source == "synthetic-clusters":
             td = ResNetClassifier(audit.k, audit.target.channels, cfg.resolved_width(audit.target.sample_size),
                                   small_stem_for(audit.target.sample_size, cfg.classifier_stem),
-                                  time_dependent=True).to(audit.device)
+                                  time_dependent=True)
             targets = torch.from_numpy(np.load(audit.ws.cache_dir / "synthetic_labels.npy"))
             hard = True
         else:
             td = time_dependent_from(audit.ti)
+            x0 = torch.from_numpy(to_model_tensor_range(syn))
             targets = soft_labels(audit.ti, x0.to(audit.device)).cpu()
             hard = False
-        td.requires_grad_(True)
-        report = train_td(td, x0, targets, audit.target.scheduler.alphas_cumprod, cfg.tdkd_epochs,
-                          cfg.tdkd_lr, min(64, len(x0)), cfg.seed, StoredProgress(audit), hard_labels=hard,
-                          log=audit.progress.log)
+        job = {"syn": syn, "targets": targets, "hparams": td.hparams,
+               "state": {k: v.detach().cpu() for k, v in td.state_dict().items()},
+               "alphas_cumprod": audit.target.scheduler.alphas_cumprod, "epochs": cfg.tdkd_epochs,
+               "lr": cfg.tdkd_lr, "batch": min(64, len(syn)), "seed": cfg.seed, "hard": hard}
+        ranks = distributed.world_size()
+        if ranks > 1:
+            distributed.share_tdkd(job)
+            audit.progress.log(f"TDKD training on {ranks} processes (data-parallel)")
+        td, report = train_shared(job, audit.device, StoredProgress(audit), log=audit.progress.log)
         save_classifier(td, path, {"accuracy": report.accuracy})
         audit._store_classifier("td", path, report)
         agree = ", ".join(f"{k}: {v:.2f}" for k, v in report.details["agreement_by_t"].items())
@@ -65,3 +78,21 @@ def run(audit: AuditRunner, cfg: AuditConfig) -> None:
                        f"{100 * AGREEMENT_WARN:.0f} % guidance may steer towards the wrong images): raise "
                        "tdkd_epochs or tdkd_lr.")
         audit.td = frozen(td)
+
+
+def train_shared(job: dict, device: torch.device, progress: Progress | None,
+                 log=None) -> tuple[ResNetClassifier, TrainReport | None]:
+    """Train the TD classifier from ``job`` on this process (and, in a process group, with the
+    others): every rank runs this with the same job."""
+    from .. import distributed
+
+    dtype = job.get("dtype", torch.float32)  # float64: for checks that exclude rounding
+    td = ResNetClassifier(**job["hparams"])
+    td.load_state_dict(job["state"])
+    td = td.to(device, dtype).requires_grad_(True)
+    x0 = torch.from_numpy(to_model_tensor_range(np.asarray(job["syn"]))).to(dtype)
+    targets = job["targets"] if job["hard"] else job["targets"].to(dtype)
+    stop = distributed.agree_to_stop if distributed.world_size() > 1 else None
+    report = train_td(td, x0, targets, job["alphas_cumprod"], job["epochs"], job["lr"], job["batch"],
+                      job["seed"], progress or Progress(), hard_labels=job["hard"], log=log, stop=stop)
+    return td, report

@@ -26,7 +26,8 @@ from PySide6.QtWidgets import (
 )
 
 from side_engine.checkpoint import inspect_checkpoint
-from side_engine.config import DEVICES, LABEL_SOURCES, SCORERS, AuditConfig
+from side_engine.config import LABEL_SOURCES, SCORERS, AuditConfig
+from side_engine.devices import device_choices
 from side_engine.errors import SideError
 from side_engine.training_set import list_images
 
@@ -59,7 +60,8 @@ class NewAuditDialog(QDialog):
         self.scorer = QComboBox()
         self.scorer.addItems(SCORERS)
         self.device = QComboBox()
-        self.device.addItems(DEVICES)
+        for label, settings in device_choices():
+            self.device.addItem(label, settings)
         self.error = QLabel("")
         self.error.setStyleSheet("color: #b00020")
         self.error.setWordWrap(True)
@@ -152,7 +154,7 @@ class NewAuditDialog(QDialog):
             checkpoint=self.checkpoint.text().strip(), train_data=self.train_data.text().strip(),
             label_source=self.label_source.currentText(),
             lambdas=[int(v) if v.is_integer() else v for v in lambdas], n_per_lambda=self.n_per_lambda.value(),
-            steps=self.steps.value(), scorer=self.scorer.currentText(), device=self.device.currentText())
+            steps=self.steps.value(), scorer=self.scorer.currentText(), **self.device.currentData())
         cfg.validate()
         return cfg
 
@@ -183,7 +185,7 @@ class NewAuditDialog(QDialog):
         try:
             init_workspace(self.workspace.text().strip(), cfg.checkpoint, cfg.train_data,
                            **{k: getattr(cfg, k) for k in ("label_source", "lambdas", "n_per_lambda", "steps",
-                                                           "scorer", "device")})
+                                                           "scorer", "device", "processes")})
         except SideError as e:
             self.error.setText(str(e))
             return
