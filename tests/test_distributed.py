@@ -199,3 +199,47 @@ def test_no_rank_sees_the_workspace_is_an_error_naming_it(tmp_path):
     assert r.returncode != 0
     assert f"{tmp_path / 'nowhere'}: no audit.toml there on any node" in r.stderr + r.stdout
 
+
+
+def test_the_owners_writer_stores_in_order_and_a_storing_error_reaches_the_run(tmp_path):
+    """BatchWriter (the owner's storing thread on several processes): batches stored in the order
+    given, one transaction each, progress stored; an error (here an image path that cannot be
+    written) comes back to the main thread as the WorkspaceError naming it, and every batch
+    stored before it stays."""
+    from types import SimpleNamespace
+
+    from side_engine import storage
+    from side_engine.errors import WorkspaceError
+    from side_engine.progress import RecordingProgress
+    from side_engine.stages.sampling import BatchResult, BatchWriter, encode_png
+    from side_engine.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    ws.ensure_dirs()
+    progress = RecordingProgress()
+    audit = SimpleNamespace(ws=ws, progress=progress)
+
+    def batch(first: int, png: str | None = None) -> BatchResult:
+        rows = [{"method": "side", "lam": 2.0, "sample_index": first + i, "seed": first + i, "cls": 0, "best": 0.5,
+                 "nearest": 1, "second": 0.6, "gu_ratio": 0.8, "png": png if i == 0 else None, "steered": 1,
+                 "guidance_ratio": 0.1} for i in range(4)]
+        pngs = {png: encode_png(np.zeros((8, 8, 1), np.uint8))} if png else {}
+        return BatchResult(rows, [(0, 3, 0.5)] if png else [], pngs)
+
+    writer = BatchWriter(audit, done=0, total=12, depth=2)
+    writer.put(batch(0, "samples/side/lam2/000000.png"))
+    writer.put(batch(4))
+    writer.close()
+    db = storage.connect(ws.db_path)
+    assert [r["sample_index"] for r in db.query("select sample_index from samples order by id")] == list(range(8))
+    assert db["matches"].count == 1 and (ws.root / "samples/side/lam2/000000.png").is_file()
+    assert ("sample", 8, 12) in progress.events
+    db.close()
+    (ws.root / "blocked").write_text("a file where a folder must be")
+    writer = BatchWriter(audit, done=8, total=12, depth=2)
+    writer.put(batch(8, "blocked/000008.png"))
+    with pytest.raises(WorkspaceError, match="blocked/000008.png"):
+        writer.close()
+    db = storage.connect(ws.db_path)
+    assert db["samples"].count == 8  # the failed batch is absent, the earlier ones whole
+    db.close()
