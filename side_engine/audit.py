@@ -81,8 +81,8 @@ class AuditRunner(sampling.SamplingContext):
         # cgroup quota), not per core of the machine
         self.threads = cpu.set_torch_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
-        self.target: TargetModel = load_target(cfg.checkpoint, cfg.scheduler_config, cfg.allow_pickle)
-        self.target.unet.to(self.device)
+        self.target: TargetModel = load_target(cfg.checkpoint, cfg.scheduler_config, cfg.allow_pickle, cfg.weights)
+        self.target.to(self.device)
         self.ws.ensure_dirs()
         self.ws.stop_path.unlink(missing_ok=True)  # a request to stop an earlier run is not for this one
         self.db = storage.connect(self.ws.db_path)
@@ -91,7 +91,7 @@ class AuditRunner(sampling.SamplingContext):
                             f"{self.threads} CPU threads")
         try:
             self._check_identity(cfg)
-            self.scorer_name = choose_scorer_name(cfg.scorer, self.target.sample_size)
+            self.scorer_name = choose_scorer_name(cfg.scorer, self.target.image_size)
             self.bands = bands_for(getattr(cfg, bands_setting(self.scorer_name)))
             training_data.run(self, cfg)
             check_training_size(self.scorer_name, len(self.train_pixels))
@@ -208,7 +208,7 @@ class AuditRunner(sampling.SamplingContext):
             return
         k = cfg.k or labels.default_k(len(self.train_pixels))
         per = probe(self.target.unet, self.target.scheduler, cfg, k, self.target.channels, self.target.sample_size,
-                    self.device, self.batch)
+                    self.device, self.batch, self.target.decode if self.target.latent else None)
         est = estimate(per, cfg, len(self.train_pixels), left)
         storage.set_kv(self.db, "estimate", est)
         storage.set_kv(self.db, "estimate_device", describe(self.device))
@@ -218,7 +218,23 @@ class AuditRunner(sampling.SamplingContext):
 
     # -- helpers the stages share (side_engine/stages/) ----------------------------------
     def _train_tensor(self) -> torch.Tensor:
-        return torch.from_numpy(to_model_tensor_range(np.asarray(self.train_pixels)))
+        """The training images as the UNet models them: pixels in [-1, 1], or for a latent model
+        their latents (encoded once, in batches, and cached in the workspace)."""
+        if not self.target.latent:
+            return torch.from_numpy(to_model_tensor_range(np.asarray(self.train_pixels)))
+        cache = self.ws.cache_dir / "train_latents.npy"
+        if cache.exists():
+            return torch.from_numpy(np.load(cache))
+        chunks = []
+        for i in range(0, len(self.train_pixels), 32):
+            x = torch.from_numpy(to_model_tensor_range(np.asarray(self.train_pixels[i:i + 32])))
+            chunks.append(self.target.encode(x.to(self.device)).float().cpu())
+            self.progress.check()
+        latents = torch.cat(chunks)
+        tmp = cache.with_suffix(".tmp.npy")
+        np.save(tmp, latents.numpy())
+        tmp.replace(cache)
+        return latents
 
     def _classifier_path(self, name: str) -> Path:
         return self.ws.classifiers_dir / f"{name}.safetensors"
@@ -269,7 +285,8 @@ def init_workspace(root: str | Path, checkpoint: str, train_data: str, labels_cs
                    overwrite: bool = False, **settings) -> Workspace:
     """Check the inputs enough to fail early, then write ``audit.toml`` with every default."""
     ws = Workspace(root)
-    target = load_target(checkpoint, settings.get("scheduler_config", ""), settings.get("allow_pickle", False))
+    target = load_target(checkpoint, settings.get("scheduler_config", ""), settings.get("allow_pickle", False),
+                         settings.get("weights", "auto"))
     files = list_images(Path(train_data).expanduser())
     if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
         raise InputError(f"training data {train_data}: no images")

@@ -89,8 +89,15 @@ def cmd_init(args) -> int:
         settings["device"] = args.device
     if args.n_per_lambda:
         settings["n_per_lambda"] = args.n_per_lambda
+    if args.weights:
+        settings["weights"] = args.weights
     ws = init_workspace(args.workspace, args.checkpoint, args.train_data, args.labels or "",
                         overwrite=args.force, **settings)
+    from .checkpoint import describe_checkpoint, inspect_checkpoint
+
+    cfg = ws.load_config()
+    info = inspect_checkpoint(cfg.checkpoint, cfg.scheduler_config, cfg.allow_pickle, cfg.weights)
+    print(f"model: {describe_checkpoint(info)}")
     print(f"wrote {ws.config_path}\nedit it if needed, then: side-audit run {ws.root}")
     return 0
 
@@ -352,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lambdas", help="guidance scales, e.g. 0,1,2,5,10")
     s.add_argument("--n-per-lambda", type=int)
     s.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
+    s.add_argument("--weights", choices=["auto", "ema", "raw"],
+                   help="UNet weights where both exist (default auto: EMA)")
     s.add_argument("--force", action="store_true", help="overwrite an existing audit.toml")
     s.set_defaults(func=cmd_init)
 

@@ -31,6 +31,7 @@ UMS_MODES = ("union", "nearest-only")
 # mixing results from different audits.
 RESUMABLE_CHANGES = frozenset({"batch_size", "device", "precision", "threads", "compile", "processes"})
 COMPILE_CHOICES = ("auto", "on", "off")
+WEIGHT_CHOICES = ("auto", "ema", "raw")
 
 
 def _f(section: str, default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -43,10 +44,14 @@ def _f(section: str, default: Any, help: str, choices: tuple[str, ...] | None = 
 @dataclass
 class AuditConfig:
     # [target]
-    checkpoint: str = _f("target", "", "diffusers pipeline folder, or a bare UNet2DModel folder")
+    checkpoint: str = _f("target", "", "diffusers pipeline folder (pixel, or latent with vqvae/ or vae/), a folder "
+                         "of unet/ + scheduler/ (+ vae/), or a bare UNet2DModel folder")
     scheduler_config: str = _f("target", "",
                                "scheduler_config.json for a bare UNet folder (empty: look beside it)")
     allow_pickle: bool = _f("target", False, "accept .bin/.pt/.ckpt weights (loaded with weights_only=True only)")
+    weights: str = _f("target", "auto", "which UNet weights to audit where a folder has both: auto (EMA where "
+                      "present: what training scripts publish) | ema (unet_ema/ or the .ema variant) | raw",
+                      WEIGHT_CHOICES)
     # [data]
     train_data: str = _f("data", "", "folder of training images (searched recursively)")
     labels_csv: str = _f("data", "", "optional CSV 'path,label' (paths relative to train_data)")

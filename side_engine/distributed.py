@@ -28,7 +28,6 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -88,9 +87,12 @@ def share_model(audit, cfg) -> None:
     if getattr(audit, "_model_shared", False):
         return
     target = audit.target
+    vae = None
+    if target.vae is not None:
+        vae = (target.vae_kind, dict(target.vae.config), _cpu_state(target.vae), target.latent_scale)
     _send({"op": MODEL, "cfg": cfg.to_dict(), "compile": audit._compile(cfg),
            "unet_config": dict(target.unet.config), "scheduler_config": dict(target.scheduler.config),
-           "unet_state": _cpu_state(target.unet)})
+           "unet_state": _cpu_state(target.unet), "vae": vae, "weights": target.weights})
     audit._model_shared = True
 
 
@@ -145,23 +147,28 @@ class WorkerContext(SamplingContext):
     (``SAMPLING``), rebuilt from the owner's broadcasts."""
 
     def __init__(self, message: dict, device: torch.device) -> None:
-        from diffusers import DDPMScheduler, UNet2DModel
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel, VQModel
 
+        from .checkpoint import TargetModel
         from .config import AuditConfig
 
         self.cfg = AuditConfig(**message["cfg"])
         self.device = device
         unet = UNet2DModel.from_config(message["unet_config"])
         unet.load_state_dict(message["unet_state"])
-        unet = unet.to(device).eval().requires_grad_(False)
         scheduler = DDPMScheduler.from_config(message["scheduler_config"])
-        size = unet.config.sample_size
-        size = int(size[0] if isinstance(size, list | tuple) else size)
-        self.target = SimpleNamespace(unet=unet, scheduler=scheduler, channels=int(unet.config.in_channels),
-                                      sample_size=size)
+        vae, kind, scale = None, "", 1.0
+        if message["vae"] is not None:
+            kind, config, state, scale = message["vae"]
+            vae = (VQModel if kind == "VQModel" else AutoencoderKL).from_config(config)
+            vae.load_state_dict(state)
+            vae.eval().requires_grad_(False)
+        self.target = TargetModel(unet.eval().requires_grad_(False), scheduler, Path("."), "", [],
+                                  vae, kind, scale, message["weights"]).to(device)
         self.td = self.ti = None
         self._guiding_cache: dict = {}
         self.sampler = make_sampler(self.target, self.cfg, device, compile=message["compile"])
+        size = self.target.sample_size
         self.shape = (self.target.channels, size, size)
 
     def add_sampling(self, message: dict) -> None:
@@ -193,7 +200,7 @@ def _work_sample(ctx: WorkerContext, batch):
 def _work_synthetic(ctx: WorkerContext, batch):
     from .stages.synthetic import compute_chunk
 
-    return compute_chunk(ctx.cfg, ctx.sampler, batch, ctx.shape)
+    return compute_chunk(ctx.cfg, ctx.sampler, batch, ctx.shape, ctx.target.latent)
 
 
 WORK = {"sample": _work_sample, "synthetic": _work_synthetic}

@@ -28,8 +28,9 @@ def _timed(fn, device: torch.device, repeat: int = 2) -> float:
 
 
 def probe(unet, scheduler, cfg: AuditConfig, k: int, channels: int, size: int, device: torch.device,
-          batch: int) -> dict:
-    """Seconds per image: sampler step (unguided), guidance's extra per step, classifier training step.
+          batch: int, decode=None) -> dict:
+    """Seconds per image: sampler step (unguided), guidance's extra per step, classifier training
+    step, and for a latent model (``decode``) decoding a final latent once.
 
     The sampling part runs the audit's own sampler (folded classifier, concurrent guidance,
     the configured precision; eager, since compiling would dominate a probe), so the
@@ -63,7 +64,8 @@ def probe(unet, scheduler, cfg: AuditConfig, k: int, channels: int, size: int, d
         opt.step()
 
     train_s = _timed(step, device) / b
-    return {"unet": unet_s, "guidance": max(guided_s - unet_s, 0.0), "train": train_s}
+    decode_s = _timed(lambda: decode(x), device, repeat=1) / b if decode is not None else 0.0
+    return {"unet": unet_s, "guidance": max(guided_s - unet_s, 0.0), "train": train_s, "decode": decode_s}
 
 
 def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | None = None) -> dict:
@@ -80,7 +82,8 @@ def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | No
         "classifier": ti_epochs * n_train * per_image["train"],
         "synthetic": n_syn * cfg.steps * per_image["unet"],
         "tdkd": cfg.tdkd_epochs * n_syn * 0.9 * per_image["train"],
-        "sample": frac * cfg.steps * (total * per_image["unet"] + guided * per_image["guidance"]),
+        "sample": frac * (cfg.steps * (total * per_image["unet"] + guided * per_image["guidance"])
+                          + total * per_image.get("decode", 0.0)),
     }
     for name in pending.get("done", ()):
         stages[name] = 0.0
@@ -115,8 +118,7 @@ def estimate_workspace(root) -> dict:
     cfg = ws.load_config()
     cpu.set_torch_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    target = load_target(cfg.checkpoint, cfg.scheduler_config, cfg.allow_pickle)
-    target.unet.to(device)
+    target = load_target(cfg.checkpoint, cfg.scheduler_config, cfg.allow_pickle, cfg.weights).to(device)
     train = Path(cfg.train_data).expanduser()
     n = len(list_images(train)) if train.is_dir() else 0
     if n == 0:
@@ -130,7 +132,7 @@ def estimate_workspace(root) -> dict:
             db.close()
     batch = cfg.batch_size or default_batch_size(device, target.sample_size, target.channels)
     per = probe(target.unet, target.scheduler, cfg, cfg.k or labels.default_k(n), target.channels,
-                target.sample_size, device, batch)
+                target.sample_size, device, batch, target.decode if target.latent else None)
     return {"seconds": estimate(per, cfg, n, left), "device": describe(device), "n_train": n,
             "per_image_step": per, "resumed": left is not None}
 

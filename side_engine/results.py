@@ -263,6 +263,9 @@ def metrics_json(db: sqlite_utils.Database) -> dict:
     from .storage import get_kv
 
     audit["measure"] = MEASURES.get(audit.get("scorer") or "", "")
+    from .checkpoint import model_line
+
+    audit["model"] = model_line(get_kv(db, "model", {}))
     return {"audit": audit, "rows": rows, "topk": topk, "summary": summary, "classifiers": classifiers,
             "exposure": exposure(db, limit=100), "comparison": get_kv(db, "comparison", {}),
             "warnings": get_kv(db, "warnings", [])}

@@ -260,12 +260,15 @@ class MainWindow(QMainWindow):
         out = {}
         if model:
             out["image size"] = f"{model.get('resolution')} px × {model.get('channels')}"
+            if model.get("space") == "latent":
+                out["latent shape"] = "×".join(map(str, model.get("latent_shape", [])))
         if k:
             out["k"] = k
             if cfg is not None:
                 out["n_syn"] = cfg.resolved_n_syn(int(k))
-        if cfg is not None and model.get("resolution"):
-            out["classifier_width"] = cfg.resolved_width(int(model["resolution"]))
+        if cfg is not None and model.get("resolution"):  # the classifier sees what the UNet models
+            size = model["latent_shape"][1] if model.get("space") == "latent" else model["resolution"]
+            out["classifier_width"] = cfg.resolved_width(int(size))
         if audit:
             out["scorer"] = audit.get("scorer")
             out["device"] = audit.get("device")

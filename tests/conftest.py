@@ -26,6 +26,31 @@ def make_tiny_pipeline(path: Path, channels: int = 1, size: int = 16, seed: int 
     return path
 
 
+def make_tiny_latent_model(path: Path, kind: str = "VQModel", channels: int = 1, image_size: int = 32,
+                           seed: int = 0) -> Path:
+    """A tiny random latent model: an ``LDMPipeline`` folder (VQModel) or a folder of vae/ +
+    unet/ + scheduler/ (AutoencoderKL, as diffusers' training scripts leave), 2 latent channels
+    at half the image size."""
+    from diffusers import AutoencoderKL, DDIMScheduler, LDMPipeline, UNet2DModel, VQModel
+
+    torch.manual_seed(seed)
+    ae = dict(in_channels=channels, out_channels=channels, down_block_types=("DownEncoderBlock2D",) * 2,
+              up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
+              latent_channels=2, norm_num_groups=4, sample_size=image_size)
+    vae = VQModel(**ae, num_vq_embeddings=64, vq_embed_dim=2) if kind == "VQModel" else AutoencoderKL(**ae)
+    unet = UNet2DModel(sample_size=image_size // 2, in_channels=2, out_channels=2, block_out_channels=(8, 16),
+                       layers_per_block=1, norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"))
+    scheduler = DDIMScheduler(num_train_timesteps=100, clip_sample=False)
+    if kind == "VQModel":
+        LDMPipeline(vqvae=vae, unet=unet, scheduler=scheduler).save_pretrained(path, safe_serialization=True)
+    else:
+        vae.save_pretrained(path / "vae", safe_serialization=True)
+        unet.save_pretrained(path / "unet", safe_serialization=True)
+        scheduler.save_pretrained(path / "scheduler")
+    return path
+
+
 def write_faces(folder: Path, n: int = 12, size: int | None = None, mode: str = "L") -> Path:
     from PIL import Image
     from skimage.data import lfw_subset
@@ -47,6 +72,16 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_rgb_model(tmp_path_factory) -> Path:
     return make_tiny_pipeline(tmp_path_factory.mktemp("model") / "pipe_rgb", channels=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_ldm(tmp_path_factory) -> Path:
+    return make_tiny_latent_model(tmp_path_factory.mktemp("model") / "ldm", "VQModel")
+
+
+@pytest.fixture(scope="session")
+def tiny_kl_model(tmp_path_factory) -> Path:
+    return make_tiny_latent_model(tmp_path_factory.mktemp("model") / "kl", "AutoencoderKL")
 
 
 @pytest.fixture(scope="session")

@@ -390,3 +390,20 @@ def test_a_multi_process_audit_from_the_app_relays_progress_stops_and_resumes(qt
     assert db["samples"].count == 48
     db.close()
     assert "sampling on 2 processes" in ws.log_path.read_text()
+
+
+def test_new_audit_dialog_says_what_a_latent_folder_holds_and_which_weights(qtbot, tmp_path, tiny_ldm, faces):
+    d = NewAuditDialog()
+    qtbot.addWidget(d)
+    d.workspace.setText(str(tmp_path / "new"))
+    d.train_data.setText(str(faces))
+    d.checkpoint.setText(str(tiny_ldm))
+    assert "latent model: VQModel + UNet on 2×16×16 latents, 32 px images" in d.model_info.text()
+    assert "raw weights" in d.model_info.text()
+    d.weights.setCurrentText("ema")  # this folder has none: said, and the dialog cannot be accepted
+    assert "no EMA weights" in d.model_info.text() or "no EMA weights" in d.error.text()
+    assert not d.buttons.button(QDialogButtonBox.StandardButton.Ok).isEnabled()
+    d.weights.setCurrentText("auto")
+    assert d.buttons.button(QDialogButtonBox.StandardButton.Ok).isEnabled()
+    d.accept()
+    assert 'weights = "auto"' in (tmp_path / "new" / "audit.toml").read_text()

@@ -149,7 +149,7 @@ def compute_batch(audit: AuditRunner, cfg, sampler, batch, shape, num_classes) -
             t0 = torch.zeros(len(batch), dtype=torch.long, device=audit.device)
             x0_cl = x0.contiguous(memory_format=torch.channels_last)
             steered = (audit._guiding("side")(x0_cl, t0).argmax(1).cpu() == cls).tolist()
-    images = to_uint8(x0)
+    images = to_uint8(audit.target.decode(x0))  # a latent model's images: decoded once per batch
     scores = audit.index.score(audit.scorer.embed(images))
     loose_hit = np.zeros(len(batch), bool)
     for r, _, _ in scores.pairs:

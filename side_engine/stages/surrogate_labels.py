@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import labels, storage
 from ..config import AuditConfig
+from . import synthetic
 
 if TYPE_CHECKING:
     from ..audit import AuditRunner
@@ -41,7 +42,7 @@ def run(audit: AuditRunner, cfg: AuditConfig) -> None:
         else:  # synthetic-clusters: labels live on the synthetic set
             syn = audit._load_synthetic(cfg)
             k_req = labels.resolve_k(cfg.k, len(syn)) if cfg.k else min(labels.default_k(n), len(syn))
-            vecs = audit.scorer.embed(syn)
+            vecs = audit.scorer.embed(synthetic.images(audit.target, syn, audit.device))
             syn_y, k = labels.synthetic_cluster_labels(vecs, k_req, cfg.seed)
             np.save(audit.ws.cache_dir / "synthetic_labels.npy", syn_y)
             y = np.full(n, -1, dtype=np.int64)

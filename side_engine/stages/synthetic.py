@@ -1,5 +1,8 @@
 """The TDKD synthetic set: the target model's own samples, generated in resumable chunks.
 
+For a latent model the set is latents (float32): TDKD trains the TD classifier on them; they
+are decoded only where images are needed (synthetic-clusters labels).
+
 Chunk file ``chunk_{start}.npy`` holds images ``start, start+1, …``; image ``i``'s noise comes
 from its own seed (``SYNTHETIC_STREAM``), so a chunk is the same whichever process makes it and
 when. What is missing is found by index, not by chunk name, so a resume with another batch size
@@ -16,6 +19,7 @@ import torch
 from ..config import AuditConfig
 from ..errors import WorkspaceError
 from ..sampler import SYNTHETIC_STREAM, sample_inputs, sample_seed, to_uint8
+from ..training_set import to_model_tensor_range
 
 if TYPE_CHECKING:
     from ..audit import AuditRunner
@@ -24,14 +28,30 @@ NAMES = ("synthetic",)
 SPLIT = "samples"  # chunks handed out by index, like guided samples
 
 
-def compute_chunk(cfg: AuditConfig, sampler, span: tuple[int, int], shape) -> np.ndarray:
-    """Unguided samples ``span[0]..span[1]-1`` as uint8 (N, H, W, C)."""
+def compute_chunk(cfg: AuditConfig, sampler, span: tuple[int, int], shape, latent: bool = False) -> np.ndarray:
+    """Unguided samples ``span[0]..span[1]-1``: uint8 images (N, H, W, C), or float32 latents
+    (N, C, h, w) of a latent model."""
     idx = range(*span)
     inputs = [sample_inputs(sample_seed(cfg.seed, i, SYNTHETIC_STREAM), shape, 0) for i in idx]
     noise = torch.stack([x for x, _, _ in inputs])
     x0 = sampler.sample(noise, torch.zeros(len(idx)), torch.zeros(len(idx), dtype=torch.long),
                         generators=[g for _, _, g in inputs])
-    return to_uint8(x0)
+    return x0.float().cpu().numpy() if latent else to_uint8(x0)
+
+
+def as_model_tensor(syn: np.ndarray) -> torch.Tensor:
+    """The synthetic set as the UNet models it: uint8 images to [-1, 1]; latents as they are."""
+    syn = np.asarray(syn)
+    return torch.from_numpy(to_model_tensor_range(syn) if syn.dtype == np.uint8 else syn.astype(np.float32))
+
+
+def images(target, syn: np.ndarray, device: torch.device, batch: int = 32) -> np.ndarray:
+    """The synthetic set as uint8 images (decoded, for a latent model)."""
+    syn = np.asarray(syn)
+    if syn.dtype == np.uint8:
+        return syn
+    return np.concatenate([to_uint8(target.decode(torch.from_numpy(syn[i:i + batch]).to(device)))
+                           for i in range(0, len(syn), batch)])
 
 
 def run(audit: AuditRunner, cfg: AuditConfig, num_classes: int) -> None:
@@ -42,6 +62,7 @@ def run(audit: AuditRunner, cfg: AuditConfig, num_classes: int) -> None:
     with audit._stage("synthetic"):
         sampler = audit._sampler(cfg)
         shape = (audit.target.channels, audit.target.sample_size, audit.target.sample_size)
+        latent = audit.target.latent
         n, b = audit._n_syn(cfg), audit.batch
         todo = _missing_spans(_stored_chunks(audit, n), n, b)
         done = n - sum(hi - lo for lo, hi in todo)
@@ -54,9 +75,9 @@ def run(audit: AuditRunner, cfg: AuditConfig, num_classes: int) -> None:
             mine = todo[start:start + ranks]
             if ranks > 1:
                 chunks = distributed.run_round("synthetic", mine + [None] * (ranks - len(mine)),
-                                               lambda sp: compute_chunk(cfg, sampler, sp, shape))
+                                               lambda sp: compute_chunk(cfg, sampler, sp, shape, latent))
             else:
-                chunks = [compute_chunk(cfg, sampler, mine[0], shape)]
+                chunks = [compute_chunk(cfg, sampler, mine[0], shape, latent)]
             for span, images in zip(mine, chunks):
                 _save_chunk(audit, span[0], images)
                 done += span[1] - span[0]

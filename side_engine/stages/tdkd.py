@@ -22,8 +22,8 @@ from ..classifiers import (
 )
 from ..config import AuditConfig
 from ..progress import Progress
-from ..training_set import to_model_tensor_range
 from .base import StoredProgress, frozen
+from .synthetic import as_model_tensor
 
 if TYPE_CHECKING:
     from ..audit import AuditRunner
@@ -55,8 +55,7 @@ def run(audit: AuditRunner, cfg: AuditConfig) -> None:
             hard = True
         else:
             td = time_dependent_from(audit.ti)
-            x0 = torch.from_numpy(to_model_tensor_range(syn))
-            targets = soft_labels(audit.ti, x0.to(audit.device)).cpu()
+            targets = soft_labels(audit.ti, as_model_tensor(syn).to(audit.device)).cpu()
             hard = False
         job = {"syn": syn, "targets": targets, "hparams": td.hparams,
                "state": {k: v.detach().cpu() for k, v in td.state_dict().items()},
@@ -90,7 +89,7 @@ def train_shared(job: dict, device: torch.device, progress: Progress | None,
     td = ResNetClassifier(**job["hparams"])
     td.load_state_dict(job["state"])
     td = td.to(device, dtype).requires_grad_(True)
-    x0 = torch.from_numpy(to_model_tensor_range(np.asarray(job["syn"]))).to(dtype)
+    x0 = as_model_tensor(job["syn"]).to(dtype)
     targets = job["targets"] if job["hard"] else job["targets"].to(dtype)
     stop = distributed.agree_to_stop if distributed.world_size() > 1 else None
     report = train_td(td, x0, targets, job["alphas_cumprod"], job["epochs"], job["lr"], job["batch"],

@@ -26,7 +26,7 @@ def run(audit: AuditRunner, cfg: AuditConfig) -> None:
     with audit._stage("import"):
         root = Path(cfg.train_data).expanduser()
         imported = import_training_set(
-            root, audit.target.sample_size, audit.target.channels, cfg.labels_csv or None,
+            root, audit.target.image_size, audit.target.image_channels, cfg.labels_csv or None,
             on_progress=lambda d, t: (audit._update("import", d, t), audit.progress.check()))
         for path, why in imported.unreadable:
             audit.progress.log(f"unreadable training image skipped: {root / path} ({why})")
@@ -34,9 +34,9 @@ def run(audit: AuditRunner, cfg: AuditConfig) -> None:
             audit.progress.log(f"{len(imported.unreadable)} unreadable file(s) skipped, "
                               f"{len(imported.paths)} imported")
         if imported.converted:
-            mode = "grey" if audit.target.channels == 1 else "RGB"
+            mode = "grey" if audit.target.image_channels == 1 else "RGB"
             audit.progress.log(f"{imported.converted} training image(s) converted to {mode} "
-                              f"to match the model's {audit.target.channels} channel(s)")
+                              f"to match the model's {audit.target.image_channels} channel(s)")
         dup = len(imported.hashes) - len(set(imported.hashes))
         if dup:
             audit.progress.log(f"{dup} training image(s) are exact duplicates of another; kept (each is "

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from side_engine.checkpoint import inspect_checkpoint
+from side_engine.checkpoint import WEIGHTS, describe_checkpoint, inspect_checkpoint
 from side_engine.config import LABEL_SOURCES, SCORERS, AuditConfig
 from side_engine.devices import device_choices
 from side_engine.errors import SideError
@@ -59,6 +59,10 @@ class NewAuditDialog(QDialog):
         self.steps.setValue(d.steps)
         self.scorer = QComboBox()
         self.scorer.addItems(SCORERS)
+        self.weights = QComboBox()
+        self.weights.addItems(WEIGHTS)
+        self.weights.setToolTip("which UNet weights to audit where the folder has both: auto = EMA where present")
+        self.weights.currentTextChanged.connect(lambda _: (self._inspect_model(), self.validate()))
         self.device = QComboBox()
         for label, settings in device_choices():
             self.device.addItem(label, settings)
@@ -70,6 +74,7 @@ class NewAuditDialog(QDialog):
         form.addRow("Workspace folder", self._with_browse(self.workspace))
         form.addRow("Checkpoint folder", self._with_browse(self.checkpoint))
         form.addRow("", self.model_info)
+        form.addRow("UNet weights", self.weights)
         form.addRow("Training images", self._with_browse(self.train_data))
         form.addRow("", self.data_info)
         form.addRow("", self.thumbs)
@@ -108,16 +113,16 @@ class NewAuditDialog(QDialog):
         if path:
             edit.setText(path)
 
-    def _inspect_model(self, text: str) -> None:
+    def _inspect_model(self, text: str | None = None) -> None:
+        """What the folder holds — pixel or latent, latent shape, autoencoder, EMA or raw weights."""
+        text = self.checkpoint.text() if text is None else text
         try:
-            info = inspect_checkpoint(text)
+            info = inspect_checkpoint(text, weights=self.weights.currentText())
         except SideError as e:
             self.model_info.setText(f"✗ {e}")
             self._model_ok = False
             return
-        params = f"{info['parameters'] / 1e6:.2f} M parameters" if info["parameters"] else "parameters unknown"
-        self.model_info.setText(f"✓ {info['resolution']} px, {info['channels']} channel(s), {params}, "
-                                f"{info['scheduler']} ({info['train_timesteps']} steps, {info['prediction_type']})")
+        self.model_info.setText(f"✓ {describe_checkpoint(info)}")
         self._model_ok = True
 
     def _inspect_data(self, text: str) -> None:
@@ -154,7 +159,8 @@ class NewAuditDialog(QDialog):
             checkpoint=self.checkpoint.text().strip(), train_data=self.train_data.text().strip(),
             label_source=self.label_source.currentText(),
             lambdas=[int(v) if v.is_integer() else v for v in lambdas], n_per_lambda=self.n_per_lambda.value(),
-            steps=self.steps.value(), scorer=self.scorer.currentText(), **self.device.currentData())
+            steps=self.steps.value(), scorer=self.scorer.currentText(), weights=self.weights.currentText(),
+            **self.device.currentData())
         cfg.validate()
         return cfg
 
@@ -166,7 +172,7 @@ class NewAuditDialog(QDialog):
             if (Path(self.workspace.text()).expanduser() / "audit.toml").exists():
                 raise SideError("that workspace already holds an audit; open it instead")
             self.config()
-            inspect_checkpoint(self.checkpoint.text().strip())
+            inspect_checkpoint(self.checkpoint.text().strip(), weights=self.weights.currentText())
             list_images(Path(self.train_data.text().strip()).expanduser())
         except SideError as e:
             self.error.setText(str(e))
@@ -185,7 +191,8 @@ class NewAuditDialog(QDialog):
         try:
             init_workspace(self.workspace.text().strip(), cfg.checkpoint, cfg.train_data,
                            **{k: getattr(cfg, k) for k in ("label_source", "lambdas", "n_per_lambda", "steps",
-                                                           "scorer", "device", "processes")})
+                                                           "scorer", "device", "processes",
+                                                           "weights")})
         except SideError as e:
             self.error.setText(str(e))
             return

@@ -128,7 +128,8 @@ class SummaryView(QScrollArea):
         if isinstance(versions, str):
             versions = json.loads(versions)
         rows = [("started", audit.get("created")), ("checkpoint", audit.get("checkpoint_path")),
-                ("checkpoint SHA-256", audit.get("checkpoint_sha256")), ("training data", audit.get("train_path")),
+                ("checkpoint SHA-256", audit.get("checkpoint_sha256")), ("model", audit.get("model")),
+                ("training data", audit.get("train_path")),
                 ("training images", audit.get("n_train")), ("training-set fingerprint", audit.get("train_fingerprint")),
                 ("device", audit.get("device")),
                 ("scorer", f"{audit.get('scorer')} {audit.get('scorer_source') or ''}"),
