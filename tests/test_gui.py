@@ -407,3 +407,26 @@ def test_new_audit_dialog_says_what_a_latent_folder_holds_and_which_weights(qtbo
     assert d.buttons.button(QDialogButtonBox.StandardButton.Ok).isEnabled()
     d.accept()
     assert 'weights = "auto"' in (tmp_path / "new" / "audit.toml").read_text()
+
+
+def test_summary_refilled_leaves_no_earlier_thumbnails_drawn(qtbot, tmp_path):
+    """Opening another audit refills the at-risk grid: the previous audit's thumbnails are
+    hidden at once, not left drawn over the new page until Qt gets round to deleting them."""
+    from PySide6.QtWidgets import QLabel
+
+    from side_engine.scorers import Band
+    from side_gui.widgets.summary_view import SummaryView
+
+    view = SummaryView()
+    qtbot.addWidget(view)
+    view.show()
+    bands = [Band("low", 0.5, 1.0), Band("mid", 0.3, 0.5), Band("high", 0.0, 0.3)]
+    rows = [{"path": f"face_{i}.png", "best_png": None, "total": 3, "best_score": 0.2, "low": 1, "mid": 1,
+             "high": 1} for i in range(3)]
+    view.set_data({}, rows, bands, lambda rel: tmp_path / rel, lambda rel: tmp_path / rel)
+    QApplication.processEvents()  # a layout shows newly added widgets from the event loop
+    captions = [w for w in view.findChildren(QLabel) if "matched by" in w.text()]
+    assert len(captions) == 3 and all(w.isVisible() for w in captions)
+    view.set_data({}, [], bands, lambda rel: tmp_path / rel, lambda rel: tmp_path / rel)  # no event loop between
+    assert not [w for w in view.findChildren(QLabel) if "matched by" in w.text() and w.isVisible()]
+    assert not view.risk_title.isVisible()

@@ -197,3 +197,16 @@ def test_ema_weights_are_chosen_recorded_and_refused_where_absent(tmp_path, face
 
     with pytest.raises(WorkspaceError, match="changed since this audit started"):
         AuditRunner(ws).run()  # other weights are another model: never mixed into one audit
+
+
+@pytest.mark.slow
+def test_a_latent_audit_on_two_processes_equals_one(tmp_path, tiny_kl_model, faces):
+    """The other rank rebuilds the autoencoder from the owner's broadcast and decodes its batches."""
+    from .test_audit import _same_samples
+
+    one = init_workspace(tmp_path / "one", str(tiny_kl_model), str(faces), **LATENT_SETTINGS)
+    AuditRunner(one).run()
+    two = init_workspace(tmp_path / "two", str(tiny_kl_model), str(faces), **LATENT_SETTINGS)
+    assert main(["run", str(two.root), "--nproc", "2", "--quiet"]) == 0
+    _same_samples(one, two)
+    assert "sampling on 2 processes" in two.log_path.read_text()

@@ -128,7 +128,8 @@ class NewAuditDialog(QDialog):
     def _inspect_data(self, text: str) -> None:
         while self.thumbs.count():
             item = self.thumbs.takeAt(0)
-            if item.widget():
+            if item.widget():  # hidden now: deleteLater waits for the event loop, and until then the
+                item.widget().hide()  # widget would stay drawn where it was, over the new ones
                 item.widget().deleteLater()
         try:
             files = list_images(Path(text).expanduser())

@@ -99,7 +99,8 @@ class SummaryView(QScrollArea):
     def _fill_risk(self, rows: list[dict], band_names: list[str], train_path, workspace_file) -> None:
         while self.risk_grid.count():
             item = self.risk_grid.takeAt(0)
-            if item.widget():
+            if item.widget():  # hidden now: deleteLater waits for the event loop, and until then the
+                item.widget().hide()  # widget would stay drawn where it was, over the new ones
                 item.widget().deleteLater()
         self.at_risk = rows
         self.risk_title.setVisible(bool(rows))
