@@ -262,6 +262,8 @@ class MainWindow(QMainWindow):
             out["image size"] = f"{model.get('resolution')} px × {model.get('channels')}"
             if model.get("space") == "latent":
                 out["latent shape"] = "×".join(map(str, model.get("latent_shape", [])))
+            if model.get("weights"):
+                out["weights"] = model["weights"]
         if k:
             out["k"] = k
             if cfg is not None:

@@ -117,8 +117,8 @@ class SettingsView(QWidget):
             editor.setEnabled(not fixed)
         self.state.setText(
             "The audit has started: settings that change results are read-only (a change would mix two audits "
-            "in one workspace; start a new audit instead). Run settings (batch size, device, precision, threads, "
-            "compile) may change before a resume." if self.started else
+            "in one workspace; start a new audit instead). Run settings (batch size, device, processes, precision, "
+            "threads, compile) may change before a resume." if self.started else
             "Settings of this audit, as in its audit.toml; hover a name for what it does and its default. "
             "Saved settings take effect when the audit starts.")
 
