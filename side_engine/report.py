@@ -66,6 +66,7 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
             c["interval"] = (wilson(round(c["accuracy"] * n), n) if n and c["accuracy"] is not None else None)
         model["comparison"] = data.get("comparison") or {}
         model["measure"] = data["audit"].get("measure", "")
+        info["model"] = data["audit"].get("model", "")
         model["exposure"] = [
             {**e, "hash": train_hash.get(e["train_idx"], ""), "path": None if redact else e["path"]}
             for e in exposure[:50]]

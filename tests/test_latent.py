@@ -83,6 +83,9 @@ def test_a_latent_model_audits_end_to_end_resumes_and_scores_its_decoded_images(
     stored_png = [p["png"] for p in db.query("select png from samples where png is not null limit 1")]
     db.close()
     assert np.all(np.isfinite(best))
+    out = tmp_path / "report.html"
+    assert main(["report", str(ws.root), "--format", "html", "--out", str(out)]) == 0
+    assert f"latent: {target.vae_kind} + UNet on 2×16×16 latents, decoded to 32 px × 1; raw weights" in out.read_text()
     if stored_png:  # an in-band image is stored as the decoded image
         from PIL import Image
 
