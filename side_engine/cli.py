@@ -65,10 +65,18 @@ class RichProgress(Progress):
             self.bars.update(self.tasks[stage], completed=task.total or 1, total=task.total or 1)
 
 
+SIGINT_ECHO_S = 2.0  # a second SIGINT this soon is the same request, forwarded (torchrun forwards Ctrl-C)
+
+
 def _install_sigint(progress: Progress):
+    first = []
+
     def handler(signum, frame):
         if progress.cancelled:  # second Ctrl-C: stop now (committed batches are kept)
+            if first and time.monotonic() - first[0] < SIGINT_ECHO_S:
+                return
             raise KeyboardInterrupt
+        first.append(time.monotonic())
         progress.cancel()
         print("\nstopping after the current batch… (Ctrl-C again to stop at once)", file=sys.stderr)
 
@@ -152,7 +160,12 @@ def run_distributed(workspace: str, nproc: int, quiet: bool = False) -> int:
     # each process's share of the cores (torchrun would otherwise set 1 and print a banner about it)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, cpu.usable_cores() // nproc)))
-    return subprocess.call(cmd, env=env)
+    job = subprocess.Popen(cmd, env=env)
+    while True:  # Ctrl-C reaches every process of the terminal's group: the owner stops the job
+        try:  # after its batch, and this process waits for that instead of killing the launcher
+            return job.wait()
+        except KeyboardInterrupt:
+            continue
 
 
 def cmd_stop(args) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -280,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 return cli_main(["run", args.workspace, "--nproc", "1"] + (["--quiet"] if args.quiet else []))
             finally:
                 _send({"op": STOP})  # however the run ended, the other ranks stop too
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the owner's to act on: it says stop
         worker_loop(device)
         return 0
     finally:

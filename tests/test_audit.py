@@ -425,3 +425,45 @@ def test_side_audit_stop_stops_a_running_audit_after_its_batch_and_run_resumes(t
     db.close()
     assert main(["stop", str(tmp_path / "nothing")]) != 0
     assert "not an audit workspace" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_multi_process_run_stops_it_cleanly_after_its_batch(tmp_path, tiny_model, faces):
+    """Ctrl-C in a terminal signals every process of the job (the CLI, torchrun, every rank):
+    the owner stops after its batch and tells the others (they ignore the signal), the CLI
+    waits for that, the run log says "stopped", and a resume completes the audit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    settings = dict(TINY_SETTINGS, n_per_lambda=40, steps=10)
+    ws = init_workspace(tmp_path / "ws", str(tiny_model), str(faces), **settings)
+    job = subprocess.Popen([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--nproc", "2", "--quiet"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline, sent = time.time() + 240, False
+    while time.time() < deadline and job.poll() is None:
+        if ws.db_path.exists():
+            db = storage.connect(ws.db_path)
+            try:
+                n = db["samples"].count if "samples" in db.table_names() else 0
+            finally:
+                db.close()
+            if n >= 16:
+                os.killpg(job.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+                sent = True
+                break
+        time.sleep(0.2)
+    assert sent, "the job finished before it could be interrupted"
+    err = job.communicate(timeout=120)[1].decode(errors="replace")
+    assert job.returncode != 0
+    assert "stopping after the current batch" in err
+    assert "run stopped by the user (resumable)" in ws.log_path.read_text()
+    db = storage.connect(ws.db_path)
+    keys = [tuple(r.values()) for r in db.query("select method, lam, sample_index from samples")]
+    stages = {r["name"]: r["status"] for r in storage.stage_rows(db)}
+    db.close()
+    assert 16 <= len(keys) < len(ws.load_config().grid()) * 40 and len(set(keys)) == len(keys)
+    assert stages["sample"] == "stopped"
+    assert main(["run", str(ws.root), "--quiet"]) == 0
