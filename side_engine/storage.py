@@ -88,23 +88,44 @@ def m003_measures(db: sqlite_utils.Database) -> None:
         db["audits"].update(row["id"], {"config": json.dumps(cfg), "scorer": scorer})
 
 
+OPEN_TRIES = 40  # ~10 s of retries: see ``connect``
+
+
 def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
-    """Open (and migrate) the database; one connection per thread."""
-    try:
-        if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=True, timeout=30)
-            return sqlite_utils.Database(conn)
-        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-        db = sqlite_utils.Database(conn)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        migrations.apply(db)
-        return db
-    except sqlite3.OperationalError as e:
-        raise WorkspaceError(f"{path}: cannot open the workspace database ({e})") from None
-    except sqlite3.DatabaseError as e:
-        raise WorkspaceError(f"{path}: not a SIDE Audit database or corrupt ({e})") from None
+    """Open (and migrate) the database; one connection per thread.
+
+    Processes that open a workspace at the same moment (the app beside a starting run, the
+    ranks' owner, a test polling) race to switch it to WAL and to migrate it. SQLite answers
+    some of those races "database is locked" at once, without waiting out the busy timeout
+    (a read transaction cannot be upgraded while another connection writes), or find the table
+    another one just created: measured, 41 of 60 simultaneous first opens failed. Such an open
+    is retried with a growing pause."""
+    for attempt in range(OPEN_TRIES):
+        conn = None
+        try:
+            if readonly:
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=True, timeout=30)
+                return sqlite_utils.Database(conn)
+            conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+            db = sqlite_utils.Database(conn)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            migrations.apply(db)
+            return db
+        except sqlite3.OperationalError as e:
+            if conn is not None:
+                conn.close()
+            racing = "locked" in str(e) or "already exists" in str(e)  # the other opener got there first
+            if racing and attempt + 1 < OPEN_TRIES:
+                time.sleep(min(0.5, 0.02 * (attempt + 1)))
+                continue
+            raise WorkspaceError(f"{path}: cannot open the workspace database ({e})") from None
+        except sqlite3.DatabaseError as e:
+            if conn is not None:
+                conn.close()
+            raise WorkspaceError(f"{path}: not a SIDE Audit database or corrupt ({e})") from None
+    raise AssertionError("unreachable")
 
 
 def now() -> str:

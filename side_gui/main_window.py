@@ -379,6 +379,8 @@ class MainWindow(QMainWindow):
         self.run_view.set_running(False)
         self.run_view.status.setText(message)
         self.refresh_views()  # shows run.log, which now ends with this run's outcome
+        if self.store is not None:  # what the run chose for the automatic settings
+            self.settings_view.set_workspace(self.store.ws, started=self.store.started(), resolved=self._resolved())
         if self.store is not None and self.store.complete():
             self.tabs.setCurrentWidget(self.summary)  # a finished audit: its verdict
         self._fill_audits()

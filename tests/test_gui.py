@@ -430,3 +430,18 @@ def test_summary_refilled_leaves_no_earlier_thumbnails_drawn(qtbot, tmp_path):
     view.set_data({}, [], bands, lambda rel: tmp_path / rel, lambda rel: tmp_path / rel)  # no event loop between
     assert not [w for w in view.findChildren(QLabel) if "matched by" in w.text() and w.isVisible()]
     assert not view.risk_title.isVisible()
+
+
+def test_a_latent_model_audits_from_the_app(qtbot, window, tmp_path, tiny_ldm, faces):
+    """The app runs a latent audit like a pixel one and says what was audited."""
+    from tests.conftest import TINY_SETTINGS
+
+    ws = init_workspace(tmp_path / "lat", str(tiny_ldm), str(faces), **dict(TINY_SETTINGS, scorer="pixel"))
+    window.open_workspace(str(ws.root))
+    worker = window.start_run()
+    with qtbot.waitSignal(worker.succeeded, timeout=240_000):
+        pass
+    worker.wait()
+    window.refresh_views()
+    assert "latent: VQModel + UNet on 2×16×16 latents" in window.summary.provenance.text()
+    assert "latent shape = 2×16×16" in window.settings_view.resolved.text()
