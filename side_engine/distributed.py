@@ -5,14 +5,15 @@ on GPUs, gloo on CPUs). One process — the *owner*, the lowest rank that can se
 folder — runs the audit as a single process would and alone owns the workspace and its
 database; the other ranks need no shared file system. (torchrun's c10d rendezvous puts rank 0
 on any node, not necessarily the one with the workspace; electing the owner by what each rank
-can see makes that not matter.) The owner broadcasts what
-a stage's share of work needs — settings and the target model's weights and scheduler before
-the first parallel stage, the guiding classifiers and the training-set vectors of the scorer's
-index before sampling — and then hands out work round by round, by index: every image is the
-one a single process would make (its seed is fixed by the audit seed and its index). Each rank
-sends its batch back; the owner stores it (samples: one batch per transaction, as always; the
-synthetic set: one chunk file per batch), so a stopped or failed job keeps every stored batch
-and a resume (with any number of processes) completes it.
+can see makes that not matter.) The owner broadcasts what a stage's share of work needs —
+settings, the target model (and a latent model's autoencoder) before the first parallel stage,
+the TD classifier's start and the synthetic set before TDKD, the guiding classifiers and the
+training-set vectors of the scorer's index before sampling — and then hands out work round by
+round, by index: every image is the one a single process would make (its seed is fixed by the
+audit seed and its index). Each rank sends its batch back; the owner stores it (samples: one
+batch per transaction, on a writer thread; the synthetic set: one chunk file per batch), so a
+stopped or failed job keeps every stored batch and a resume (with any number of processes)
+completes it.
 
 Three stages divide their work (their ``SPLIT``): the synthetic set and guided sampling by
 index, TDKD training by data (DistributedDataParallel over shards of each batch, with batch
@@ -250,12 +251,12 @@ def run_device(workspace: str) -> torch.device:
     if kind.startswith("error"):
         raise SystemExit(kind)
     if kind == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if local >= torch.cuda.device_count():
-            raise SystemExit(f"process {local} of this node has no GPU of its own ({torch.cuda.device_count()} "
-                             "GPUs): start at most one process per GPU (--nproc / --nproc-per-node)")
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
+        local, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local >= gpus and "nccl" in dist.get_backend():
+            raise SystemExit(f"process {local} of this node has no GPU of its own ({gpus} GPUs): start at most "
+                             "one process per GPU (--nproc / --nproc-per-node)")
+        torch.cuda.set_device(local % gpus)  # over gloo (SIDE_DIST_BACKEND) processes may share a GPU
+        return torch.device("cuda", local % gpus)
     return torch.device(kind)
 
 
@@ -268,8 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     cpu.prefer_passive_waits()
     if torch.cuda.is_available():  # collectives of objects go through this GPU under NCCL
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    # GPU tensors over NCCL, CPU tensors (and CPU audits) over gloo
-    dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+    # GPU tensors over NCCL, CPU tensors (and CPU audits) over gloo; SIDE_DIST_BACKEND=gloo for
+    # processes sharing one GPU (NCCL refuses two ranks on one device) or where NCCL cannot run
+    default = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=os.environ.get("SIDE_DIST_BACKEND") or default)
     torch.set_num_threads(cpu.usable_cores())
     try:
         elect_owner(args.workspace)
