@@ -195,7 +195,9 @@ def _comparisons(data: dict) -> list[dict]:
             out.append({"method": c["method"].upper(), "lambda": lam, "band": c["band"], "metric": key.upper(),
                         "method_rate": _ci(c[f"{key}_method"], c.get(f"{key}_method_lo"), c.get(f"{key}_method_hi")),
                         "random_rate": _ci(c[f"{key}_random"], c.get(f"{key}_random_lo"), c.get(f"{key}_random_hi")),
-                        "ratio": _ci(c[f"{key}_ratio"], c[f"{key}_ratio_lo"], c[f"{key}_ratio_hi"], pct=False),
+                        # a ratio of two zero rates does not exist: "–", explained above the table
+                        "ratio": ("–" if c[f"{key}_ratio"] is not None and c[f"{key}_ratio"] != c[f"{key}_ratio"]
+                                  else _ci(c[f"{key}_ratio"], c[f"{key}_ratio_lo"], c[f"{key}_ratio_hi"], pct=False)),
                         "test": c[f"{key}_test"], "p": c[f"{key}_p"], "p_holm": c.get(f"{key}_p_holm"),
                         "verdict": c[f"{key}_verdict"]})
     return out

@@ -49,6 +49,12 @@ def test_html_is_self_contained_and_holds_the_stored_numbers(audited, tmp_path):
     assert "Holm" in html and "McNemar exact" in html and "Gu et al." in html
     assert "best λ" not in html.replace("never the best λ", "").replace("not the best λ", "")
     assert "memorised" in html
+    # the comparison table keeps every cell on whole words in a portrait PDF: what and verdict
+    # never wrap mid-word (Qt's PDF squeezed wrapping columns to a character a line)
+    table = html.split("Against Random, paired")[1].split("</table>")[0]
+    rows = re.findall(r"<tr><td class=\"l\">(\w+ [AU]MS)<br>≥(\w+), λ ([^<]+)</td>", table)
+    assert rows and all(what.split()[0] in ("SIDE", "TI") for what, _, _ in rows)
+    assert "none found by either" not in table
     refs = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
