@@ -142,6 +142,12 @@ def cmd_run(args) -> int:
 
         raise ConfigError(f"--nproc {nproc}: give 1 or more processes")
     if nproc > 1:
+        if getattr(sys, "frozen", False):
+            from .errors import ConfigError
+
+            raise ConfigError(f"--nproc {nproc} / processes = {nproc}: this self-contained program runs one "
+                              "process; for several, install the package (pip install side-audit) and run "
+                              "side-audit from it, or set processes = 1")
         return run_distributed(args.workspace, nproc, args.quiet)
     t0 = time.time()
     result = run_workspace(args.workspace, args.quiet)

@@ -467,3 +467,13 @@ def test_ctrl_c_on_a_multi_process_run_stops_it_cleanly_after_its_batch(tmp_path
     assert 16 <= len(keys) < len(ws.load_config().grid()) * 40 and len(set(keys)) == len(keys)
     assert stages["sample"] == "stopped"
     assert main(["run", str(ws.root), "--quiet"]) == 0
+
+
+def test_several_processes_from_a_frozen_bundle_are_refused_clearly(tiny_workspace, monkeypatch, capsys):
+    """A PyInstaller bundle cannot start `python -m torch.distributed.run`: say so, run nothing."""
+    import sys
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert main(["run", str(tiny_workspace.root), "--nproc", "2"]) == 2
+    assert "runs one process" in capsys.readouterr().err
+    assert not tiny_workspace.db_path.exists()
