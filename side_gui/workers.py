@@ -97,6 +97,10 @@ class AuditWorker(_EngineWorker):
     def work(self) -> dict:
         processes = Workspace(self.workspace).load_config().processes
         if processes > 1:
+            if getattr(sys, "frozen", False):
+                raise SideError(f"processes = {processes}: this self-contained program runs one process; set "
+                                "processes = 1 in Settings, or install the package (pip install side-audit) for "
+                                "several")
             return self._work_in_processes(processes)
         return AuditRunner(self.workspace, self.progress).run()
 
