@@ -284,14 +284,50 @@ def _choose_weights(layout: Layout, weights: str) -> tuple[Path, str]:
     return layout.unet_dir, "raw"
 
 
-def _load_autoencoder(vae_dir: Path, allow_pickle: bool) -> tuple[torch.nn.Module, str, list[Path]]:
-    from diffusers import AutoencoderKL, VQModel
-
+def _autoencoder_config(vae_dir: Path) -> tuple[dict, str]:
+    """(raw config, class) of an autoencoder folder; a class SIDE Audit cannot decode with is refused."""
     cfg = _read_json(vae_dir / "config.json")
     kind = cfg.get("_class_name", "")
     if kind not in AUTOENCODERS:
         raise InputError(f"{vae_dir / 'config.json'}: autoencoder {kind or '(no _class_name)'} is not supported; "
                          f"SIDE Audit decodes with {' or '.join(AUTOENCODERS)}")
+    return cfg, kind
+
+
+def _setting(kind: str, cfg: dict, name: str):
+    """A config value, or the class's default where the file leaves it out."""
+    if name in cfg:
+        return cfg[name]
+    import inspect
+
+    from diffusers import AutoencoderKL, VQModel
+
+    return inspect.signature((VQModel if kind == "VQModel" else AutoencoderKL).__init__).parameters[name].default
+
+
+def _check_latent_pair(unet_cfg: dict, unet_cfg_path: Path, vae_cfg: dict, kind: str, vae_dir: Path) -> int:
+    """An autoencoder and a UNet that do not fit together are refused by name (from the configs
+    alone: ``init`` and the app check before any weight is read). Returns the image size."""
+    latent = int(_setting(kind, vae_cfg, "latent_channels"))
+    channels = int(unet_cfg.get("in_channels", 3))
+    if channels != latent:
+        raise InputError(f"{unet_cfg_path}: in_channels = {channels} but the autoencoder "
+                         f"{vae_dir / 'config.json'} has latent_channels = {latent}; they are not one model")
+    size = unet_cfg.get("sample_size", 0)
+    size = int(size[0] if isinstance(size, list | tuple) else size)
+    factor = 2 ** (len(_setting(kind, vae_cfg, "block_out_channels")) - 1)
+    declared = vae_cfg.get("sample_size")
+    declared = declared[0] if isinstance(declared, list) else declared
+    if declared and int(declared) != size * factor:
+        raise InputError(f"{unet_cfg_path}: sample_size = {size} latents decode to {size * factor} px with "
+                         f"the autoencoder's {factor}× upsampling, but {vae_dir / 'config.json'} declares "
+                         f"sample_size = {declared}; they are not one model")
+    return size * factor
+
+
+def _load_autoencoder(vae_dir: Path, cfg: dict, kind: str, allow_pickle: bool) -> tuple[torch.nn.Module, list[Path]]:
+    from diffusers import AutoencoderKL, VQModel
+
     try:
         vae = (VQModel if kind == "VQModel" else AutoencoderKL).from_config(cfg)
     except Exception as e:
@@ -302,25 +338,7 @@ def _load_autoencoder(vae_dir: Path, allow_pickle: bool) -> tuple[torch.nn.Modul
     except RuntimeError as e:
         raise InputError(f"{weights}: weights do not match {vae_dir / 'config.json'} "
                          f"({str(e).splitlines()[0]})") from None
-    return vae.eval().requires_grad_(False), kind, [vae_dir / "config.json", weights]
-
-
-def _check_latent_pair(unet: UNet2DModel, unet_cfg_path: Path, vae, vae_dir: Path) -> None:
-    """An autoencoder and a UNet that do not fit together are refused by name."""
-    raw = _read_json(vae_dir / "config.json")
-    latent = int(vae.config.latent_channels)
-    if int(unet.config.in_channels) != latent:
-        raise InputError(f"{unet_cfg_path}: in_channels = {unet.config.in_channels} but the autoencoder "
-                         f"{vae_dir / 'config.json'} has latent_channels = {latent}; they are not one model")
-    size = unet.config.sample_size
-    size = int(size[0] if isinstance(size, list | tuple) else size)
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    declared = raw.get("sample_size")
-    declared = declared[0] if isinstance(declared, list) else declared
-    if declared and int(declared) != size * factor:
-        raise InputError(f"{unet_cfg_path}: sample_size = {size} latents decode to {size * factor} px with "
-                         f"the autoencoder's {factor}× upsampling, but {vae_dir / 'config.json'} declares "
-                         f"sample_size = {declared}; they are not one model")
+    return vae.eval().requires_grad_(False), [vae_dir / "config.json", weights]
 
 
 def load_target(path: str | Path, scheduler_config: str = "", allow_pickle: bool = False,
@@ -355,8 +373,9 @@ def load_target(path: str | Path, scheduler_config: str = "", allow_pickle: bool
     files = [cfg_path, weights_file, layout.scheduler]
     vae, kind, scale = None, "", 1.0
     if layout.vae_dir is not None:
-        vae, kind, vae_files = _load_autoencoder(layout.vae_dir, allow_pickle)
-        _check_latent_pair(unet, cfg_path, vae, layout.vae_dir)
+        vae_cfg, kind = _autoencoder_config(layout.vae_dir)
+        _check_latent_pair(cfg, cfg_path, vae_cfg, kind, layout.vae_dir)
+        vae, vae_files = _load_autoencoder(layout.vae_dir, vae_cfg, kind, allow_pickle)
         # LDMPipeline decodes VQ latents unscaled; a KL autoencoder's latents carry its scaling_factor
         scale = float(vae.config.get("scaling_factor", 0.18215)) if kind == "AutoencoderKL" else 1.0
         files += vae_files
@@ -400,18 +419,11 @@ def inspect_checkpoint(path: str | Path, scheduler_config: str = "", allow_pickl
            "prediction_type": sched.get("prediction_type", "epsilon"), "weights": which,
            "ema_available": layout.ema is not None}
     if layout.vae_dir is not None:
-        vcfg = _read_json(layout.vae_dir / "config.json")
-        kind = vcfg.get("_class_name", "?")
-        if kind not in AUTOENCODERS:
-            raise InputError(f"{layout.vae_dir / 'config.json'}: autoencoder {kind} is not supported; "
-                             f"SIDE Audit decodes with {' or '.join(AUTOENCODERS)}")
-        if int(vcfg.get("latent_channels", channels)) != channels:
-            raise InputError(f"{layout.unet_dir / 'config.json'}: in_channels = {channels} but the autoencoder "
-                             f"{layout.vae_dir / 'config.json'} has latent_channels = "
-                             f"{vcfg.get('latent_channels')}; they are not one model")
-        factor = 2 ** (len(vcfg.get("block_out_channels", [64])) - 1)
+        vae_cfg, kind = _autoencoder_config(layout.vae_dir)
+        unet_cfg_path = (chosen if chosen.is_dir() else layout.unet_dir) / "config.json"
+        image_size = _check_latent_pair(cfg, unet_cfg_path, vae_cfg, kind, layout.vae_dir)
         out.update({"space": "latent", "autoencoder": kind, "latent_shape": [channels, size, size],
-                    "resolution": size * factor, "channels": int(vcfg.get("in_channels", 3))})
+                    "resolution": image_size, "channels": int(_setting(kind, vae_cfg, "in_channels"))})
     return out
 
 
