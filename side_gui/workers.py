@@ -108,6 +108,7 @@ class AuditWorker(_EngineWorker):
         ws = Workspace(self.workspace)
         log_at = ws.log_path.stat().st_size if ws.log_path.exists() else 0
         seen: dict[str, tuple] = {}
+        self._relay_db = None  # one read-only connection for every poll (opening one migrates the database)
         with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
             job = subprocess.Popen([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--nproc", str(n),
                                     "--quiet"], stdout=out, stderr=subprocess.STDOUT)
@@ -123,6 +124,8 @@ class AuditWorker(_EngineWorker):
                 time.sleep(self.POLL_S)
             out.seek(0)
             tail = out.read()[-2000:].strip()
+        if self._relay_db is not None:
+            self._relay_db.close()
         if job.returncode != 0:
             if stop_sent:
                 raise Cancelled("audit stopped by the user; run it again to resume")
@@ -152,21 +155,22 @@ class AuditWorker(_EngineWorker):
             self.progress.log(line.split("  ", 1)[-1])
         if ws.db_path.exists():
             try:
-                db = storage.connect(ws.db_path)
-                try:
-                    for row in storage.stage_rows(db):
-                        key = (row.get("status"), row.get("done"), row.get("total"))
-                        if seen.get(row["name"]) == key:
-                            continue
-                        seen[row["name"]] = key
-                        if row.get("total"):
-                            self.progress.update(row["name"], int(row.get("done") or 0), int(row["total"]))
-                        if row.get("status") == "done":
-                            self.progress.stage_finished(row["name"], float(row.get("seconds") or 0.0))
-                finally:
-                    db.close()
-            except Exception:  # noqa: BLE001 - a busy database: the next poll reads it
-                pass
+                if self._relay_db is None:
+                    self._relay_db = storage.connect(ws.db_path, readonly=True)
+                rows = storage.stage_rows(self._relay_db)
+            except Exception:  # noqa: BLE001 - not created or busy yet: the next poll reads it
+                if self._relay_db is not None:
+                    self._relay_db.close()
+                self._relay_db, rows = None, []
+            for row in rows:
+                key = (row.get("status"), row.get("done"), row.get("total"))
+                if seen.get(row["name"]) == key:
+                    continue
+                seen[row["name"]] = key
+                if row.get("total"):
+                    self.progress.update(row["name"], int(row.get("done") or 0), int(row["total"]))
+                if row.get("status") == "done":
+                    self.progress.stage_finished(row["name"], float(row.get("seconds") or 0.0))
         return log_at
 
 
