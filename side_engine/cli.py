@@ -132,19 +132,17 @@ def run_workspace(workspace: str | Path, quiet: bool = False) -> dict:
 
 
 def cmd_run(args) -> int:
+    from .errors import ConfigError
+
     nproc = args.nproc
     if nproc is None:  # the workspace's `processes` setting
         from .workspace import Workspace
 
         nproc = Workspace(args.workspace).load_config().processes
     if nproc < 1:
-        from .errors import ConfigError
-
         raise ConfigError(f"--nproc {nproc}: give 1 or more processes")
     if nproc > 1:
         if getattr(sys, "frozen", False):
-            from .errors import ConfigError
-
             raise ConfigError(f"--nproc {nproc} / processes = {nproc}: this self-contained program runs one "
                               "process; for several, install the package (pip install side-audit) and run "
                               "side-audit from it, or set processes = 1")
@@ -158,7 +156,7 @@ def cmd_run(args) -> int:
 
 def run_distributed(workspace: str, nproc: int, quiet: bool = False) -> int:
     """``--nproc N``: the same audit on N processes of this machine, started by PyTorch's own
-    launcher (torchrun); rank 0 draws the progress and owns the workspace."""
+    launcher (torchrun); the owner (``distributed.elect_owner``) draws the progress."""
     import subprocess
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",

@@ -339,6 +339,28 @@ def _same_samples(ws_a, ws_b, atol: float = 2e-4) -> None:
     assert _samples(ws_a)[1] == _samples(ws_b)[1]  # the same in-band pairs
 
 
+def _once_stored(job, ws, n: int, timeout: float = 240) -> bool:
+    """Wait (polling read-only) until the running ``job`` has stored ``n`` samples; False if it
+    ended or the time ran out first."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and job.poll() is None:
+        if ws.db_path.exists():
+            try:
+                db = storage.connect(ws.db_path, readonly=True)
+                try:
+                    stored = db["samples"].count if "samples" in db.table_names() else 0
+                finally:
+                    db.close()
+            except WorkspaceError:  # not created yet
+                stored = 0
+            if stored >= n:
+                return True
+        time.sleep(0.2)
+    return False
+
+
 def _rank_pids(rank: int) -> list[int]:
     """Processes of `side_engine.distributed` started by torchrun with this RANK."""
     from pathlib import Path
@@ -365,7 +387,6 @@ def test_a_rank_killed_mid_sampling_loses_nothing_stored_and_a_resume_completes_
     import signal
     import subprocess
     import sys
-    import time
 
     settings = dict(TINY_SETTINGS, n_per_lambda=40, steps=10)
     whole = init_workspace(tmp_path / "whole", str(tiny_model), str(faces), **settings)
@@ -374,20 +395,10 @@ def test_a_rank_killed_mid_sampling_loses_nothing_stored_and_a_resume_completes_
     job = subprocess.Popen([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--nproc", "2", "--quiet"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed = False
-    deadline = time.time() + 240
-    while time.time() < deadline and job.poll() is None:
-        if ws.db_path.exists():
-            db = storage.connect(ws.db_path)
-            try:
-                n = db["samples"].count if "samples" in db.table_names() else 0
-            finally:
-                db.close()
-            if n >= 16 and (pids := _rank_pids(1)):
-                for pid in pids:
-                    os.kill(pid, signal.SIGKILL)
-                killed = True
-                break
-        time.sleep(0.2)
+    if _once_stored(job, ws, 16) and (pids := _rank_pids(1)):
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        killed = True
     assert killed, "the job finished before a rank could be killed"
     assert job.wait(timeout=240) != 0  # the job stops: a rank is gone
     db = storage.connect(ws.db_path)
@@ -436,25 +447,15 @@ def test_ctrl_c_on_a_multi_process_run_stops_it_cleanly_after_its_batch(tmp_path
     import signal
     import subprocess
     import sys
-    import time
 
     settings = dict(TINY_SETTINGS, n_per_lambda=40, steps=10)
     ws = init_workspace(tmp_path / "ws", str(tiny_model), str(faces), **settings)
     job = subprocess.Popen([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--nproc", "2", "--quiet"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline, sent = time.time() + 240, False
-    while time.time() < deadline and job.poll() is None:
-        if ws.db_path.exists():
-            db = storage.connect(ws.db_path)
-            try:
-                n = db["samples"].count if "samples" in db.table_names() else 0
-            finally:
-                db.close()
-            if n >= 16:
-                os.killpg(job.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
-                sent = True
-                break
-        time.sleep(0.2)
+    sent = False
+    if _once_stored(job, ws, 16):
+        os.killpg(job.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        sent = True
     assert sent, "the job finished before it could be interrupted"
     err = job.communicate(timeout=120)[1].decode(errors="replace")
     assert job.returncode != 0

@@ -114,31 +114,26 @@ def test_guidance_raises_the_target_class_in_latent_space(tiny_ldm):
     assert target.decode(guided).shape == (n, 1, 32, 32)
 
 
+def _edited_copy(src, dst, rel: str, **changes):
+    """A copy of the model folder ``src`` with ``changes`` made to its JSON file ``rel``."""
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / rel).read_text())
+    (dst / rel).write_text(json.dumps({**cfg, **changes}))
+    return dst
+
+
 def test_latent_folders_that_do_not_fit_together_are_refused_by_name(tmp_path, faces):
     ldm = make_tiny_latent_model(tmp_path / "ldm", "VQModel")
     # an autoencoder whose latent channels differ from the UNet's
-    bad = tmp_path / "bad_channels"
-    shutil.copytree(ldm, bad)
-    cfg = json.loads((bad / "vqvae" / "config.json").read_text())
-    cfg["latent_channels"] = 3
-    cfg["vq_embed_dim"] = 3
-    (bad / "vqvae" / "config.json").write_text(json.dumps(cfg))
+    bad = _edited_copy(ldm, tmp_path / "bad_channels", "vqvae/config.json", latent_channels=3, vq_embed_dim=3)
     with pytest.raises(InputError, match=r"in_channels = 2 but the autoencoder .*latent_channels = 3"):
         inspect_checkpoint(bad)
     # an autoencoder declaring another image size than the UNet's latents decode to
-    bad = tmp_path / "bad_size"
-    shutil.copytree(ldm, bad)
-    cfg = json.loads((bad / "vqvae" / "config.json").read_text())
-    cfg["sample_size"] = 64
-    (bad / "vqvae" / "config.json").write_text(json.dumps(cfg))
+    bad = _edited_copy(ldm, tmp_path / "bad_size", "vqvae/config.json", sample_size=64)
     with pytest.raises(InputError, match=r"decode to 32 px .* declares sample_size = 64"):
         load_target(bad)
     # a pipeline with a part the engine does not use
-    extra = tmp_path / "extra"
-    shutil.copytree(ldm, extra)
-    index = json.loads((extra / "model_index.json").read_text())
-    index["text_encoder"] = ["transformers", "CLIPTextModel"]
-    (extra / "model_index.json").write_text(json.dumps(index))
+    extra = _edited_copy(ldm, tmp_path / "extra", "model_index.json", text_encoder=["transformers", "CLIPTextModel"])
     with pytest.raises(InputError, match="text_encoder — parts SIDE Audit does not use"):
         load_target(extra)
     # the UNet of a latent model given alone: its autoencoder would be ignored
