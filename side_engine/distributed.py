@@ -127,10 +127,6 @@ def run_round(kind: str, batches: list, compute: Callable) -> list:
     return gathered
 
 
-def sampling_round(batches: list[list], compute: Callable) -> list:
-    return run_round("sample", batches, compute)
-
-
 def share_tdkd(message: dict) -> None:
     """The owner: every rank trains the TD classifier together (``stages.tdkd``)."""
     _send({"op": TDKD, **message})

@@ -60,8 +60,8 @@ def run(audit: AuditRunner, cfg: AuditConfig) -> None:
                 audit.progress.check()
                 batches = [pending[s:s + audit.batch] for s in range(start, start + step, audit.batch)]
                 if ranks > 1:
-                    results = distributed.sampling_round(
-                        batches, lambda b: compute_batch(audit, cfg, sampler, b, shape, num_classes))
+                    results = distributed.run_round(
+                        "sample", batches, lambda b: compute_batch(audit, cfg, sampler, b, shape, num_classes))
                 else:
                     results = [compute_batch(audit, cfg, sampler, batches[0], shape, num_classes)]
                 for rank, result in enumerate(results):  # stored in plan order, one transaction per batch
