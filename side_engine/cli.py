@@ -133,12 +133,12 @@ def run_workspace(workspace: str | Path, quiet: bool = False) -> dict:
 
 def cmd_run(args) -> int:
     from .errors import ConfigError
+    from .workspace import Workspace
 
-    nproc = args.nproc
-    if nproc is None:  # the workspace's `processes` setting
-        from .workspace import Workspace
-
-        nproc = Workspace(args.workspace).load_config().processes
+    # read here even with --nproc: a missing workspace or a bad setting is said once, before
+    # torchrun starts ranks that would each say it and the launcher would add its traceback
+    processes = Workspace(args.workspace).load_config().processes
+    nproc = processes if args.nproc is None else args.nproc
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: give 1 or more processes")
     if nproc > 1:

@@ -478,3 +478,17 @@ def test_several_processes_from_a_frozen_bundle_are_refused_clearly(tiny_workspa
     assert main(["run", str(tiny_workspace.root), "--nproc", "2"]) == 2
     assert "runs one process" in capsys.readouterr().err
     assert not tiny_workspace.db_path.exists()
+
+
+def test_a_multi_process_run_of_a_missing_or_broken_workspace_is_refused_once_before_torchrun(
+        tmp_path, tiny_workspace, capsys):
+    """The CLI reads the workspace before it starts torchrun: one error naming the folder or
+    setting, not one from every rank followed by the launcher's traceback."""
+    assert main(["run", str(tmp_path / "nothing"), "--nproc", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("nothing: no such folder") == 1 and "Traceback" not in err
+    toml = tiny_workspace.config_path
+    toml.write_text(toml.read_text().replace("steps = ", "steps = -"))
+    assert main(["run", str(tiny_workspace.root), "--nproc", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("steps") >= 1 and "Traceback" not in err and "ChildFailedError" not in err
