@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -332,9 +332,10 @@ class MainWindow(QMainWindow):
         sig.progress.connect(self.run_view.on_progress)
         sig.stage_finished.connect(self.run_view.on_stage_finished)
         sig.log.connect(self.run_view.append_log)
-        self.worker.succeeded.connect(lambda _: self._finished("audit complete"))
-        self.worker.failed.connect(lambda msg: self._finished(f"failed: {msg}"))
-        self.worker.cancelled.connect(lambda: self._finished("stopped; Resume continues where it stopped"))
+        # declared slots, never lambdas, for signals sent from the worker thread (see run_view)
+        self.worker.succeeded.connect(self._run_succeeded)
+        self.worker.failed.connect(self._run_failed)
+        self.worker.cancelled.connect(self._run_cancelled)
         self.run_view.set_running(True)
         self.settings_view.set_workspace(self.store.ws, started=True)
         self.run_view.show_log(read_log(self.store.ws.log_path))  # earlier runs, then this one live
@@ -348,26 +349,39 @@ class MainWindow(QMainWindow):
                 self.estimate_worker and self.estimate_worker.isRunning()):
             return None
         worker = self.estimate_worker = EstimateWorker(str(self.store.ws.root), self)
-        root = self.store.ws.root
-
-        def done(result: dict) -> None:
-            self.run_view.estimate_button.setEnabled(True)
-            if self.store is None or self.store.ws.root != root:
-                return  # another audit was selected meanwhile
-            note = " (for the work left)" if result["resumed"] else ""
-            self.run_view.show_estimate(result["seconds"], result["device"], note)
-            self.run_view.status.setText("")
-
-        def failed(message: str) -> None:
-            self.run_view.estimate_button.setEnabled(True)
-            self.run_view.status.setText(f"estimate failed: {message}")
-
-        worker.succeeded.connect(done)
-        worker.failed.connect(failed)
+        self._estimate_root = self.store.ws.root
+        worker.succeeded.connect(self._estimate_done)
+        worker.failed.connect(self._estimate_failed)
         self.run_view.estimate_button.setEnabled(False)
         self.run_view.status.setText("timing a short probe…")
         worker.start()
         return worker
+
+    @Slot(dict)
+    def _estimate_done(self, result: dict) -> None:
+        self.run_view.estimate_button.setEnabled(True)
+        if self.store is None or self.store.ws.root != self._estimate_root:
+            return  # another audit was selected meanwhile
+        note = " (for the work left)" if result["resumed"] else ""
+        self.run_view.show_estimate(result["seconds"], result["device"], note)
+        self.run_view.status.setText("")
+
+    @Slot(str)
+    def _estimate_failed(self, message: str) -> None:
+        self.run_view.estimate_button.setEnabled(True)
+        self.run_view.status.setText(f"estimate failed: {message}")
+
+    @Slot(dict)
+    def _run_succeeded(self, _result: dict) -> None:
+        self._finished("audit complete")
+
+    @Slot(str)
+    def _run_failed(self, message: str) -> None:
+        self._finished(f"failed: {message}")
+
+    @Slot()
+    def _run_cancelled(self) -> None:
+        self._finished("stopped; Resume continues where it stopped")
 
     def cancel_run(self) -> None:
         if self.worker and self.worker.isRunning():

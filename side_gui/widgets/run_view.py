@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
@@ -100,6 +100,9 @@ class RunView(QWidget):
                                      "other tabs)" if complete else "run the audit; a stopped audit resumes "
                                      "where it stopped")
 
+    # slots for the worker thread's signals: declared, so PySide queues them to this thread
+    # (an undeclared receiver of a cross-thread signal is the pattern behind PySide 6.8+ crashes)
+    @Slot(str, int, int)
     def on_progress(self, stage: str, done: int, total: int) -> None:
         bar = self.bars.get(stage)
         if bar is None:
@@ -111,6 +114,7 @@ class RunView(QWidget):
         rate = (done - first[1]) / max(now - first[0], 1e-9)
         self.etas[stage].setText(format_eta((total - done) / rate) if rate > 0 and done < total else "")
 
+    @Slot(str, float)
     def on_stage_finished(self, stage: str, seconds: float) -> None:
         if stage in self.bars:
             bar = self.bars[stage]
@@ -144,6 +148,7 @@ class RunView(QWidget):
         self.estimate.setText(f"{format_eta(seconds['total'])} on {device}{note}")
         self.estimate.setToolTip("\n".join(f"{k}: {format_eta(v)}" for k, v in seconds.items() if k != "total"))
 
+    @Slot(str)
     def append_log(self, text: str) -> None:
         self.log_pane.appendPlainText(text)
 
