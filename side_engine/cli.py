@@ -158,18 +158,28 @@ def run_distributed(workspace: str, nproc: int, quiet: bool = False) -> int:
     """``--nproc N``: the same audit on N processes of this machine, started by PyTorch's own
     launcher (torchrun); the owner (``distributed.elect_owner``) draws the progress."""
     import subprocess
+    import tempfile
+
+    from .distributed import STATUS_FILE_ENV
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "side_engine.distributed", str(workspace)] + (["--quiet"] if quiet else [])
     # each process's share of the cores (torchrun would otherwise set 1 and print a banner about it)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, cpu.usable_cores() // nproc)))
-    job = subprocess.Popen(cmd, env=env)
-    while True:  # Ctrl-C reaches every process of the terminal's group: the owner stops the job
-        try:  # after its batch, and this process waits for that instead of killing the launcher
-            return job.wait()
-        except KeyboardInterrupt:
-            continue
+    with tempfile.TemporaryDirectory(prefix="side-audit-") as tmp:
+        status_file = Path(tmp) / "status"  # the owner's exit status when it said why (distributed._hand_back)
+        env[STATUS_FILE_ENV] = str(status_file)
+        job = subprocess.Popen(cmd, env=env)
+        while True:  # Ctrl-C reaches every process of the terminal's group: the owner stops the job
+            try:  # after its batch, and this process waits for that instead of killing the launcher
+                code = job.wait()
+                break
+            except KeyboardInterrupt:
+                continue
+        if code == 0 and status_file.exists():
+            code = int(status_file.read_text(encoding="utf-8").strip() or 1)
+    return code
 
 
 def cmd_stop(args) -> int:

@@ -256,6 +256,25 @@ def run_device(workspace: str) -> torch.device:
     return torch.device(kind)
 
 
+STATUS_FILE_ENV = "SIDE_EXIT_STATUS_FILE"
+
+
+def _hand_back(status: int) -> int:
+    """The owner's exit status. Under ``side-audit run --nproc`` (which names a file in
+    STATUS_FILE_ENV) an error the owner has already said, or a stop, goes back through that
+    file and the process ends 0, so torchrun does not add its ChildFailedError traceback below
+    the message (and the app, which shows the output's tail, shows the message). Started by
+    hand, the status is the exit status, as schedulers expect."""
+    path = os.environ.get(STATUS_FILE_ENV)
+    if not status or not path:
+        return status
+    try:
+        Path(path).write_text(str(status), encoding="utf-8")
+    except OSError:
+        return status
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m side_engine.distributed",
                                      description="one SIDE audit on every process torchrun starts")
@@ -277,9 +296,10 @@ def main(argv: list[str] | None = None) -> int:
             from .cli import main as cli_main
 
             try:
-                return cli_main(["run", args.workspace, "--nproc", "1"] + (["--quiet"] if args.quiet else []))
+                status = cli_main(["run", args.workspace, "--nproc", "1"] + (["--quiet"] if args.quiet else []))
             finally:
                 _send({"op": STOP})  # however the run ended, the other ranks stop too
+            return _hand_back(status)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the owner's to act on: it says stop
         worker_loop(device)
         return 0

@@ -129,6 +129,9 @@ class AuditWorker(_EngineWorker):
         if job.returncode != 0:
             if stop_sent:
                 raise Cancelled("audit stopped by the user; run it again to resume")
+            said = [line.split("error: ", 1)[1] for line in tail.splitlines() if line.startswith("side-audit: error: ")]
+            if said:  # the run said why (once, from the process that owns the workspace)
+                raise SideError(said[-1])
             raise SideError(f"the {n}-process run ended with exit status {job.returncode}: {tail or 'no output'}")
         if stop_sent and _stopped(ws):
             raise Cancelled("audit stopped by the user; run it again to resume")

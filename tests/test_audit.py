@@ -481,14 +481,31 @@ def test_several_processes_from_a_frozen_bundle_are_refused_clearly(tiny_workspa
 
 
 def test_a_multi_process_run_of_a_missing_or_broken_workspace_is_refused_once_before_torchrun(
-        tmp_path, tiny_workspace, capsys):
+        tmp_path, tiny_model, faces, capsys):
     """The CLI reads the workspace before it starts torchrun: one error naming the folder or
-    setting, not one from every rank followed by the launcher's traceback."""
+    setting, not one from every rank followed by the launcher's traceback. An error only the
+    run can find (unreadable weights) is said once, by the process that owns the workspace, with
+    its exit status, and torchrun adds no traceback below it."""
+    import shutil
+    import subprocess
+    import sys
+
     assert main(["run", str(tmp_path / "nothing"), "--nproc", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("nothing: no such folder") == 1 and "Traceback" not in err
-    toml = tiny_workspace.config_path
-    toml.write_text(toml.read_text().replace("steps = ", "steps = -"))
-    assert main(["run", str(tiny_workspace.root), "--nproc", "2"]) == 2
+    broken = tmp_path / "broken_model"
+    shutil.copytree(tiny_model, broken)
+    ws = init_workspace(tmp_path / "ws", str(broken), str(faces), **TINY_SETTINGS)
+    next(broken.rglob("*.safetensors")).write_bytes(b"not a safetensors file")  # damaged after init
+    toml = ws.config_path
+    good = toml.read_text()
+    toml.write_text(good.replace("\nsteps = ", "\nsteps = -"))
+    assert main(["run", str(ws.root), "--nproc", "2"]) == 2
     err = capsys.readouterr().err
-    assert err.count("steps") >= 1 and "Traceback" not in err and "ChildFailedError" not in err
+    assert "steps" in err and "Traceback" not in err
+    toml.write_text(good)
+    job = subprocess.run([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--nproc", "2"],
+                         capture_output=True, text=True, timeout=240)
+    assert job.returncode == 2
+    assert job.stderr.count("unreadable safetensors file") == 1, job.stderr
+    assert "Traceback" not in job.stderr and "ChildFailedError" not in job.stderr

@@ -392,6 +392,27 @@ def test_a_multi_process_audit_from_the_app_relays_progress_stops_and_resumes(qt
     assert "sampling on 2 processes" in ws.log_path.read_text()
 
 
+@pytest.mark.slow
+def test_a_multi_process_run_that_fails_shows_its_reason_not_the_launchers_traceback(qtbot, window, tmp_path):
+    """The app shows the tail of `side-audit run --nproc N`'s output when it fails: that tail is the
+    engine's one-line reason (damaged weights here), not torchrun's ChildFailedError report."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(DEMO_MODEL, model)
+    ws = init_workspace(tmp_path / "ws", str(model), str(DEMO_FACES), **dict(GUI_SETTINGS, processes=2))
+    next(model.rglob("*.safetensors")).write_bytes(b"damaged")
+    window.open_workspace(str(ws.root))
+    worker = window.start_run()
+    with qtbot.waitSignal(worker.failed, timeout=120_000) as failed:
+        pass
+    worker.wait()
+    message = failed.args[0]
+    assert message.startswith(str(next(model.rglob("*.safetensors")))) and "unreadable safetensors" in message
+    assert "ChildFailedError" not in message and "exit status" not in message
+    assert "unreadable safetensors" in window.run_view.status.text()
+
+
 def test_new_audit_dialog_says_what_a_latent_folder_holds_and_which_weights(qtbot, tmp_path, tiny_ldm, faces):
     d = NewAuditDialog()
     qtbot.addWidget(d)
