@@ -45,6 +45,7 @@ class MainWindow(QMainWindow):
         self.store: AuditStore | None = None
         self.worker: AuditWorker | None = None
         self.estimate_worker: EstimateWorker | None = None
+        self._estimate_root: Path | None = None  # the audit the running probe is for
         self.confirm_close = self._ask_close  # tests replace this
         self.audits = QListWidget()
         self.audits.currentItemChanged.connect(self._on_select)
