@@ -109,6 +109,17 @@ def accuracy(model: ResNetClassifier, x: torch.Tensor, y: torch.Tensor, batch: i
     return hits / max(len(x), 1)
 
 
+def ti_batch(n_images: int) -> int:
+    """The TI classifier's batch: the whole set up to 64 images, at least 8."""
+    return min(64, max(8, n_images))
+
+
+def ti_epochs(n_fit: int, batch: int, epochs: int, min_steps: int) -> int:
+    """Epochs the TI classifier trains: ``epochs``, or more to reach ``min_steps`` optimiser
+    steps (at N = 32 an epoch is a single step). The duration estimate counts the same."""
+    return max(epochs, math.ceil(min_steps / max(1, math.ceil(n_fit / batch))))
+
+
 def train_ti(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -130,8 +141,7 @@ def train_ti(
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     loss_val = math.nan
-    per_epoch = math.ceil(len(xt) / batch)
-    epochs = max(epochs, math.ceil(min_steps / per_epoch))
+    epochs = ti_epochs(len(xt), batch, epochs, min_steps)
     max_shift = max(1, x.shape[-1] // 16)
     for epoch in range(epochs):
         model.train()
@@ -159,7 +169,7 @@ def train_ti(
                 "members)")
     noisy = accuracy(model, xt + 0.2 * torch.randn(xt.shape, generator=gen).to(device), yt)
     return TrainReport(acc, what, loss_val, {"train_accuracy": train_acc, "epochs": epochs,
-                                             "steps": epochs * per_epoch, "noise_0.2_accuracy": noisy,
+                                             "steps": epochs * math.ceil(len(xt) / batch), "noise_0.2_accuracy": noisy,
                                              "held_out_n": int(len(held_idx)),
                                              "measured_n": int(len(held_idx)) or 3 * len(xt)})
 

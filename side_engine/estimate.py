@@ -15,16 +15,21 @@ from .classifiers import ResNetClassifier, small_stem_for
 from .config import AuditConfig
 
 
-def _timed(fn, device: torch.device, repeat: int = 2) -> float:
-    fn()  # warm-up (allocations, kernels, autotuning)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+def _timed(fn, device: torch.device, repeat: int = 3) -> float:
+    """Seconds per call: the median of ``repeat`` timed calls after a warm-up (allocations,
+    kernels, autotuning). The median, not the mean: on a shared machine one interrupted call
+    would otherwise move the whole audit's estimate."""
+    fn()
+    times = []
     for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
         fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - t0) / repeat
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
 
 
 def probe(unet, scheduler, cfg: AuditConfig, k: int, channels: int, size: int, device: torch.device,
@@ -41,7 +46,6 @@ def probe(unet, scheduler, cfg: AuditConfig, k: int, channels: int, size: int, d
 
     b = max(1, min(batch, 32 if device.type == "cpu" else 64))
     x = torch.randn(b, channels, size, size, device=device)
-    t = torch.full((b,), 500, device=device, dtype=torch.long)
     clf = ResNetClassifier(max(k, 2), channels, cfg.resolved_width(size), small_stem_for(size, cfg.classifier_stem),
                            time_dependent=True).to(device)
     sampler = GuidedSampler(unet, scheduler, "ddim", max(cfg.steps, 2), 0.0, device, cfg.precision,
@@ -57,13 +61,19 @@ def probe(unet, scheduler, cfg: AuditConfig, k: int, channels: int, size: int, d
     clf.train().requires_grad_(True)
     opt = torch.optim.AdamW(clf.parameters(), lr=1e-4)
 
+    # at TDKD's batch (64: the stage that trains longest), not the sampling probe's: per image a
+    # CPU trains a 64-batch markedly faster than a 32-batch, and the 32-batch probe overstated
+    # the demo's TDKD by a quarter
+    xt = torch.randn(64, channels, size, size, device=device)
+    tt = torch.full((64,), 500, device=device, dtype=torch.long)
+
     def step():
-        loss = clf(x, t).logsumexp(1).mean()
+        loss = clf(xt, tt).logsumexp(1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    train_s = _timed(step, device) / b
+    train_s = _timed(step, device) / len(xt)
     decode_s = _timed(lambda: decode(x), device, repeat=1) / b if decode is not None else 0.0
     return {"unet": unet_s, "guidance": max(guided_s - unet_s, 0.0), "train": train_s, "decode": decode_s}
 
@@ -74,12 +84,16 @@ def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | No
     guided = sum(cfg.n_per_lambda for m, lam in cfg.grid() if lam > 0)
     total = len(cfg.grid()) * cfg.n_per_lambda
     frac = pending.get("sample", total) / max(total, 1)
-    ti_epochs = 0 if cfg.label_source == "synthetic-clusters" else cfg.classifier_epochs
+    from .classifier_training import ti_batch, ti_epochs
     from .labels import default_k
 
+    # the epochs the stage will train, minimum steps included (up to 10 % of the images are held
+    # out; counting them all errs long by at most that much)
+    ti = 0 if cfg.label_source == "synthetic-clusters" else ti_epochs(
+        n_train, ti_batch(n_train), cfg.classifier_epochs, cfg.classifier_min_steps)
     n_syn = cfg.resolved_n_syn(cfg.k or default_k(max(n_train, 2)))
     stages = {
-        "classifier": ti_epochs * n_train * per_image["train"],
+        "classifier": ti * n_train * per_image["train"],
         "synthetic": n_syn * cfg.steps * per_image["unet"],
         "tdkd": cfg.tdkd_epochs * n_syn * 0.9 * per_image["train"],
         "sample": frac * (cfg.steps * (total * per_image["unet"] + guided * per_image["guidance"])

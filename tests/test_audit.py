@@ -5,6 +5,7 @@ import socket
 
 import numpy as np
 import pytest
+import torch
 
 from side_engine import storage
 from side_engine.audit import STAGES, AuditRunner, init_workspace
@@ -188,6 +189,28 @@ def test_estimate_is_stored_and_the_batch_probe_step_runs(tiny_workspace):
         close()
         size = runner.target.sample_size
         assert x.shape == (3, runner.target.channels, size, size) and bool(x.isfinite().all())
+
+
+def test_the_estimate_counts_the_classifier_steps_the_stage_trains(tiny_workspace):
+    """The TI classifier trains at least classifier_min_steps steps (at N = 32 an epoch is one
+    step); the estimate counts those epochs, not classifier_epochs alone (it understated the
+    demo's classifier stage 2.5×)."""
+    from side_engine.classifier_training import ti_batch, ti_epochs, train_ti
+    from side_engine.classifiers import ResNetClassifier
+    from side_engine.estimate import estimate
+    from side_engine.progress import Progress
+
+    per = {"unet": 1e-3, "guidance": 1e-3, "train": 1e-3}
+    cfg = tiny_workspace.load_config()
+    cfg.classifier_epochs, cfg.classifier_min_steps = 5, 40
+    n = 32
+    assert estimate(per, cfg, n)["classifier"] == pytest.approx(40 * n * 1e-3)  # one step an epoch
+    cfg.classifier_min_steps = 0
+    assert estimate(per, cfg, n)["classifier"] == pytest.approx(5 * n * 1e-3)
+    # the stage trains what the estimate counts
+    x, y = torch.randn(n, 1, 16, 16), torch.arange(n) % 4
+    report = train_ti(x, y, ResNetClassifier(4, 1, 4, True), 5, 1e-3, ti_batch(n), 0, Progress(), min_steps=40)
+    assert report.details["epochs"] == ti_epochs(n, ti_batch(n), 5, 40) == 40 and report.details["steps"] == 40
 
 
 def test_cli_estimate_whole_audit_then_only_the_work_left(tiny_workspace, capsys):

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..classifier_training import train_ti
+from ..classifier_training import ti_batch, train_ti
 from ..classifiers import (
     ResNetClassifier,
     load_classifier,
@@ -32,7 +32,7 @@ def run(audit: AuditRunner, cfg: AuditConfig) -> None:
         torch.manual_seed(cfg.seed)
         model = ResNetClassifier(audit.k, audit.target.channels, cfg.resolved_width(audit.target.sample_size),
                                  small_stem_for(audit.target.sample_size, cfg.classifier_stem)).to(audit.device)
-        batch = min(64, max(8, len(audit.surrogate)))
+        batch = ti_batch(len(audit.surrogate))
         report = train_ti(audit._train_tensor(), torch.from_numpy(audit.surrogate), model,
                           cfg.classifier_epochs, cfg.classifier_lr, batch, cfg.seed, StoredProgress(audit),
                           min_steps=cfg.classifier_min_steps)
