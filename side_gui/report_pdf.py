@@ -1,21 +1,65 @@
 """PDF rendering of the engine's report model with Qt, headless (no browser).
 
 QTextDocument lays out the same HTML as the HTML report, with images passed
-as document resources; ``print_`` paginates to A4 and numbers the pages.
+as document resources, paginated here to A4 with numbered pages. Qt moves a
+table row to the next page only when every cell's first line would fall
+there, so a pair whose three caption lines still fit above the page's foot
+kept them there and sent its images to the next page. The pairs table is
+therefore cut before any row that would straddle a page (the template starts
+a new table on a new page there), found by laying the document out.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QMarginsF, QSizeF, QUrl
-from PySide6.QtGui import QFont, QGuiApplication, QImage, QPageSize, QPdfWriter, QTextDocument
+from PySide6.QtCore import QByteArray, QMarginsF, QPointF, QRectF, QSizeF, Qt, QUrl
+from PySide6.QtGui import (
+    QFont,
+    QFontMetricsF,
+    QGuiApplication,
+    QImage,
+    QPageSize,
+    QPainter,
+    QPdfWriter,
+    QTextDocument,
+    QTextTable,
+)
 
 from side_engine.report import render_html
 
 
 def write_pdf(model: dict, out: Path) -> Path:
     app = QGuiApplication.instance() or QGuiApplication([])  # noqa: F841 (keeps Qt alive)
+    writer = a4_writer(out)
+    writer.setTitle("SIDE Audit report")
+    writer.setCreator(model["tool"])
+    _print(paginated(model, writer), writer)
+    return out
+
+
+def a4_writer(out: Path) -> QPdfWriter:
+    writer = QPdfWriter(str(out))
+    writer.setPageSize(QPageSize(QPageSize.PageSizeId.A4))
+    writer.setPageMargins(QMarginsF(15, 15, 15, 15))
+    writer.setResolution(150)
+    return writer
+
+
+def paginated(model: dict, writer: QPdfWriter) -> QTextDocument:
+    """The report laid out on the writer's pages, the pairs table cut before every row that
+    would straddle a page (one cut found per layout, top down)."""
+    breaks: list[int] = []
+    while True:
+        doc = _document(dict(model, pair_page_breaks=breaks), writer)
+        cut = _first_straddling_pair(doc)
+        if cut is None or cut in breaks:  # a row taller than a page cannot be helped
+            return doc
+        breaks = sorted(breaks + [cut])
+
+
+def _document(model: dict, writer: QPdfWriter) -> QTextDocument:
+    """The report laid out on the writer's pages, with room at each page's foot for its number."""
     images: dict[str, QImage] = {}
 
     def src(data: bytes, name: str) -> str:
@@ -31,12 +75,65 @@ def write_pdf(model: dict, out: Path) -> Path:
     for name, img in images.items():
         doc.addResource(QTextDocument.ResourceType.ImageResource, QUrl(f"img:{name}"), img)
     doc.setHtml(html)
-    writer = QPdfWriter(str(out))
-    writer.setPageSize(QPageSize(QPageSize.PageSizeId.A4))
-    writer.setPageMargins(QMarginsF(15, 15, 15, 15))
-    writer.setResolution(150)
-    writer.setTitle("SIDE Audit report")
-    writer.setCreator(model["tool"])
-    doc.setPageSize(QSizeF())  # let print_ paginate with page numbers
-    doc.print_(writer)
-    return out
+    doc.documentLayout().setPaintDevice(writer)
+    frame = doc.rootFrame().frameFormat()
+    frame.setMargin(0)
+    frame.setBottomMargin(2 * QFontMetricsF(doc.defaultFont(), writer).height())
+    doc.rootFrame().setFrameFormat(frame)
+    doc.setPageSize(QSizeF(writer.width(), writer.height()))
+    return doc
+
+
+def _first_straddling_pair(doc: QTextDocument) -> int | None:
+    """Index (in the report's pair list) of the first pair whose row runs over a page break:
+    some line of one of its cells (an image is a line) lies on a later page than the row's top."""
+    layout, height = doc.documentLayout(), doc.pageSize().height()
+    before = 0  # pairs in the pair tables above
+    for table in doc.rootFrame().childFrames():
+        if not (isinstance(table, QTextTable) and _is_pair_table(table)):
+            continue
+        for r in range(1, table.rows()):  # row 0: the header
+            pages = {int(y // height) for c in range(table.columns()) for y in _line_tops(layout, table.cellAt(r, c))}
+            if len(pages) > 1:
+                return before + r - 1
+        before += table.rows() - 1
+    return None
+
+
+def _line_tops(layout, cell) -> list[float]:
+    """Document y of every line in a table cell (a cell's lines move down, not its blocks, when
+    Qt breaks the page inside it)."""
+    tops, block, last = [], cell.firstCursorPosition().block(), cell.lastCursorPosition().block()
+    while block.isValid():
+        top = layout.blockBoundingRect(block).top()
+        lines = block.layout()
+        tops += [top + lines.lineAt(i).y() for i in range(lines.lineCount())]
+        if block == last:
+            break
+        block = block.next()
+    return tops
+
+
+def _is_pair_table(table: QTextTable) -> bool:
+    header = [table.cellAt(0, c).firstCursorPosition().block().text() for c in range(table.columns())]
+    return header[-2:] == ["pair", "decision"]
+
+
+def _print(doc: QTextDocument, writer: QPdfWriter) -> None:
+    """Each page of the paginated ``doc``, its number at the foot on the right."""
+    page = doc.pageSize()
+    foot = doc.rootFrame().frameFormat().bottomMargin()
+    painter = QPainter(writer)
+    try:
+        painter.setFont(doc.defaultFont())
+        for i in range(doc.pageCount()):
+            if i:
+                writer.newPage()
+            painter.save()
+            painter.translate(0, -i * page.height())
+            doc.drawContents(painter, QRectF(QPointF(0, i * page.height()), page))
+            painter.restore()
+            painter.drawText(QRectF(0, page.height() - foot, page.width(), foot),
+                             int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom), str(i + 1))
+    finally:
+        painter.end()

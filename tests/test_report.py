@@ -99,6 +99,31 @@ def test_csv_zip_tables_match_database(audited, tmp_path):
     db.close()
 
 
+def test_pdf_pairs_never_straddle_a_page(audited, tmp_path):
+    """Qt keeps a table row's lines together only when none of them fits above the page's foot:
+    a pair's caption stayed on one page and its images went to the next. The PDF cuts the pairs
+    table before such rows; every pair is printed once, whole."""
+    pypdf = pytest.importorskip("pypdf")
+    from PySide6.QtGui import QGuiApplication
+
+    from side_engine.report import build_report
+    from side_gui.report_pdf import _document, _first_straddling_pair, a4_writer, paginated, write_pdf
+
+    app = QGuiApplication.instance() or QGuiApplication([])  # noqa: F841 (as write_pdf does)
+    model = build_report(audited.root)
+    assert model["pairs"]
+    model["pairs"] = [dict(p, id=i) for i, p in enumerate((model["pairs"] * 40)[:40])]  # several pages of pairs
+    writer = a4_writer(tmp_path / "scratch.pdf")
+    # where the table starts decides whether a row meets a page's foot: shift it a line at a time
+    shifted = [dict(model, headline=model["headline"] + ["(a line that moves the tables down)"] * k)
+               for k in range(6)]
+    assert any(_first_straddling_pair(_document(m, writer)) is not None for m in shifted)  # Qt alone splits
+    assert all(_first_straddling_pair(paginated(m, writer)) is None for m in shifted)
+    out = write_pdf(model, tmp_path / "pairs.pdf")
+    text = re.sub(r"\s+", " ", " ".join(page.extract_text() for page in pypdf.PdfReader(str(out)).pages))
+    assert text.count("training image #") == 40
+
+
 def test_redacted_report_holds_no_image_pixels(audited, tmp_path):
     out = tmp_path / "red.html"
     assert main(["report", str(audited.root), "--format", "html", "--out", str(out), "--redact"]) == 0
