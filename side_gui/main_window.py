@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QFileDialog,
     QListWidget,
@@ -312,6 +313,11 @@ class MainWindow(QMainWindow):
         if not path:
             return
         fmt = "pdf" if path.endswith(".pdf") else "csv" if path.endswith(".zip") else "html"
+        # seconds of charts, thumbnails and layout on this thread: say so rather than look hung
+        self.statusBar().showMessage(f"writing {path}…")
+        self.statusBar().repaint()
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        error = None
         try:
             from side_engine.report import write_report
 
@@ -319,7 +325,12 @@ class MainWindow(QMainWindow):
 
             write_report(self.store.ws.root, fmt, path, pdf_writer=write_pdf)
         except (SideError, ImportError) as e:
-            QMessageBox.warning(self, "Export report", str(e))
+            error = str(e)
+        finally:
+            QApplication.restoreOverrideCursor()
+        if error:
+            self.statusBar().clearMessage()
+            QMessageBox.warning(self, "Export report", error)
             return
         self.statusBar().showMessage(f"wrote {path}", 10000)
 

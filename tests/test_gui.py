@@ -413,6 +413,40 @@ def test_a_multi_process_run_that_fails_shows_its_reason_not_the_launchers_trace
     assert "unreadable safetensors" in window.run_view.status.text()
 
 
+def test_export_report_says_it_is_writing_and_always_gives_the_cursor_back(qtbot, window, tmp_path, monkeypatch,
+                                                                         tiny_model, faces):
+    """Export runs for seconds on the window's thread: a wait cursor and a status line while it
+    does; the cursor comes back after success and after an error, which is shown."""
+    from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+    from tests.conftest import TINY_SETTINGS
+
+    ws = init_workspace(tmp_path / "ws", str(tiny_model), str(faces), **TINY_SETTINGS)
+    AuditRunner(ws).run()
+    window.open_workspace(str(ws.root))
+    cursors = []
+    real_write = __import__("side_engine.report", fromlist=["write_report"]).write_report
+
+    def watched(*args, **kwargs):
+        cursors.append(QApplication.overrideCursor() is not None)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr("side_engine.report.write_report", watched)
+    target = tmp_path / "out" / "r.pdf"
+    target.parent.mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    window.export_report()
+    assert target.stat().st_size > 0 and cursors == [True] and QApplication.overrideCursor() is None
+    assert window.statusBar().currentMessage() == f"wrote {target}"
+    warnings = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda parent, title, text: warnings.append(text))
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(blocked / "r.html"), ""))
+    window.export_report()
+    assert len(warnings) == 1 and "a file" in warnings[0] and QApplication.overrideCursor() is None
+
+
 def test_new_audit_dialog_says_what_a_latent_folder_holds_and_which_weights(qtbot, tmp_path, tiny_ldm, faces):
     d = NewAuditDialog()
     qtbot.addWidget(d)
