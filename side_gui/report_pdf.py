@@ -11,6 +11,7 @@ a new table on a new page there), found by laying the document out.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QMarginsF, QPointF, QRectF, QSizeF, Qt, QUrl
@@ -22,6 +23,7 @@ from PySide6.QtGui import (
     QPageSize,
     QPainter,
     QPdfWriter,
+    QTextCursor,
     QTextDocument,
     QTextTable,
 )
@@ -50,16 +52,22 @@ def paginated(model: dict, writer: QPdfWriter) -> QTextDocument:
     """The report laid out on the writer's pages, the pairs table cut before every row that
     would straddle a page (one cut found per layout, top down)."""
     breaks: list[int] = []
-    while True:
-        doc = _document(dict(model, pair_page_breaks=breaks), writer)
+    headings: set[int] = set()
+    while True:  # each layout is fresh: Qt's incremental relayout after format edits lost pages
+        doc = _document(dict(model, pair_page_breaks=breaks), writer, headings)
+        lonely = _first_lonely_heading(doc)
+        if lonely is not None and lonely not in headings:
+            headings.add(lonely)
+            continue
         cut = _first_straddling_pair(doc)
         if cut is None or cut in breaks:  # a row taller than a page cannot be helped
             return doc
         breaks = sorted(breaks + [cut])
 
 
-def _document(model: dict, writer: QPdfWriter) -> QTextDocument:
-    """The report laid out on the writer's pages, with room at each page's foot for its number."""
+def _document(model: dict, writer: QPdfWriter, heading_breaks: set[int] = frozenset()) -> QTextDocument:
+    """The report laid out on the writer's pages, with room at each page's foot for its number;
+    the section headings numbered in ``heading_breaks`` (0: the first h2) start a page."""
     images: dict[str, QImage] = {}
 
     def src(data: bytes, name: str) -> str:
@@ -68,7 +76,12 @@ def _document(model: dict, writer: QPdfWriter) -> QTextDocument:
         images[name] = img
         return f"img:{name}"
 
-    html = render_html(model, image_src=src)
+    ordinal = iter(range(1 << 30))
+
+    def heading(tag: re.Match) -> str:
+        return '<h2 style="page-break-before: always">' if next(ordinal) in heading_breaks else tag[0]
+
+    html = re.sub(r"<h2(?:\s[^>]*)?>", heading, render_html(model, image_src=src))
     doc = QTextDocument()
     doc.setDefaultFont(QFont("Sans Serif", 7))
     doc.setDefaultStyleSheet("td, th { font-size: 6.5pt; } h1 { font-size: 14pt; } h2 { font-size: 11pt; }")
@@ -105,13 +118,37 @@ def _line_tops(layout, cell) -> list[float]:
     Qt breaks the page inside it)."""
     tops, block, last = [], cell.firstCursorPosition().block(), cell.lastCursorPosition().block()
     while block.isValid():
-        top = layout.blockBoundingRect(block).top()
-        lines = block.layout()
-        tops += [top + lines.lineAt(i).y() for i in range(lines.lineCount())]
+        tops += _block_line_tops(layout, block)
         if block == last:
             break
         block = block.next()
     return tops
+
+
+def _first_lonely_heading(doc: QTextDocument) -> int | None:
+    """Ordinal of the first section heading (h2) whose next paragraph or table starts on a later
+    page: Qt has no keep-with-next, and "3. Top pairs" sat alone at a page's foot."""
+    layout, height = doc.documentLayout(), doc.pageSize().height()
+    block, ordinal = doc.begin(), -1
+    while block.isValid():
+        if block.blockFormat().headingLevel() == 2 and QTextCursor(block).currentTable() is None:
+            ordinal += 1
+            tops = _block_line_tops(layout, block)
+            page = int(tops[0] // height) if tops else 0
+            following, seen = block.next(), 0
+            while tops and following.isValid() and seen < 2:
+                if any(int(y // height) > page for y in _block_line_tops(layout, following)):
+                    return ordinal
+                if following.blockFormat().headingLevel() or QTextCursor(following).currentTable() is not None:
+                    break  # a heading, or a table's first cell (Qt keeps a header with the first row)
+                following, seen = following.next(), seen + 1
+        block = block.next()
+    return None
+
+
+def _block_line_tops(layout, block) -> list[float]:
+    top, lines = layout.blockBoundingRect(block).top(), block.layout()
+    return [top + lines.lineAt(i).y() for i in range(lines.lineCount())]
 
 
 def _is_pair_table(table: QTextTable) -> bool:

@@ -102,12 +102,19 @@ def test_csv_zip_tables_match_database(audited, tmp_path):
 def test_pdf_pairs_never_straddle_a_page(audited, tmp_path):
     """Qt keeps a table row's lines together only when none of them fits above the page's foot:
     a pair's caption stayed on one page and its images went to the next. The PDF cuts the pairs
-    table before such rows; every pair is printed once, whole."""
+    table before such rows; every pair is printed once, whole; a heading goes with what follows."""
     pypdf = pytest.importorskip("pypdf")
     from PySide6.QtGui import QGuiApplication
 
     from side_engine.report import build_report
-    from side_gui.report_pdf import _document, _first_straddling_pair, a4_writer, paginated, write_pdf
+    from side_gui.report_pdf import (
+        _document,
+        _first_lonely_heading,
+        _first_straddling_pair,
+        a4_writer,
+        paginated,
+        write_pdf,
+    )
 
     app = QGuiApplication.instance() or QGuiApplication([])  # noqa: F841 (as write_pdf does)
     model = build_report(audited.root)
@@ -118,10 +125,17 @@ def test_pdf_pairs_never_straddle_a_page(audited, tmp_path):
     shifted = [dict(model, headline=model["headline"] + ["(a line that moves the tables down)"] * k)
                for k in range(6)]
     assert any(_first_straddling_pair(_document(m, writer)) is not None for m in shifted)  # Qt alone splits
-    assert all(_first_straddling_pair(paginated(m, writer)) is None for m in shifted)
+    docs = [paginated(m, writer) for m in shifted]
+    assert all(_first_straddling_pair(d) is None for d in docs)
+    assert all(_first_lonely_heading(d) is None for d in docs)  # no heading left at a page's foot
     out = write_pdf(model, tmp_path / "pairs.pdf")
     text = re.sub(r"\s+", " ", " ".join(page.extract_text() for page in pypdf.PdfReader(str(out)).pages))
     assert text.count("training image #") == 40
+    # nothing lost on the way (an in-place relayout once dropped whole sections): every section, in order
+    sections = ["1. Summary", "2. Training images at risk", "3. Top pairs", "4. SIDE against Random", "5. Curves",
+                "Appendix", "A.1 Method", "A.2 Identi", "processes = 1"]
+    assert [text.find(h) for h in sections] == sorted(text.find(h) for h in sections) and text.find(sections[0]) >= 0
+    assert all(h in text for h in sections)
 
 
 def test_redacted_report_holds_no_image_pixels(audited, tmp_path):
