@@ -331,11 +331,13 @@ def test_a_complete_audit_opens_on_its_verdict_and_cannot_be_started_again(qtbot
     k = storage.get_kv(db, "k")
     db.close()
     assert f"k = {k}" in form.resolved.text() and "classifier_width = 16" in form.resolved.text()
+    # k = 0 (automatic) reads as what the run chose, not as a bare 0
+    assert form.editors["k"].text() == "" and form.editors["k"].placeholderText() == f"automatic: {k}"
     assert not form.editors["n_per_lambda"].isEnabled() and not form.editors["lambdas"].isEnabled()
     assert form.editors["batch_size"].isEnabled() and form.editors["threads"].isEnabled()
     form.editors["threads"].setText("1")
     assert form.save(), form.error.text()
-    assert demo_workspace.load_config().threads == 1
+    assert demo_workspace.load_config().threads == 1 and demo_workspace.load_config().k == 0  # still automatic
     assert not window.run_view.start_button.isEnabled()
     assert "complete" in window.run_view.start_button.toolTip()
     assert window.run_view.log_pane.toPlainText().splitlines()[-1].split("  ", 1)[1].startswith("run complete")

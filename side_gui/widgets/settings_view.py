@@ -34,6 +34,12 @@ from side_engine import config
 from side_engine.errors import SideError
 
 
+def _automatic_when_zero(field: dataclasses.Field, default) -> bool:
+    """Settings where 0 asks the run to choose (k, widths, batch size, threads …): shown empty,
+    with what was chosen as the placeholder, instead of a bare 0 that reads like a value."""
+    return type(default) is int and default == 0 and "0 = " in field.metadata.get("help", "")
+
+
 class SettingsView(QWidget):
     saved = Signal()
 
@@ -41,6 +47,7 @@ class SettingsView(QWidget):
         super().__init__(parent)
         self.workspace = None
         self.started = False
+        self._resolved_values: dict = {}  # what the run chose for the automatic settings
         self.editors: dict[str, QWidget] = {}
         body = QWidget()
         column = QVBoxLayout(body)
@@ -59,6 +66,8 @@ class SettingsView(QWidget):
                 editor = QCheckBox()
             else:
                 editor = QLineEdit()
+                if _automatic_when_zero(f, default):
+                    editor.setPlaceholderText("automatic (0)")
             editor.setToolTip(f"{f.metadata['help']}\n(default: {config.toml_value(default)})")
             label = QLabel(f.name)
             label.setToolTip(editor.toolTip())
@@ -93,6 +102,7 @@ class SettingsView(QWidget):
     def set_workspace(self, workspace, started: bool, resolved: dict | None = None) -> None:
         """``resolved``: what the run chose for the automatic settings (0 = auto), as stored."""
         self.workspace, self.started = workspace, started
+        self._resolved_values = dict(resolved or {})
         self.resolved.setText("<b>Resolved at run time:</b> " + ", ".join(f"{k} = {v}" for k, v in resolved.items())
                               if resolved else "")
         self.resolved.setVisible(bool(resolved))
@@ -111,6 +121,10 @@ class SettingsView(QWidget):
                 editor.setCurrentText(str(value))
             elif isinstance(editor, QCheckBox):
                 editor.setChecked(bool(value))
+            elif value == 0 and editor.placeholderText():  # automatic: say so, and what the run chose
+                editor.setText("")
+                chosen = self._resolved_values.get(f.name)
+                editor.setPlaceholderText(f"automatic: {chosen}" if chosen is not None else "automatic (0)")
             else:
                 editor.setText(value if isinstance(value, str) else config.toml_value(value))
             fixed = self.started and f.name not in config.RESUMABLE_CHANGES
@@ -136,7 +150,7 @@ class SettingsView(QWidget):
                 literal = "true" if editor.isChecked() else "false"
             else:
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                text = editor.text().strip()
+                text = editor.text().strip() or ("0" if editor.placeholderText() else "")
                 literal = json.dumps(text, ensure_ascii=False) if isinstance(default, str) else (text or '""')
                 try:
                     tomllib.loads(f"v = {literal}")
