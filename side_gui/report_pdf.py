@@ -4,13 +4,15 @@ QTextDocument lays out the same HTML as the HTML report, with images passed
 as document resources, paginated here to A4 with numbered pages. Qt moves a
 table row to the next page only when every cell's first line would fall
 there, so a pair whose three caption lines still fit above the page's foot
-kept them there and sent its images to the next page. The pairs table is
-therefore cut before any row that would straddle a page (the template starts
-a new table on a new page there), found by laying the document out.
+kept them there and sent its images to the next page; and it has no
+keep-with-next, so a section heading could end a page. Laying the document
+out finds both: the pairs table is cut before such a row (the template starts
+a new table on a new page there) and such a heading starts the next page.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -49,15 +51,15 @@ def a4_writer(out: Path) -> QPdfWriter:
 
 
 def paginated(model: dict, writer: QPdfWriter) -> QTextDocument:
-    """The report laid out on the writer's pages, the pairs table cut before every row that
-    would straddle a page (one cut found per layout, top down)."""
+    """The report laid out on the writer's pages: headings kept with what follows, the pairs
+    table cut before every row that would straddle a page (one fix per layout, top down)."""
     breaks: list[int] = []
     headings: set[int] = set()
     while True:  # each layout is fresh: Qt's incremental relayout after format edits lost pages
         doc = _document(dict(model, pair_page_breaks=breaks), writer, headings)
-        lonely = _first_lonely_heading(doc)
-        if lonely is not None and lonely not in headings:
-            headings.add(lonely)
+        lonely = [h for h in _lonely_headings(doc) if h not in headings]  # (one that moved and stays alone: left)
+        if lonely:
+            headings.add(lonely[0])
             continue
         cut = _first_straddling_pair(doc)
         if cut is None or cut in breaks:  # a row taller than a page cannot be helped
@@ -76,7 +78,7 @@ def _document(model: dict, writer: QPdfWriter, heading_breaks: set[int] = frozen
         images[name] = img
         return f"img:{name}"
 
-    ordinal = iter(range(1 << 30))
+    ordinal = itertools.count()
 
     def heading(tag: re.Match) -> str:
         return '<h2 style="page-break-before: always">' if next(ordinal) in heading_breaks else tag[0]
@@ -125,11 +127,11 @@ def _line_tops(layout, cell) -> list[float]:
     return tops
 
 
-def _first_lonely_heading(doc: QTextDocument) -> int | None:
-    """Ordinal of the first section heading (h2) whose next paragraph or table starts on a later
-    page: Qt has no keep-with-next, and "3. Top pairs" sat alone at a page's foot."""
+def _lonely_headings(doc: QTextDocument) -> list[int]:
+    """Ordinals of the section headings (h2) whose next paragraph or table starts on a later
+    page than the heading ("3. Top pairs" sat alone at a page's foot)."""
     layout, height = doc.documentLayout(), doc.pageSize().height()
-    block, ordinal = doc.begin(), -1
+    block, ordinal, lonely = doc.begin(), -1, []
     while block.isValid():
         if block.blockFormat().headingLevel() == 2 and QTextCursor(block).currentTable() is None:
             ordinal += 1
@@ -138,12 +140,13 @@ def _first_lonely_heading(doc: QTextDocument) -> int | None:
             following, seen = block.next(), 0
             while tops and following.isValid() and seen < 2:
                 if any(int(y // height) > page for y in _block_line_tops(layout, following)):
-                    return ordinal
+                    lonely.append(ordinal)
+                    break
                 if following.blockFormat().headingLevel() or QTextCursor(following).currentTable() is not None:
                     break  # a heading, or a table's first cell (Qt keeps a header with the first row)
                 following, seen = following.next(), seen + 1
         block = block.next()
-    return None
+    return lonely
 
 
 def _block_line_tops(layout, block) -> list[float]:
