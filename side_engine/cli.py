@@ -161,6 +161,7 @@ def run_distributed(workspace: str, nproc: int, quiet: bool = False) -> int:
     import tempfile
 
     from .distributed import STATUS_FILE_ENV
+    from .workspace import Workspace
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "side_engine.distributed", str(workspace)] + (["--quiet"] if quiet else [])
@@ -170,16 +171,43 @@ def run_distributed(workspace: str, nproc: int, quiet: bool = False) -> int:
     with tempfile.TemporaryDirectory(prefix="side-audit-") as tmp:
         status_file = Path(tmp) / "status"  # the owner's exit status when it said why (distributed._hand_back)
         env[STATUS_FILE_ENV] = str(status_file)
-        job = subprocess.Popen(cmd, env=env)
-        while True:  # Ctrl-C reaches every process of the terminal's group: the owner stops the job
-            try:  # after its batch, and this process waits for that instead of killing the launcher
-                code = job.wait()
+        # the launcher in a process group of its own: a terminal's Ctrl-C reaches only this process,
+        # which asks the run to stop as `side-audit stop` does (torchrun, signalled itself, would
+        # end the job with its own SignalException traceback under the run's last lines)
+        group = {"process_group": 0} if os.name == "posix" else {
+            "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+        job = subprocess.Popen(cmd, env=env, **group)
+        stop_path, asked = Workspace(workspace).stop_path, False
+        while True:
+            try:
+                code = job.wait(timeout=1.0)
                 break
+            except subprocess.TimeoutExpired:
+                if asked and not stop_path.exists():  # a run starting clears requests from before it
+                    _request_stop(stop_path)
             except KeyboardInterrupt:
-                continue
+                if asked:
+                    print("\nstopping now (the batches stored so far are kept)", file=sys.stderr)
+                    if os.name == "posix":
+                        os.killpg(job.pid, signal.SIGTERM)  # the launcher and every rank
+                    else:
+                        job.terminate()
+                    continue
+                asked = True
+                _request_stop(stop_path)
+                print("\nstopping after the current batch… (Ctrl-C again to stop at once)", file=sys.stderr)
+        if asked:
+            stop_path.unlink(missing_ok=True)  # the request ends with the run it stopped
         if code == 0 and status_file.exists():
             code = int(status_file.read_text(encoding="utf-8").strip() or 1)
     return code
+
+
+def _request_stop(path: Path) -> None:
+    import contextlib
+
+    with contextlib.suppress(OSError):  # a workspace gone or read-only: the run ends on its own
+        path.write_text("stop requested (Ctrl-C)\n", encoding="utf-8")
 
 
 def cmd_stop(args) -> int:
