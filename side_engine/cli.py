@@ -23,7 +23,7 @@ from . import __version__, cpu  # noqa: E402
 # before torch loads: idle OpenMP threads sleep rather than spin, so a second audit or any busy
 # program on the machine does not slow this one down several-fold (bench/RESULTS.md)
 cpu.prefer_passive_waits()
-from .errors import SideError  # noqa: E402
+from .errors import ERROR_PREFIX, SideError  # noqa: E402
 from .progress import Progress  # noqa: E402
 
 
@@ -142,10 +142,9 @@ def cmd_run(args) -> int:
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: give 1 or more processes")
     if nproc > 1:
-        if getattr(sys, "frozen", False):
-            raise ConfigError(f"--nproc {nproc} / processes = {nproc}: this self-contained program runs one "
-                              "process; for several, install the package (pip install side-audit) and run "
-                              "side-audit from it, or set processes = 1")
+        from .distributed import refuse_in_frozen_bundle
+
+        refuse_in_frozen_bundle(nproc)
         return run_distributed(args.workspace, nproc, args.quiet)
     t0 = time.time()
     result = run_workspace(args.workspace, args.quiet)
@@ -157,10 +156,12 @@ def cmd_run(args) -> int:
 def run_distributed(workspace: str, nproc: int, quiet: bool = False) -> int:
     """``--nproc N``: the same audit on N processes of this machine, started by PyTorch's own
     launcher (torchrun); the owner (``distributed.elect_owner``) draws the progress."""
+    import contextlib
     import subprocess
     import tempfile
 
     from .distributed import STATUS_FILE_ENV
+    from .errors import WorkspaceError
     from .workspace import Workspace
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
@@ -177,14 +178,15 @@ def run_distributed(workspace: str, nproc: int, quiet: bool = False) -> int:
         group = {"process_group": 0} if os.name == "posix" else {
             "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
         job = subprocess.Popen(cmd, env=env, **group)
-        stop_path, asked = Workspace(workspace).stop_path, False
+        ws, asked = Workspace(workspace), False
         while True:
             try:
                 code = job.wait(timeout=1.0)
                 break
             except subprocess.TimeoutExpired:
-                if asked and not stop_path.exists():  # a run starting clears requests from before it
-                    _request_stop(stop_path)
+                if asked and not ws.stop_path.exists():  # a run starting clears requests from before it
+                    with contextlib.suppress(WorkspaceError):  # said at the Ctrl-C
+                        ws.request_stop("Ctrl-C")
             except KeyboardInterrupt:
                 if asked:
                     print("\nstopping now (the batches stored so far are kept)", file=sys.stderr)
@@ -194,20 +196,17 @@ def run_distributed(workspace: str, nproc: int, quiet: bool = False) -> int:
                         job.terminate()
                     continue
                 asked = True
-                _request_stop(stop_path)
+                try:
+                    ws.request_stop("Ctrl-C")
+                except WorkspaceError as e:  # the run cannot be asked: a second Ctrl-C stops it at once
+                    print(f"\n{e}", file=sys.stderr)
+                    continue
                 print("\nstopping after the current batch… (Ctrl-C again to stop at once)", file=sys.stderr)
         if asked:
-            stop_path.unlink(missing_ok=True)  # the request ends with the run it stopped
+            ws.stop_path.unlink(missing_ok=True)  # the request ends with the run it stopped
         if code == 0 and status_file.exists():
             code = int(status_file.read_text(encoding="utf-8").strip() or 1)
     return code
-
-
-def _request_stop(path: Path) -> None:
-    import contextlib
-
-    with contextlib.suppress(OSError):  # a workspace gone or read-only: the run ends on its own
-        path.write_text("stop requested (Ctrl-C)\n", encoding="utf-8")
 
 
 def cmd_stop(args) -> int:
@@ -217,10 +216,7 @@ def cmd_stop(args) -> int:
     ws = Workspace(args.workspace)
     if not ws.exists():
         raise WorkspaceError(f"{ws.root}: not an audit workspace (no audit.toml)")
-    try:
-        ws.stop_path.write_text("stop requested\n", encoding="utf-8")
-    except OSError as e:
-        raise WorkspaceError(f"{ws.stop_path}: cannot write the stop request ({e.strerror})") from None
+    ws.request_stop("side-audit stop")
     print(f"asked the audit running in {ws.root} to stop after its current batch; `side-audit run` "
           "resumes it (a run started later clears the request)")
     return 0
@@ -484,14 +480,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SideError as e:
-        print(f"side-audit: error: {e}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{e}", file=sys.stderr)
         return e.exit_code
     except sqlite3.OperationalError as e:
-        print(f"side-audit: error: workspace database: {e} (stored work is kept)", file=sys.stderr)
+        print(f"{ERROR_PREFIX}workspace database: {e} (stored work is kept)", file=sys.stderr)
         return 3
     except OSError as e:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"side-audit: error: {where}{e.strerror or e} (stored work is kept)", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{where}{e.strerror or e} (stored work is kept)", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print("side-audit: stopped; committed work is kept, run again to resume", file=sys.stderr)

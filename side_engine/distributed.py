@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 
 from . import cpu
-from .errors import Cancelled
+from .errors import Cancelled, ConfigError
 from .stages.sampling import SamplingContext, compute_batch, make_sampler
 
 STOP, MODEL, SAMPLING, ROUND, TDKD = "stop", "model", "sampling", "round", "tdkd"
@@ -254,6 +254,15 @@ def run_device(workspace: str) -> torch.device:
         torch.cuda.set_device(local % gpus)  # over gloo (SIDE_DIST_BACKEND) processes may share a GPU
         return torch.device("cuda", local % gpus)
     return torch.device(kind)
+
+
+def refuse_in_frozen_bundle(nproc: int) -> None:
+    """A PyInstaller bundle cannot start ``python -m torch.distributed.run``: said before anything
+    runs, by the CLI and the app alike."""
+    if nproc > 1 and getattr(sys, "frozen", False):
+        raise ConfigError(f"processes = {nproc}: this self-contained program runs one process; set processes = 1 "
+                          "(audit.toml, the app's Settings or --nproc 1), or for several install the package "
+                          "(pip install side-audit) and run side-audit from it")
 
 
 STATUS_FILE_ENV = "SIDE_EXIT_STATUS_FILE"

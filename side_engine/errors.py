@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+ERROR_PREFIX = "side-audit: error: "  # how the CLI starts each error line (the app reads a child run's reason by it)
+
 
 class SideError(Exception):
     """Base of every error the CLI turns into one line and an exit code."""

@@ -47,6 +47,14 @@ class Workspace:
         multi-process run): every process that checks for cancellation sees it."""
         return self.root / "STOP"
 
+    def request_stop(self, by: str) -> None:
+        """Ask the running audit (any of its processes) to stop after its batch; ``by`` says who
+        asked. A folder that cannot take the file is a WorkspaceError naming it."""
+        try:
+            self.stop_path.write_text(f"stop requested by {by}\n", encoding="utf-8")
+        except OSError as e:
+            raise WorkspaceError(f"{self.stop_path}: cannot write the stop request ({e.strerror})") from None
+
     def exists(self) -> bool:
         return self.config_path.exists()
 

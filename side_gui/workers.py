@@ -11,7 +11,7 @@ import traceback
 from PySide6.QtCore import QObject, QThread, Signal
 
 from side_engine.audit import AuditRunner
-from side_engine.errors import Cancelled, SideError
+from side_engine.errors import ERROR_PREFIX, Cancelled, SideError
 from side_engine.progress import Progress
 from side_engine.workspace import Workspace
 
@@ -97,10 +97,9 @@ class AuditWorker(_EngineWorker):
     def work(self) -> dict:
         processes = Workspace(self.workspace).load_config().processes
         if processes > 1:
-            if getattr(sys, "frozen", False):
-                raise SideError(f"processes = {processes}: this self-contained program runs one process; set "
-                                "processes = 1 in Settings, or install the package (pip install side-audit) for "
-                                "several")
+            from side_engine.distributed import refuse_in_frozen_bundle
+
+            refuse_in_frozen_bundle(processes)
             return self._work_in_processes(processes)
         return AuditRunner(self.workspace, self.progress).run()
 
@@ -116,8 +115,11 @@ class AuditWorker(_EngineWorker):
             while True:
                 done = job.poll() is not None
                 if self.progress.cancelled and not stop_sent:
-                    ws.stop_path.write_text("stop requested by the app\n", encoding="utf-8")
                     stop_sent = True
+                    try:
+                        ws.request_stop("the app")
+                    except SideError as e:  # not a reason to leave the processes unwatched
+                        self.progress.log(f"{e}; the run goes on")
                 log_at = self._relay(ws, log_at, seen)
                 if done:
                     break
@@ -129,7 +131,7 @@ class AuditWorker(_EngineWorker):
         if job.returncode != 0:
             if stop_sent:
                 raise Cancelled("audit stopped by the user; run it again to resume")
-            said = [line.split("error: ", 1)[1] for line in tail.splitlines() if line.startswith("side-audit: error: ")]
+            said = [line[len(ERROR_PREFIX):] for line in tail.splitlines() if line.startswith(ERROR_PREFIX)]
             if said:  # the run said why (once, from the process that owns the workspace)
                 raise SideError(said[-1])
             raise SideError(f"the {n}-process run ended with exit status {job.returncode}: {tail or 'no output'}")

@@ -449,6 +449,23 @@ def test_export_report_says_it_is_writing_and_always_gives_the_cursor_back(qtbot
     assert len(warnings) == 1 and "a file" in warnings[0] and QApplication.overrideCursor() is None
 
 
+def test_several_processes_from_a_frozen_bundle_are_refused_in_the_app_too(qtbot, window, demo_workspace,
+                                                                          monkeypatch):
+    """The same refusal as the CLI's (one function): the run fails at once, saying what to set."""
+    import sys
+
+    toml = demo_workspace.config_path
+    toml.write_text(toml.read_text().replace("processes = 1", "processes = 2"))
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    window.open_workspace(str(demo_workspace.root))
+    worker = window.start_run()
+    with qtbot.waitSignal(worker.failed, timeout=30_000) as failed:
+        pass
+    worker.wait()
+    assert "runs one process" in failed.args[0] and "processes = 1" in failed.args[0]
+    assert not demo_workspace.db_path.exists()
+
+
 def test_new_audit_dialog_says_what_a_latent_folder_holds_and_which_weights(qtbot, tmp_path, tiny_ldm, faces):
     d = NewAuditDialog()
     qtbot.addWidget(d)

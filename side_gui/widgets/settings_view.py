@@ -49,6 +49,7 @@ class SettingsView(QWidget):
         self.started = False
         self._resolved_values: dict = {}  # what the run chose for the automatic settings
         self.editors: dict[str, QWidget] = {}
+        self.automatic: set[str] = set()  # settings where 0 lets the run choose
         body = QWidget()
         column = QVBoxLayout(body)
         forms: dict[str, QFormLayout] = {}
@@ -67,6 +68,7 @@ class SettingsView(QWidget):
             else:
                 editor = QLineEdit()
                 if _automatic_when_zero(f, default):
+                    self.automatic.add(f.name)
                     editor.setPlaceholderText("automatic (0)")
             editor.setToolTip(f"{f.metadata['help']}\n(default: {config.toml_value(default)})")
             label = QLabel(f.name)
@@ -121,7 +123,7 @@ class SettingsView(QWidget):
                 editor.setCurrentText(str(value))
             elif isinstance(editor, QCheckBox):
                 editor.setChecked(bool(value))
-            elif value == 0 and editor.placeholderText():  # automatic: say so, and what the run chose
+            elif value == 0 and f.name in self.automatic:  # say so, and what the run chose
                 editor.setText("")
                 chosen = self._resolved_values.get(f.name)
                 editor.setPlaceholderText(f"automatic: {chosen}" if chosen is not None else "automatic (0)")
@@ -150,7 +152,7 @@ class SettingsView(QWidget):
                 literal = "true" if editor.isChecked() else "false"
             else:
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                text = editor.text().strip() or ("0" if editor.placeholderText() else "")
+                text = editor.text().strip() or ("0" if f.name in self.automatic else "")
                 literal = json.dumps(text, ensure_ascii=False) if isinstance(default, str) else (text or '""')
                 try:
                     tomllib.loads(f"v = {literal}")
