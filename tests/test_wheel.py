@@ -1,12 +1,20 @@
-"""The package as a user installs it: a wheel built from this tree, installed into a fresh
-virtual environment and run from a folder outside the checkout, must carry its data (demo
-model, faces, template, icon) and run the demo and every report format."""
+"""The package as a user installs it: a wheel built from a clean export of this tree, installed
+where the checkout cannot be reached, must carry every module and its data (demo model, faces,
+template, icon) and run the demo, every report format and the app's views.
+
+The installed copy sees the third-party packages of this interpreter through a plain path line
+(the dependencies may come from anywhere) but not the project: a path line does not run the
+``.pth`` files of that folder, so the editable finder a ``pip install -e .`` leaves there is
+never installed, and the commands run from a folder outside the checkout. A wheel that lacks a
+package then fails here as it fails for a user (``side_engine.stages`` once did, unseen).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -15,19 +23,38 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+BUILD_INPUTS = ("pyproject.toml", "setup.py", "README.md", "side_engine", "side_gui", "resources")
+CODE = ("side_engine", "side_gui")
+
+
+def exported_files() -> list[str]:
+    """The files a clean export of the tree holds: what git tracks (and would track: new files not
+    yet added, never ignored ones such as build/ or __pycache__/)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *BUILD_INPUTS],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an unpacked sdist)
+        return [p.relative_to(ROOT).as_posix() for name in BUILD_INPUTS for p in
+                ([ROOT / name] if (ROOT / name).is_file() else (ROOT / name).rglob("*"))
+                if p.is_file() and "__pycache__" not in p.parts]
+    return [name for name in out if name and (ROOT / name).is_file()]
+
+
+def source_modules() -> set[str]:
+    """Every Python file of the engine and the app, as its path in a wheel."""
+    return {name for name in exported_files() if name.startswith(tuple(f"{c}/" for c in CODE))
+            and name.endswith((".py", "py.typed"))}
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    # built from a copy of what the build reads, so a stale build/ folder in the checkout (setuptools
-    # reuses it) cannot smuggle in files that the package settings would no longer include
+    # built from an export of what the build reads, so a stale build/ folder or an untracked file
+    # in the checkout cannot smuggle in what the package settings would not include
     src = out / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    for name in ("side_engine", "side_gui", "resources"):
-        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in exported_files():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, src / name)
     # no build isolation: the build backend (setuptools) is already installed, nothing is fetched
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(out), str(src)], check=True, cwd=out)
@@ -35,39 +62,70 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
+def test_wheel_carries_every_module_and_package_of_the_tree(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = source_modules()
+    assert "side_engine/stages/__init__.py" in modules and "side_gui/widgets/__init__.py" in modules
+    assert sorted(modules - names) == []
+    packages = {str(Path(m).parent) for m in modules if m.endswith("__init__.py")}
+    assert packages <= {str(Path(n).parent) for n in names if n.endswith("__init__.py")}
+
+
 def test_wheel_carries_every_shipped_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {f"side_resources/{p.relative_to(ROOT / 'resources').as_posix()}"
-               for p in (ROOT / "resources").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
-    assert shipped - names == set()
+    shipped = {f"side_resources/{name.removeprefix('resources/')}" for name in exported_files()
+               if name.startswith("resources/")}
+    assert sorted(shipped - names) == []
     assert "side_resources/demo/model/unet/diffusion_pytorch_model.safetensors" in names
     assert "side_resources/templates/report.html.j2" in names
-    assert not any(n.startswith(("tests/", "bench/", "resources/")) for n in names)
+    assert not any(n.startswith(("tests/", "bench/", "resources/", "scripts/")) for n in names)
+
+
+def isolated_venv(where: Path, wheel: Path) -> Path:
+    """A venv with the wheel installed and the dependencies reachable, the project not."""
+    venv = where / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    own = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              capture_output=True, text=True, check=True).stdout.strip())
+    dependencies = [p for p in [*site.getsitepackages(), site.getusersitepackages()] if Path(p).is_dir()]
+    (own / "zz_dependencies.pth").write_text("".join(f"{p}\n" for p in dependencies))
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    return venv
 
 
 @pytest.mark.slow
-def test_installed_wheel_runs_the_demo_and_all_reports_outside_the_checkout(wheel, tmp_path):
-    # the venv sees the already-installed dependencies (torch etc.) but gets its own copy of
-    # side-audit from the wheel, which comes first on its path
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+def test_installed_wheel_runs_the_demo_reports_and_app_where_the_checkout_is_invisible(wheel, tmp_path):
+    venv = isolated_venv(tmp_path, wheel)
     py = venv / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(QT_QPA_PLATFORM="offscreen", PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(QT_QPA_PLATFORM="offscreen", PYTHONNOUSERSITE="1",
+               PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
     away = tmp_path / "elsewhere"
     away.mkdir()
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(list(args), cwd=away, env=env, capture_output=True, text=True, timeout=400)
 
-    where = run(str(py), "-c", "import side_engine, side_resources; print(side_engine.__file__); "
-                               "print(side_resources.__file__)")
-    assert where.returncode == 0, where.stderr
-    assert all(line.startswith(str(venv)) for line in where.stdout.split()), where.stdout
+    # the project comes from the wheel alone: every package from the venv, no editable finder,
+    # no path into the checkout (``tests`` is a package there and must not be importable)
+    packages = sorted({str(Path(m).parent).replace("/", ".") for m in source_modules()
+                       if m.endswith("__init__.py")} | {"side_resources"})
+    probe = ("import importlib, importlib.util, json, sys; "
+             f"mods = {{n: importlib.import_module(n).__file__ for n in {packages!r}}}; "
+             "print(json.dumps({'mods': mods, 'path': sys.path, "
+             "'tests': importlib.util.find_spec('tests') is not None, "
+             "'finders': [type(f).__module__ for f in sys.meta_path]}))")
+    seen = run(str(py), "-c", probe)
+    assert seen.returncode == 0, seen.stderr
+    seen = json.loads(seen.stdout)
+    assert all(f.startswith(str(venv)) for f in seen["mods"].values()), seen["mods"]
+    assert not seen["tests"]
+    assert not any("editable" in f.lower() for f in seen["finders"]), seen["finders"]
+    assert not any(p and Path(p).resolve().is_relative_to(ROOT) for p in seen["path"]), seen["path"]
+
     side = str(venv / "bin" / "side-audit")
     assert run(side, "--version").stdout.startswith("side-audit ")
-
     ws = tmp_path / "demo-ws"
     demo = run(side, "demo", "--quick", "--no-gui", "--workspace", str(ws))
     assert demo.returncode == 0, demo.stderr[-2000:]
@@ -79,5 +137,12 @@ def test_installed_wheel_runs_the_demo_and_all_reports_outside_the_checkout(whee
         assert out.stat().st_size > 1000
     assert "SIDE" in (tmp_path / "report.html").read_text()
     assert (tmp_path / "report.pdf").read_bytes().startswith(b"%PDF")
+    assert zipfile.ZipFile(tmp_path / "report.zip").namelist()
     metrics = run(side, "metrics", str(ws), "--json")
+    assert metrics.returncode == 0, metrics.stderr[-2000:]
     assert {r["method"] for r in json.loads(metrics.stdout)["rows"]} == {"random", "side"}
+    shots = tmp_path / "shots"
+    gui = run(side, "gui", str(ws), "--screenshot", str(shots))
+    assert gui.returncode == 0, gui.stderr[-2000:]
+    pngs = sorted(shots.glob("*.png"))
+    assert len(pngs) >= 4 and all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 5000 for p in pngs)
