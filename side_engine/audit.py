@@ -1,7 +1,8 @@
 """Run (or resume) a whole SIDE audit, stage by stage, storing results as they come.
 
-Stages: import → embed → labels → classifier (TI) → synthetic → tdkd (TD) →
-sample (+ streamed scoring) → metrics. A finished stage is never redone; the
+Stages (``side_engine.pipeline``, as the settings need them): import → embed → labels →
+classifier (TI) → synthetic → tdkd (TD) → sample (+ streamed scoring) → metrics. A finished
+stage is never redone; the
 sampling stage commits one batch per transaction (samples and their matches
 together), so a stopped or killed run resumes without redoing or duplicating
 work. Before resuming, the checkpoint and training-set hashes and the
@@ -28,17 +29,13 @@ from .classifiers import (
 from .config import RESUMABLE_CHANGES, AuditConfig
 from .devices import default_batch_size, describe, fit_batch_size, resolve_device
 from .errors import Cancelled, InputError, WorkspaceError
+from .pipeline import stage_order
 from .progress import Progress, WorkspaceLog
 from .sampler import Guide, GuidedSampler
 from .scorers import bands_for, bands_setting, check_training_size, choose_scorer_name
-from .stages import classifier, embedding, metrics, sampling, surrogate_labels, synthetic, tdkd, training_data
-from .stages.base import STAGES, StageTimer
-from .training_set import (
-    IMAGE_SUFFIXES,
-    files_fingerprint,
-    list_images,
-    to_model_tensor_range,
-)
+from .stages import training_data
+from .stages.context import StageContext
+from .training_set import IMAGE_SUFFIXES, files_fingerprint, list_images
 from .workspace import Workspace
 
 
@@ -52,65 +49,46 @@ def package_versions() -> dict[str, str]:
             "sqlite-utils": getattr(sqlite_utils, "__version__", "4")}
 
 
-class AuditRunner(sampling.SamplingContext):
-    """Owns one run of one workspace; ``run()`` is safe to call again after a stop."""
+class AuditRunner:
+    """Owns one run of one workspace; ``run()`` is safe to call again after a stop.
+
+    The runner builds the :class:`~side_engine.stages.context.StageContext` and runs the stages
+    of :func:`~side_engine.pipeline.stage_order` in turn; what the stages produced is on
+    ``runner.ctx.artifacts`` afterwards. Between the import and the stages after it, the runner
+    does the checks that need the training set: its size for the scorer, the batch size, the
+    audit's record and the duration estimate."""
 
     def __init__(self, workspace: Workspace | str | Path, progress: Progress | None = None) -> None:
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
         self.progress = WorkspaceLog(progress or Progress(), self.ws.log_path, self.ws.stop_path)
-
-    # -- helpers ---------------------------------------------------------------
-    def _update(self, stage: str, done: int, total: int) -> None:
-        self.progress.update(stage, done, total)
-        storage.set_stage(self.db, stage, STAGES.index(stage), done=done, total=total)
-
-    def _done(self, stage: str) -> bool:
-        rows = {r["name"]: r for r in storage.stage_rows(self.db)}
-        return rows.get(stage, {}).get("status") == "done"
-
-    def _stage(self, name: str) -> StageTimer:
-        return StageTimer(self.db, name, self.progress)
+        self.ctx: StageContext | None = None
 
     # -- entry point -------------------------------------------------------------
     def run(self) -> dict:
         cfg = self.ws.load_config()
-        self.cfg = cfg
-        self._samplers: list[GuidedSampler] = []
-        self._guiding_cache: dict[str, tuple[torch.nn.Module, torch.nn.Module]] = {}
         # `threads` > 0: exactly that many; 0: one per core this process may use (affinity,
         # cgroup quota), not per core of the machine
-        self.threads = cpu.set_torch_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
-        self.target: TargetModel = load_target(cfg.checkpoint, cfg.scheduler_config, cfg.allow_pickle, cfg.weights)
-        self.target.to(self.device)
+        threads = cpu.set_torch_threads(cfg.threads)
+        device = resolve_device(cfg.device)
+        target: TargetModel = load_target(cfg.checkpoint, cfg.scheduler_config, cfg.allow_pickle, cfg.weights)
+        target.to(device)
         self.ws.ensure_dirs()
         self.ws.stop_path.unlink(missing_ok=True)  # a request to stop an earlier run is not for this one
-        self.db = storage.connect(self.ws.db_path)
+        db = storage.connect(self.ws.db_path)
+        ctx = None
         started, outcome = time.time(), "run failed"
-        self.progress.write(f"run started: side-audit {__version__} on {describe(self.device)}, "
-                            f"{self.threads} CPU threads")
+        self.progress.write(f"run started: side-audit {__version__} on {describe(device)}, {threads} CPU threads")
         try:
-            self._check_identity(cfg)
-            self.scorer_name = choose_scorer_name(cfg.scorer, self.target.image_size)
-            self.bands = bands_for(getattr(cfg, bands_setting(self.scorer_name)))
-            training_data.run(self, cfg)
-            check_training_size(self.scorer_name, len(self.train_pixels))
-            self.batch = self._choose_batch(cfg)
-            self._record_audit(cfg)
-            self._log_estimate(cfg)
-            embedding.run(self, cfg)
-            synthetic_first = cfg.label_source == "synthetic-clusters"
-            if synthetic_first:
-                synthetic.run(self, cfg, num_classes=0)
-            surrogate_labels.run(self, cfg)
-            if not synthetic_first:
-                classifier.run(self, cfg)
-                synthetic.run(self, cfg, num_classes=0)
-            tdkd.run(self, cfg)
-            sampling.run(self, cfg)
-            metrics.run(self, cfg)
+            scorer_name = choose_scorer_name(cfg.scorer, target.image_size)
+            ctx = self.ctx = StageContext(cfg, self.ws, db, device, target, self.progress, threads, scorer_name,
+                                          bands_for(getattr(cfg, bands_setting(scorer_name))))
+            self._check_identity(ctx)
+            for stage in stage_order(cfg):
+                stage.run(ctx)
+                if stage is training_data:
+                    self.prepare(ctx)
             outcome = "run complete"
-            return results.metrics_json(self.db)
+            return results.metrics_json(db)
         except (Cancelled, KeyboardInterrupt):
             outcome = "run stopped by the user (resumable)"
             raise
@@ -120,24 +98,31 @@ class AuditRunner(sampling.SamplingContext):
         finally:
             self.progress.write(f"{outcome} after {time.time() - started:.0f} s")
             self.ws.stop_path.unlink(missing_ok=True)  # a stop request ends with the run it stopped
-            for sampler in self._samplers:
-                if sampler.compile_error:
-                    self.progress.log(f"torch.compile was not used: {sampler.compile_error}")
-                sampler.close()
-            self.db.close()
+            if ctx is not None:
+                ctx.close_samplers()
+            db.close()
+
+    def prepare(self, ctx: StageContext) -> None:
+        """What needs the imported training set before any long stage: the scorer's minimum
+        set size, the batch, the audit's record and the duration estimate."""
+        check_training_size(ctx.scorer_name, len(ctx.artifacts.train_pixels))
+        ctx.batch = self._choose_batch(ctx)
+        self._record_audit(ctx)
+        self._log_estimate(ctx)
 
     # -- identity ------------------------------------------------------------------
-    def _check_identity(self, cfg: AuditConfig) -> None:
+    def _check_identity(self, ctx: StageContext) -> None:
         """A resumed audit must see the same model, data and result-affecting settings."""
-        rows = list(self.db["audits"].rows)
+        cfg, db = ctx.cfg, ctx.db
+        rows = list(db["audits"].rows)
         if not rows:
             return
         audit = rows[0]
-        if audit["checkpoint_sha256"] != self.target.sha256:
+        if audit["checkpoint_sha256"] != ctx.target.sha256:
             raise WorkspaceError(f"checkpoint {cfg.checkpoint} changed since this audit started "
-                                 f"(SHA-256 {audit['checkpoint_sha256'][:12]}… → {self.target.sha256[:12]}…); "
+                                 f"(SHA-256 {audit['checkpoint_sha256'][:12]}… → {ctx.target.sha256[:12]}…); "
                                  "start a new workspace instead of mixing results")
-        stored_files = storage.get_kv(self.db, "train_files_fingerprint")
+        stored_files = storage.get_kv(db, "train_files_fingerprint")
         if stored_files and files_fingerprint(Path(cfg.train_data).expanduser()) != stored_files:
             raise WorkspaceError(f"training data {cfg.train_data} changed since this audit started; "
                                  "start a new workspace instead of mixing results")
@@ -148,137 +133,78 @@ class AuditRunner(sampling.SamplingContext):
             raise WorkspaceError(f"{self.ws.config_path}: settings changed since this audit started: "
                                  f"{', '.join(changed)}; restore them ({was}) or start a new workspace")
 
-    def _record_audit(self, cfg: AuditConfig) -> None:
-        if list(self.db["audits"].rows):
-            with self.db.atomic():
-                self.db["audits"].update(1, {"device": describe(self.device)})
+    def _record_audit(self, ctx: StageContext) -> None:
+        cfg, db = ctx.cfg, ctx.db
+        if list(db["audits"].rows):
+            with db.atomic():
+                db["audits"].update(1, {"device": describe(ctx.device)})
             return
-        with self.db.atomic():
-            self.db["audits"].insert({
+        with db.atomic():
+            db["audits"].insert({
                 "id": 1, "created": storage.now(), "config": json.dumps(cfg.to_dict()),
-                "checkpoint_path": str(self.target.path), "checkpoint_sha256": self.target.sha256,
+                "checkpoint_path": str(ctx.target.path), "checkpoint_sha256": ctx.target.sha256,
                 "train_path": str(Path(cfg.train_data).expanduser().resolve()),
-                "train_fingerprint": storage.get_kv(self.db, "train_fingerprint"),
-                "n_train": self.db["train_images"].count, "versions": json.dumps(package_versions()),
-                "device": describe(self.device), "scorer": self.scorer_name, "scorer_source": "",
+                "train_fingerprint": storage.get_kv(db, "train_fingerprint"),
+                "n_train": db["train_images"].count, "versions": json.dumps(package_versions()),
+                "device": describe(ctx.device), "scorer": ctx.scorer_name, "scorer_source": "",
                 "scorer_sha256": "",
             })
-            storage.set_kv(self.db, "model", self.target.summary())
+            storage.set_kv(db, "model", ctx.target.summary())
 
-    def _choose_batch(self, cfg: AuditConfig) -> int:
+    def _choose_batch(self, ctx: StageContext) -> int:
         """The configured batch, else on CUDA the largest that fits free memory by a probe of
         one guided step (``devices.fit_batch_size``), else a fixed CPU/MPS size."""
+        cfg = ctx.cfg
         if cfg.batch_size:
             return cfg.batch_size
-        if self.device.type != "cuda":
-            return default_batch_size(self.device, self.target.sample_size, self.target.channels)
-        step, close = self._probe_step(cfg)
+        if ctx.device.type != "cuda":
+            return default_batch_size(ctx.device, ctx.target.sample_size, ctx.target.channels)
+        step, close = probe_step(ctx)
         try:
-            batch, info = fit_batch_size(step, self.device)
+            batch, info = fit_batch_size(step, ctx.device)
         finally:
             close()
-        self.progress.log(f"batch size {batch}, chosen from free GPU memory ({info['free_mb']:.0f} MB free; "
-                          f"{info['per_image_mb']:.1f} MB per image, {info['fixed_mb']:.0f} MB fixed)")
+        ctx.log(f"batch size {batch}, chosen from free GPU memory ({info['free_mb']:.0f} MB free; "
+                f"{info['per_image_mb']:.1f} MB per image, {info['fixed_mb']:.0f} MB fixed)")
         return batch
 
-    def _probe_step(self, cfg: AuditConfig):
-        """(step(b): one guided sampling step at batch b with this audit's networks and settings,
-        close()). The classifier is untrained but of the audit's shape: memory is what counts."""
-        size, ch = self.target.sample_size, self.target.channels
-        k = max(2, cfg.k or labels.default_k(max(len(self.train_pixels), 2)))
-        clf = for_guidance(ResNetClassifier(k, ch, cfg.resolved_width(size), small_stem_for(size, cfg.classifier_stem),
-                                            time_dependent=True).to(self.device))
-        sampler = GuidedSampler(self.target.unet, self.target.scheduler, cfg.sampler, cfg.steps, cfg.eta,
-                                self.device, cfg.precision, convention=cfg.sampler_convention)
-
-        def step(b: int) -> torch.Tensor:
-            noise = torch.randn(b, ch, size, size, device=self.device)
-            gens = [torch.Generator().manual_seed(i) for i in range(b)]
-            return sampler.sample(noise, torch.ones(b), torch.zeros(b, dtype=torch.long),
-                                  [Guide(clf, torch.arange(b, device=self.device), True)], generators=gens, steps=1)
-
-        return step, sampler.close
-
-    def _log_estimate(self, cfg: AuditConfig) -> None:
+    def _log_estimate(self, ctx: StageContext) -> None:
         """Before the long stages: a timed probe of this device, scaled to the work left."""
         from .estimate import describe_seconds, estimate, probe, work_left
 
-        left = work_left(self.db, cfg)
+        cfg, target, n = ctx.cfg, ctx.target, len(ctx.artifacts.train_pixels)
+        left = work_left(ctx.db, cfg)
         if "metrics" in left["done"]:
             return
-        k = cfg.k or labels.default_k(len(self.train_pixels))
-        per = probe(self.target.unet, self.target.scheduler, cfg, k, self.target.channels, self.target.sample_size,
-                    self.device, self.batch, self.target.decode if self.target.latent else None)
-        est = estimate(per, cfg, len(self.train_pixels), left)
-        storage.set_kv(self.db, "estimate", est)
-        storage.set_kv(self.db, "estimate_device", describe(self.device))
-        self.progress.log(f"estimated time left ≈ {describe_seconds(est['total'])} on {describe(self.device)} "
-                          f"(probe: UNet {1e3 * per['unet']:.2f} ms, guidance {1e3 * per['guidance']:.2f} ms "
-                          "per image and step)")
-
-    # -- helpers the stages share (side_engine/stages/) ----------------------------------
-    def _train_tensor(self) -> torch.Tensor:
-        """The training images as the UNet models them: pixels in [-1, 1], or for a latent model
-        their latents (encoded once, in batches, and cached in the workspace)."""
-        if not self.target.latent:
-            return torch.from_numpy(to_model_tensor_range(np.asarray(self.train_pixels)))
-        cache = self.ws.cache_dir / "train_latents.npy"
-        if cache.exists():
-            return torch.from_numpy(np.load(cache))
-        chunks = []
-        for i in range(0, len(self.train_pixels), 32):
-            x = torch.from_numpy(to_model_tensor_range(np.asarray(self.train_pixels[i:i + 32])))
-            chunks.append(self.target.encode(x.to(self.device)).float().cpu())
-            self.progress.check()
-        latents = torch.cat(chunks)
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, latents.numpy())
-        tmp.replace(cache)
-        return latents
-
-    def _classifier_path(self, name: str) -> Path:
-        return self.ws.classifiers_dir / f"{name}.safetensors"
-
-    def _store_classifier(self, name: str, path: Path, report) -> None:
-        with self.db.atomic():
-            self.db["classifiers"].upsert({
-                "name": name, "path": str(path.relative_to(self.ws.root)), "accuracy": report.accuracy,
-                "details": json.dumps({"measured_on": report.held_out, "final_loss": report.final_loss,
-                                       **report.details}),
-            }, pk="name")
-
-    def _sampler(self, cfg: AuditConfig) -> GuidedSampler:
-        sampler = sampling.make_sampler(self.target, cfg, self.device, self._compile(cfg))
-        self._samplers.append(sampler)
-        return sampler
-
-    def _compile(self, cfg: AuditConfig) -> bool:
-        """torch.compile pays off only over long runs: on an H200 compiling took ~75 s and then
-        saved ~0.65 ms per image and step (128 px UNet, bf16), so break-even is ~110 000
-        image-steps; ``auto`` asks for 150 000 (the paper's audits have millions)."""
-        if cfg.compile == "auto":
-            return self.device.type == "cuda" and len(cfg.grid()) * cfg.n_per_lambda * cfg.steps >= COMPILE_WORK
-        return cfg.compile == "on"
+        k = cfg.k or labels.default_k(n)
+        per = probe(target.unet, target.scheduler, cfg, k, target.channels, target.sample_size,
+                    ctx.device, ctx.batch, target.decode if target.latent else None)
+        est = estimate(per, cfg, n, left)
+        storage.set_kv(ctx.db, "estimate", est)
+        storage.set_kv(ctx.db, "estimate_device", describe(ctx.device))
+        ctx.log(f"estimated time left ≈ {describe_seconds(est['total'])} on {describe(ctx.device)} "
+                f"(probe: UNet {1e3 * per['unet']:.2f} ms, guidance {1e3 * per['guidance']:.2f} ms "
+                "per image and step)")
 
 
-    def _n_syn(self, cfg: AuditConfig) -> int:
-        """The synthetic set's size: at least 20 images a class unless set (K known from the
-        labels stage, or, for synthetic-clusters, its default from N)."""
-        k = getattr(self, "k", None) or labels.resolve_k(cfg.k, len(self.train_pixels))
-        return cfg.resolved_n_syn(k)
+def probe_step(ctx: StageContext):
+    """(step(b): one guided sampling step at batch b with this audit's networks and settings,
+    close()). The classifier is untrained but of the audit's shape: memory is what counts."""
+    cfg, device = ctx.cfg, ctx.device
+    size, ch = ctx.target.sample_size, ctx.target.channels
+    k = max(2, cfg.k or labels.default_k(max(len(ctx.artifacts.train_pixels), 2)))
+    clf = for_guidance(ResNetClassifier(k, ch, cfg.resolved_width(size), small_stem_for(size, cfg.classifier_stem),
+                                        time_dependent=True).to(device))
+    sampler = GuidedSampler(ctx.target.unet, ctx.target.scheduler, cfg.sampler, cfg.steps, cfg.eta,
+                            device, cfg.precision, convention=cfg.sampler_convention)
 
-    def _load_synthetic(self, cfg: AuditConfig) -> np.ndarray:
-        return synthetic.load(self, cfg)
+    def step(b: int) -> torch.Tensor:
+        noise = torch.randn(b, ch, size, size, device=device)
+        gens = [torch.Generator().manual_seed(i) for i in range(b)]
+        return sampler.sample(noise, torch.ones(b), torch.zeros(b, dtype=torch.long),
+                              [Guide(clf, torch.arange(b, device=device), True)], generators=gens, steps=1)
 
-    def _warn(self, text: str) -> None:
-        """A finding about the audit's own reliability: logged, stored, shown by the app and reports."""
-        self.progress.log(f"WARNING: {text}")
-        warnings = storage.get_kv(self.db, "warnings", [])
-        if text not in warnings:
-            storage.set_kv(self.db, "warnings", warnings + [text])
-
-
-COMPILE_WORK = 150_000  # image-steps of sampling above which compile = auto compiles
+    return step, sampler.close
 
 
 def init_workspace(root: str | Path, checkpoint: str, train_data: str, labels_csv: str = "",

@@ -36,7 +36,8 @@ import torch.distributed as dist
 
 from . import cpu
 from .errors import Cancelled, ConfigError
-from .stages.sampling import SamplingContext, compute_batch, make_sampler
+from .stages.context import Artifacts, SamplingContext, StageContext
+from .stages.sampling import compute_batch, make_sampler
 
 STOP, MODEL, SAMPLING, ROUND, TDKD = "stop", "model", "sampling", "round", "tdkd"
 
@@ -84,36 +85,34 @@ def _cpu_state(module: torch.nn.Module) -> dict:
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
-def share_model(audit, cfg) -> None:
+def share_model(ctx: StageContext) -> None:
     """The owner, once per run before the first parallel stage: settings and the target model."""
-    if getattr(audit, "_model_shared", False):
+    if ctx.model_shared:
         return
-    target = audit.target
+    target = ctx.target
     vae = None
     if target.vae is not None:
         vae = (target.vae_kind, dict(target.vae.config), _cpu_state(target.vae), target.latent_scale)
-    _send({"op": MODEL, "cfg": cfg.to_dict(), "compile": audit._compile(cfg),
+    _send({"op": MODEL, "cfg": ctx.cfg.to_dict(), "compile": ctx.compiles(),
            "unet_config": dict(target.unet.config), "scheduler_config": dict(target.scheduler.config),
            "unet_state": _cpu_state(target.unet), "vae": vae, "weights": target.weights})
-    audit._model_shared = True
+    ctx.model_shared = True
 
 
-def share_sampling_context(audit, cfg) -> None:
+def share_sampling_context(ctx: StageContext) -> None:
     """The owner: what a worker needs besides the model to compute sampling batches, with no
     access to the workspace."""
-    share_model(audit, cfg)
-    classifiers = {}
-    for name in ("td", "ti"):
-        model = getattr(audit, name, None)
-        if model is not None:
-            classifiers[name] = (model.hparams, _cpu_state(model))
+    share_model(ctx)
+    art = ctx.artifacts
+    classifiers = {name: (model.hparams, _cpu_state(model)) for name, model in (("td", art.td), ("ti", art.ti))
+                   if model is not None}
     sscd = None
-    if audit.scorer_name == "sscd" and cfg.sscd_model:
-        with open(cfg.sscd_model, "rb") as f:
+    if ctx.scorer_name == "sscd" and ctx.cfg.sscd_model:
+        with open(ctx.cfg.sscd_model, "rb") as f:
             sscd = f.read()
-    _send({"op": SAMPLING, "k": audit.k, "batch": audit.batch, "classifiers": classifiers,
-           "scorer": audit.scorer_name, "sscd": sscd, "bands": audit.bands,
-           "vectors": audit.train_vectors, "groups": audit.index.groups})
+    _send({"op": SAMPLING, "k": art.k, "batch": ctx.batch, "classifiers": classifiers,
+           "scorer": ctx.scorer_name, "sscd": sscd, "bands": ctx.bands,
+           "vectors": art.train_vectors, "groups": art.index.groups})
 
 
 def run_round(kind: str, batches: list, compute: Callable) -> list:
@@ -150,8 +149,10 @@ class WorkerContext(SamplingContext):
         from .checkpoint import TargetModel
         from .config import AuditConfig
 
+        super().__init__()
         self.cfg = AuditConfig(**message["cfg"])
         self.device = device
+        self.artifacts = Artifacts()
         unet = UNet2DModel.from_config(message["unet_config"])
         unet.load_state_dict(message["unet_state"])
         scheduler = DDPMScheduler.from_config(message["scheduler_config"])
@@ -163,8 +164,6 @@ class WorkerContext(SamplingContext):
             vae.eval().requires_grad_(False)
         self.target = TargetModel(unet.eval().requires_grad_(False), scheduler, Path("."), "", [],
                                   vae, kind, scale, message["weights"]).to(device)
-        self.td = self.ti = None
-        self._guiding_cache: dict = {}
         self.sampler = make_sampler(self.target, self.cfg, device, compile=message["compile"])
         size = self.target.sample_size
         self.shape = (self.target.channels, size, size)
@@ -176,23 +175,23 @@ class WorkerContext(SamplingContext):
         from .neighbours import TrainIndex
         from .scorers import make_scorer
 
-        self.k, self.batch = message["k"], message["batch"]
+        art = self.artifacts
+        art.k, self.batch = message["k"], message["batch"]
         for name, (hparams, state) in message["classifiers"].items():
             model = ResNetClassifier(**hparams)
             model.load_state_dict(state)
-            setattr(self, name, model.to(self.device).eval().requires_grad_(False))
-        self._guiding_cache = {}
+            setattr(art, name, model.to(self.device).eval().requires_grad_(False))
         sscd_path = ""
         if message["sscd"]:
             with tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as f:
                 f.write(message["sscd"])
             sscd_path = f.name
-        self.scorer = make_scorer(message["scorer"], sscd_path, "cpu", cpu.usable_cores())
-        self.index = TrainIndex(self.scorer, message["vectors"], message["bands"], message["groups"])
+        art.scorer = make_scorer(message["scorer"], sscd_path, "cpu", cpu.usable_cores())
+        art.index = TrainIndex(art.scorer, message["vectors"], message["bands"], message["groups"])
 
 
 def _work_sample(ctx: WorkerContext, batch):
-    return compute_batch(ctx, ctx.cfg, ctx.sampler, batch, ctx.shape, ctx.k)
+    return compute_batch(ctx, ctx.cfg, ctx.sampler, batch, ctx.shape, ctx.artifacts.k)
 
 
 def _work_synthetic(ctx: WorkerContext, batch):

@@ -99,7 +99,10 @@ def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | No
         "sample": frac * (cfg.steps * (total * per_image["unet"] + guided * per_image["guidance"])
                           + total * per_image.get("decode", 0.0)),
     }
-    for name in pending.get("done", ()):
+    from .stages import stage_names
+
+    runs = stage_names(cfg)  # a stage these settings skip costs nothing
+    for name in [*pending.get("done", ()), *(n for n in stages if n not in runs)]:
         stages[name] = 0.0
     stages["total"] = sum(stages.values())
     return stages

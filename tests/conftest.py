@@ -100,3 +100,19 @@ def tiny_workspace(tmp_path, tiny_model, faces):
     from side_engine.audit import init_workspace
 
     return init_workspace(tmp_path / "ws", str(tiny_model), str(faces), **TINY_SETTINGS)
+
+
+def stored_samples(ws):
+    """(samples, in-band pairs, metric rows) of a workspace, in a stable order: for comparing audits."""
+    from side_engine import storage
+
+    db = storage.connect(ws.db_path)
+    rows = [tuple(r.values()) for r in db.query(
+        "select method, lam, sample_index, seed, cls, best, nearest, png from samples "
+        "order by method, lam, sample_index")]
+    matches = [tuple(r.values()) for r in db.query(
+        "select s.method, s.lam, s.sample_index, m.train_idx, m.score from matches m join samples s "
+        "on s.id = m.sample_id order by 1, 2, 3, 4")]
+    metrics = [tuple(r.values()) for r in db.query("select * from metrics order by method, lam, band")]
+    db.close()
+    return rows, matches, metrics

@@ -121,7 +121,7 @@ def test_tdkd_on_two_ranks_trains_the_single_process_classifier(tmp_path, hard, 
     round differently (other reduction orders) and Adam's first steps amplify that (~1 % in
     the weights, measured), so there the test compares what guidance uses: the predicted class
     at several noise levels, probabilities far closer to each other than to the start, and the
-    reported loss and held-out agreement."""
+    distillation objective both reach and the held-out agreement."""
     import torch.multiprocessing as mp
     from torch.nn import functional as F
 
@@ -145,6 +145,14 @@ def test_tdkd_on_two_ranks_trains_the_single_process_classifier(tmp_path, hard, 
     start.load_state_dict(job["state"])
     one, two, start = (m.to(dtype).eval() for m in (one, two, start))
     x = torch.from_numpy(to_model_tensor_range(job["syn"])).to(dtype)
+    targets = job["targets"]
+
+    def fit(model, tt) -> float:  # the distillation objective on the whole set at noise level t
+        logp = F.log_softmax(model(x, tt), 1)
+        if hard:
+            return float(F.nll_loss(logp, targets))
+        return float(F.kl_div(logp, targets.to(dtype), reduction="batchmean"))
+
     with torch.no_grad():
         for t in (0, 50, 99):
             tt = torch.full((len(x),), t)
@@ -152,7 +160,10 @@ def test_tdkd_on_two_ranks_trains_the_single_process_classifier(tmp_path, hard, 
             gap, moved = float((p1 - p2).abs().max()), float((p1 - F.softmax(start(x, tt), 1)).abs().max())
             assert gap < moved / 5  # far closer to each other than to where training began
             assert torch.equal(p1.argmax(1), p2.argmax(1))
-    assert saved["loss"] == pytest.approx(report.final_loss, rel=0.05)
+            # the objective both reached, not the last batch's loss: that one number moved by
+            # 6 % between two correct runs on another machine (reduction order, amplified by Adam)
+            f1, f2, f0 = fit(one, tt), fit(two, tt), fit(start, tt)
+            assert abs(f1 - f2) < abs(f0 - f1) / 5
     assert saved["acc"] == report.accuracy
 
 
@@ -168,27 +179,24 @@ def test_shards_cover_a_batch_once_in_order():
 def test_synthetic_gaps_are_found_by_index_whatever_the_batch(tmp_path):
     """A resume with another batch size (a resumable setting) fills exactly the missing images;
     chunk names alone would duplicate some and skip others."""
-    from types import SimpleNamespace
-
     from side_engine.errors import WorkspaceError
     from side_engine.stages import synthetic
 
     folder = tmp_path / "synthetic"
     folder.mkdir()
-    audit = SimpleNamespace(ws=SimpleNamespace(synthetic_dir=folder), _n_syn=lambda cfg: 20)
     full = np.arange(20, dtype=np.uint8).reshape(20, 1, 1, 1)
     for start in (0, 16):  # batch 8 made 0-7 and 16-19; 8-15 missing
-        synthetic._save_chunk(audit, start, full[start:start + 8])
-    assert synthetic._missing_spans(synthetic._stored_chunks(audit, 20), 20, 5) == [(8, 13), (13, 16)]
+        synthetic._save_chunk(folder, start, full[start:start + 8])
+    assert synthetic._missing_spans(synthetic._stored_chunks(folder, 20), 20, 5) == [(8, 13), (13, 16)]
     with pytest.raises(WorkspaceError, match="12 of 20 synthetic images"):
-        synthetic.load(audit, None)
+        synthetic.load_folder(folder, 20)
     for lo, hi in [(8, 13), (13, 16)]:
-        synthetic._save_chunk(audit, lo, full[lo:hi])
-    assert synthetic._missing_spans(synthetic._stored_chunks(audit, 20), 20, 5) == []
-    assert np.array_equal(synthetic.load(audit, None), full)
+        synthetic._save_chunk(folder, lo, full[lo:hi])
+    assert synthetic._missing_spans(synthetic._stored_chunks(folder, 20), 20, 5) == []
+    assert np.array_equal(synthetic.load_folder(folder, 20), full)
     (folder / "chunk_x.npy").write_bytes(b"")
     with pytest.raises(WorkspaceError, match="chunk_x.npy"):
-        synthetic.load(audit, None)
+        synthetic.load_folder(folder, 20)
 
 
 def test_no_rank_sees_the_workspace_is_an_error_naming_it(tmp_path):

@@ -200,7 +200,7 @@ def test_ema_weights_are_chosen_recorded_and_refused_where_absent(tmp_path, face
 @pytest.mark.slow
 def test_a_latent_audit_on_two_processes_equals_one(tmp_path, tiny_kl_model, faces):
     """The other rank rebuilds the autoencoder from the owner's broadcast and decodes its batches."""
-    from .test_audit import _same_samples
+    from .test_processes import _same_samples
 
     one = init_workspace(tmp_path / "one", str(tiny_kl_model), str(faces), **LATENT_SETTINGS)
     AuditRunner(one).run()

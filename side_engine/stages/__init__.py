@@ -1,4 +1,59 @@
-"""The audit's stages, one module each, in run order: import (``training_data``) → ``embedding``
-→ ``surrogate_labels`` → ``classifier`` (TI) → ``synthetic`` → ``tdkd`` (TD) → ``sampling``
-(with streamed scoring) → ``metrics``. ``base`` holds what they share and the ``Stage``
-protocol; ``AuditRunner`` (side_engine.audit) is the context they run in."""
+"""The audit's stages, one module each, and the pipeline as one list.
+
+This module is light on purpose (no torch, no diffusers): the app's run view reads the stage
+titles and the stages an audit runs from here without loading the engine. The modules
+themselves (``training_data``, ``embedding``, ``surrogate_labels``, ``classifier``,
+``synthetic``, ``tdkd``, ``sampling``, ``metrics``) each have a ``run(ctx)`` taking the
+:class:`~side_engine.stages.context.StageContext`, the only thing a stage may touch;
+:func:`side_engine.pipeline.stage_order` maps :func:`stage_names` to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import AuditConfig
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    name: str  # the stage's row in the workspace database
+    title: str  # what the app and the logs call it
+
+
+# Every stage an audit may run, in run order; a stage's position is its stored ordinal.
+STAGES: tuple[StageInfo, ...] = (
+    StageInfo("import", "Import training set"),
+    StageInfo("embed", "Embed training set"),
+    StageInfo("labels", "Surrogate labels"),
+    StageInfo("classifier", "TI classifier"),
+    StageInfo("synthetic", "Synthetic set"),
+    StageInfo("tdkd", "TDKD (TD classifier)"),
+    StageInfo("sample", "Guided sampling"),
+    StageInfo("score", "Scoring"),
+    StageInfo("metrics", "Metrics"),
+)
+NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+TITLES: dict[str, str] = {s.name: s.title for s in STAGES}
+
+
+def stage_names(cfg: AuditConfig) -> list[str]:
+    """The stages these settings need, in the order they run: the one place that decides it.
+
+    ``synthetic-clusters`` labels live on the synthetic set, so it is made before the labels
+    and no TI classifier is trained (the TD classifier learns the cluster labels). Otherwise
+    the TI classifier is trained when a method guides (TI guidance uses it, SIDE distils it),
+    and the synthetic set and TDKD only when SIDE is among the methods. The labels stage runs
+    for every audit: K fixes every sample's noise stream, Random's included.
+    """
+    if cfg.label_source == "synthetic-clusters":
+        middle = ["synthetic", "labels", "tdkd"]
+    else:
+        middle = ["labels"]
+        if "side" in cfg.methods or "ti" in cfg.methods:
+            middle.append("classifier")
+        if "side" in cfg.methods:
+            middle += ["synthetic", "tdkd"]
+    return ["import", "embed", *middle, "sample", "score", "metrics"]

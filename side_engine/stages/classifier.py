@@ -13,32 +13,34 @@ from ..classifiers import (
     save_classifier,
     small_stem_for,
 )
-from ..config import AuditConfig
-from .base import StoredProgress, frozen
+from .base import frozen
 
 if TYPE_CHECKING:
-    from ..audit import AuditRunner
+    from .context import StageContext
 
 NAMES = ("classifier",)
 SPLIT = "rank0"
 
 
-def run(audit: AuditRunner, cfg: AuditConfig) -> None:
-    path = audit._classifier_path("ti")
-    if audit._done("classifier") and path.exists():
-        audit.ti = frozen(load_classifier(path, audit.device))
+def run(ctx: StageContext) -> None:
+    """Produces ``artifacts.ti``."""
+    art, cfg = ctx.artifacts, ctx.cfg
+    path = ctx.classifier_path("ti")
+    if ctx.is_done("classifier") and path.exists():
+        art.ti = frozen(load_classifier(path, ctx.device))
         return
-    with audit._stage("classifier"):
+    with ctx.timed("classifier"):
         torch.manual_seed(cfg.seed)
-        model = ResNetClassifier(audit.k, audit.target.channels, cfg.resolved_width(audit.target.sample_size),
-                                 small_stem_for(audit.target.sample_size, cfg.classifier_stem)).to(audit.device)
-        batch = ti_batch(len(audit.surrogate))
-        report = train_ti(audit._train_tensor(), torch.from_numpy(audit.surrogate), model,
-                          cfg.classifier_epochs, cfg.classifier_lr, batch, cfg.seed, StoredProgress(audit),
+        size = ctx.target.sample_size
+        model = ResNetClassifier(art.k, ctx.target.channels, cfg.resolved_width(size),
+                                 small_stem_for(size, cfg.classifier_stem)).to(ctx.device)
+        batch = ti_batch(len(art.surrogate))
+        report = train_ti(ctx.train_tensor(), torch.from_numpy(art.surrogate), model,
+                          cfg.classifier_epochs, cfg.classifier_lr, batch, cfg.seed, ctx.trainer_progress(),
                           min_steps=cfg.classifier_min_steps)
         save_classifier(model, path, {"accuracy": report.accuracy})
-        audit._store_classifier("ti", path, report)
-        audit.progress.log(f"TI classifier: accuracy {report.accuracy:.3f} on {report.held_out}; "
-                          f"train accuracy {report.details['train_accuracy']:.3f}, under noise σ = 0.2 "
-                          f"{report.details['noise_0.2_accuracy']:.3f} ({report.details['steps']} steps)")
-        audit.ti = frozen(model)
+        ctx.store_classifier("ti", path, report)
+        ctx.log(f"TI classifier: accuracy {report.accuracy:.3f} on {report.held_out}; "
+                f"train accuracy {report.details['train_accuracy']:.3f}, under noise σ = 0.2 "
+                f"{report.details['noise_0.2_accuracy']:.3f} ({report.details['steps']} steps)")
+        art.ti = frozen(model)

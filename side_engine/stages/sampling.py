@@ -12,58 +12,59 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..classifiers import for_guidance
 from ..config import AuditConfig
 from ..errors import WorkspaceError
-from ..sampler import Guide, GuidedSampler, sample_inputs, sample_seed, target_classes, to_uint8
+from ..sampler import Guide, GuidedSampler, sample_inputs, sample_seed, to_uint8
 from .base import finite_or_none
 
 if TYPE_CHECKING:
-    from ..audit import AuditRunner
+    from .context import SamplingContext, StageContext
 
 NAMES = ("sample", "score")
 SPLIT = "samples"
 
 
-def plan(audit: AuditRunner, cfg: AuditConfig) -> list[tuple[str, float, int]]:
+def plan(cfg: AuditConfig) -> list[tuple[str, float, int]]:
     """Every (method, λ, index) of the audit, ordered so that batches mix λ values and a
     partial run covers every λ evenly; TI-guided samples batch apart from TD-guided ones."""
     items = [(m, lam, i) for m, lam in cfg.grid() for i in range(cfg.n_per_lambda)]
     return sorted(items, key=lambda it: (it[0] == "ti", it[2], it[1], it[0]))
 
 
-def run(audit: AuditRunner, cfg: AuditConfig) -> None:
-    work = plan(audit, cfg)
+def run(ctx: StageContext) -> None:
+    """Produces the stored samples and their matches, one transaction per batch."""
+    cfg = ctx.cfg
+    work = plan(cfg)
     total = len(work)
     have = {(r["method"], r["lam"], r["sample_index"]) for r in
-            audit.db.query("select method, lam, sample_index from samples")}
+            ctx.db.query("select method, lam, sample_index from samples")}
     pending = [p for p in work if p not in have]
-    if not pending and audit._done("sample"):
+    if not pending and ctx.is_done("sample"):
         return
-    sampler = audit._sampler(cfg)
-    shape = (audit.target.channels, audit.target.sample_size, audit.target.sample_size)
-    num_classes = audit.k
+    sampler = ctx.new_sampler()
+    shape = (ctx.target.channels, ctx.target.sample_size, ctx.target.sample_size)
+    num_classes = ctx.artifacts.k
     from .. import distributed
 
     ranks = distributed.world_size()
-    with audit._stage("sample"), audit._stage("score"):
+    with ctx.timed("sample"), ctx.timed("score"):
         done = total - len(pending)
-        audit._update("sample", done, total)
-        audit._update("score", done, total)
+        ctx.update("sample", done, total)
+        ctx.update("score", done, total)
         if ranks > 1:
-            distributed.share_sampling_context(audit, cfg)
-        step = audit.batch * ranks  # a round: one batch for every rank, handed out by sample index
+            distributed.share_sampling_context(ctx)
+        step = ctx.batch * ranks  # a round: one batch for every rank, handed out by sample index
         remote = 0
-        writer = BatchWriter(audit, done, total, depth=2 * ranks) if ranks > 1 else None
+        writer = BatchWriter(ctx, done, total, depth=2 * ranks) if ranks > 1 else None
         try:
             for start in range(0, len(pending), step):
-                audit.progress.check()
-                batches = [pending[s:s + audit.batch] for s in range(start, start + step, audit.batch)]
+                ctx.check()
+                batches = [pending[s:s + ctx.batch] for s in range(start, start + step, ctx.batch)]
                 if ranks > 1:
                     results = distributed.run_round(
-                        "sample", batches, lambda b: compute_batch(audit, cfg, sampler, b, shape, num_classes))
+                        "sample", batches, lambda b: compute_batch(ctx, cfg, sampler, b, shape, num_classes))
                 else:
-                    results = [compute_batch(audit, cfg, sampler, batches[0], shape, num_classes)]
+                    results = [compute_batch(ctx, cfg, sampler, batches[0], shape, num_classes)]
                 for rank, result in enumerate(results):  # stored in plan order, one transaction per batch
                     if result is None:
                         continue
@@ -71,17 +72,17 @@ def run(audit: AuditRunner, cfg: AuditConfig) -> None:
                     if writer is not None:
                         writer.put(result)
                         continue
-                    store_batch(audit, result)
+                    store_batch(ctx, result)
                     done += len(result.rows)
                 if writer is None:
-                    audit._update("sample", done, total)
-                    audit._update("score", done, total)
+                    ctx.update("sample", done, total)
+                    ctx.update("score", done, total)
         finally:
             if writer is not None:
                 writer.close()  # every gathered batch stored (or the storing error raised) first
         if ranks > 1:
-            audit.progress.log(f"sampling on {ranks} processes: {remote} of {-(-len(pending) // audit.batch)} "
-                               f"batches computed by ranks other than the owner (rank {distributed.owner()})")
+            ctx.log(f"sampling on {ranks} processes: {remote} of {-(-len(pending) // ctx.batch)} "
+                    f"batches computed by ranks other than the owner (rank {distributed.owner()})")
 
 
 def make_sampler(target, cfg: AuditConfig, device: torch.device, compile: bool) -> GuidedSampler:
@@ -90,32 +91,6 @@ def make_sampler(target, cfg: AuditConfig, device: torch.device, compile: bool) 
     if cfg.guidance_max_t < 1:  # guidance at low noise only, where the TD classifier agrees with the TI one
         sampler.guidance_window = (0, int(cfg.guidance_max_t * (sampler.T - 1)))
     return sampler
-
-
-class SamplingContext:
-    """What ``compute_batch`` reads, whichever process computes: ``device``, ``td``/``ti``
-    (frozen classifiers or None), ``scorer``, ``index``; and the two helpers below. The runner
-    that owns the workspace is one; a worker rank of a multi-process run is another."""
-
-    device: torch.device
-    _guiding_cache: dict
-
-    def _targets(self, cfg: AuditConfig, num_classes: int) -> np.ndarray:
-        """Stratified target classes of sample indices 0..N_G-1 (the same for every λ and method)."""
-        key = (cfg.seed, cfg.n_per_lambda, num_classes)
-        if getattr(self, "_targets_key", None) != key:
-            self._targets_key, self._targets_cache = key, target_classes(cfg.seed, cfg.n_per_lambda, num_classes)
-        return self._targets_cache
-
-    def _guiding(self, method: str) -> torch.nn.Module | None:
-        """The folded, channels_last copy of the TD (side) or TI classifier that sampling uses."""
-        model = getattr(self, "td" if method == "side" else "ti", None)
-        if model is None:
-            return None
-        cached = self._guiding_cache.get(method)
-        if cached is None or cached[0] is not model:
-            cached = self._guiding_cache[method] = (model, for_guidance(model))
-        return cached[1]
 
 
 @dataclass
@@ -128,29 +103,30 @@ class BatchResult:
     pngs: dict[str, bytes] = field(default_factory=dict)  # workspace-relative path -> encoded PNG
 
 
-def compute_batch(audit: AuditRunner, cfg, sampler, batch, shape, num_classes) -> BatchResult:
+def compute_batch(ctx: SamplingContext, cfg: AuditConfig, sampler: GuidedSampler, batch, shape,
+                  num_classes: int) -> BatchResult:
     """Generate and score ``batch`` [(method, λ, index)]; each image depends only on (seed, index)."""
     seeds = [sample_seed(cfg.seed, i) for _, _, i in batch]
     inputs = [sample_inputs(s, shape, num_classes) for s in seeds]
     noise = torch.stack([x for x, _, _ in inputs])
-    targets = audit._targets(cfg, num_classes)
+    targets = ctx.targets(cfg, num_classes)
     cls = torch.tensor([int(targets[i]) for _, _, i in batch], dtype=torch.long)
     lam = torch.tensor([lam for _, lam, _ in batch], dtype=torch.float32)
     guides = []
-    for method, clf, td in (("side", audit._guiding("side"), True), ("ti", audit._guiding("ti"), False)):
+    for method, clf, td in (("side", ctx.guiding("side"), True), ("ti", ctx.guiding("ti"), False)):
         rows = [r for r, (m, lv, _) in enumerate(batch) if m == method and lv > 0]
         if rows:
-            guides.append(Guide(clf, torch.tensor(rows, device=audit.device), td))
+            guides.append(Guide(clf, torch.tensor(rows, device=ctx.device), td))
     x0 = sampler.sample(noise, lam, cls, guides, generators=[g for _, _, g in inputs])
     ratio = sampler.last_guidance_ratio.cpu().tolist() if sampler.last_guidance_ratio is not None else None
     steered = None
-    if audit._guiding("side") is not None:
+    if ctx.guiding("side") is not None:
         with torch.no_grad():  # measured in fp32 whatever the sampling precision
-            t0 = torch.zeros(len(batch), dtype=torch.long, device=audit.device)
+            t0 = torch.zeros(len(batch), dtype=torch.long, device=ctx.device)
             x0_cl = x0.contiguous(memory_format=torch.channels_last)
-            steered = (audit._guiding("side")(x0_cl, t0).argmax(1).cpu() == cls).tolist()
-    images = to_uint8(audit.target.decode(x0))  # a latent model's images: decoded once per batch
-    scores = audit.index.score(audit.scorer.embed(images))
+            steered = (ctx.guiding("side")(x0_cl, t0).argmax(1).cpu() == cls).tolist()
+    images = to_uint8(ctx.target.decode(x0))  # a latent model's images: decoded once per batch
+    scores = ctx.artifacts.index.score(ctx.artifacts.scorer.embed(images))
     loose_hit = np.zeros(len(batch), bool)
     for r, _, _ in scores.pairs:
         loose_hit[r] = True
@@ -171,13 +147,13 @@ def compute_batch(audit: AuditRunner, cfg, sampler, batch, shape, num_classes) -
     return BatchResult(rows, [(int(r), int(j), float(sc)) for r, j, sc in scores.pairs], pngs)
 
 
-def store_batch(audit: AuditRunner, result: BatchResult, db=None) -> None:
+def store_batch(ctx: StageContext, result: BatchResult, db=None) -> None:
     """The workspace owner's half: the in-band images' PNG files, then the batch's samples and
     matches in one transaction (all of it or none of it). ``db``: a connection of the calling
-    thread (``BatchWriter``), else the runner's."""
-    db = db if db is not None else audit.db
+    thread (``BatchWriter``), else the context's."""
+    db = db if db is not None else ctx.db
     for rel, data in result.pngs.items():
-        _write_file(data, audit.ws.root / rel)
+        _write_file(data, ctx.ws.root / rel)
     try:
         with db.atomic():
             ids = []
@@ -186,7 +162,7 @@ def store_batch(audit: AuditRunner, result: BatchResult, db=None) -> None:
             db["matches"].insert_all(
                 {"sample_id": ids[r], "train_idx": j, "score": s} for r, j, s in result.pairs)
     except sqlite3.OperationalError as e:
-        raise WorkspaceError(f"{audit.ws.db_path}: cannot store a batch ({e}); the database keeps every "
+        raise WorkspaceError(f"{ctx.ws.db_path}: cannot store a batch ({e}); the database keeps every "
                              "earlier batch — free space or fix permissions, then run again") from None
 
 
@@ -219,11 +195,11 @@ class BatchWriter:
     batches wait. The main thread touches the database only after ``close()``. A storing error
     comes back at the next ``put`` or at ``close``; whatever was stored stays stored."""
 
-    def __init__(self, audit: AuditRunner, done: int, total: int, depth: int) -> None:
+    def __init__(self, ctx: StageContext, done: int, total: int, depth: int) -> None:
         import queue
         import threading
 
-        self.audit, self.done, self.total = audit, done, total
+        self.ctx, self.done, self.total = ctx, done, total
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._loop, name="side-batch-writer", daemon=True)
@@ -242,18 +218,18 @@ class BatchWriter:
 
     def _loop(self) -> None:
         from .. import storage
-        from .base import STAGES
+        from . import NAMES
 
         db = None
         try:
-            db = storage.connect(self.audit.ws.db_path)
+            db = storage.connect(self.ctx.ws.db_path)
             while (result := self.queue.get()) is not None:
                 if self.error is None:
-                    store_batch(self.audit, result, db)
+                    store_batch(self.ctx, result, db)
                     self.done += len(result.rows)
                     for stage in ("sample", "score"):
-                        storage.set_stage(db, stage, STAGES.index(stage), done=self.done, total=self.total)
-                        self.audit.progress.update(stage, self.done, self.total)
+                        storage.set_stage(db, stage, NAMES.index(stage), done=self.done, total=self.total)
+                        self.ctx.progress.update(stage, self.done, self.total)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             self.error = e
             while self.queue.get() is not None:  # let put() and close() return

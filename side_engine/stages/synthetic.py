@@ -11,6 +11,7 @@ when. What is missing is found by index, not by chunk name, so a resume with ano
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +23,7 @@ from ..sampler import SYNTHETIC_STREAM, sample_inputs, sample_seed, to_uint8
 from ..training_set import to_model_tensor_range
 
 if TYPE_CHECKING:
-    from ..audit import AuditRunner
+    from .context import StageContext
 
 NAMES = ("synthetic",)
 SPLIT = "samples"  # chunks handed out by index, like guided samples
@@ -54,24 +55,26 @@ def images(target, syn: np.ndarray, device: torch.device, batch: int = 32) -> np
                            for i in range(0, len(syn), batch)])
 
 
-def run(audit: AuditRunner, cfg: AuditConfig, num_classes: int) -> None:
-    if audit._done("synthetic"):
+def run(ctx: StageContext) -> None:
+    """Produces the synthetic set in ``ctx.ws.synthetic_dir`` (read back with :func:`load`)."""
+    if ctx.is_done("synthetic"):
         return
     from .. import distributed
 
-    with audit._stage("synthetic"):
-        sampler = audit._sampler(cfg)
-        shape = (audit.target.channels, audit.target.sample_size, audit.target.sample_size)
-        latent = audit.target.latent
-        n, b = audit._n_syn(cfg), audit.batch
-        todo = _missing_spans(_stored_chunks(audit, n), n, b)
+    cfg = ctx.cfg
+    with ctx.timed("synthetic"):
+        sampler = ctx.new_sampler()
+        shape = (ctx.target.channels, ctx.target.sample_size, ctx.target.sample_size)
+        latent = ctx.target.latent
+        n, b = ctx.n_syn(), ctx.batch
+        todo = _missing_spans(_stored_chunks(ctx.ws.synthetic_dir, n), n, b)
         done = n - sum(hi - lo for lo, hi in todo)
-        audit._update("synthetic", done, n)
+        ctx.update("synthetic", done, n)
         ranks = distributed.world_size()
         if ranks > 1 and todo:
-            distributed.share_model(audit, cfg)
+            distributed.share_model(ctx)
         for start in range(0, len(todo), ranks):  # a round: one chunk for every rank
-            audit.progress.check()
+            ctx.check()
             mine = todo[start:start + ranks]
             if ranks > 1:
                 chunks = distributed.run_round("synthetic", mine + [None] * (ranks - len(mine)),
@@ -79,19 +82,21 @@ def run(audit: AuditRunner, cfg: AuditConfig, num_classes: int) -> None:
             else:
                 chunks = [compute_chunk(cfg, sampler, mine[0], shape, latent)]
             for span, images in zip(mine, chunks):
-                _save_chunk(audit, span[0], images)
+                _save_chunk(ctx.ws.synthetic_dir, span[0], images)
                 done += span[1] - span[0]
-            audit._update("synthetic", done, n)
+            ctx.update("synthetic", done, n)
 
 
-def load(audit: AuditRunner, cfg: AuditConfig) -> np.ndarray:
+def load(ctx: StageContext) -> np.ndarray:
     """The whole synthetic set in index order, from whatever chunks hold it."""
-    n = audit._n_syn(cfg)
-    chunks = _stored_chunks(audit, n)
+    return load_folder(ctx.ws.synthetic_dir, ctx.n_syn())
+
+
+def load_folder(folder: Path, n: int) -> np.ndarray:
+    chunks = _stored_chunks(folder, n)
     if _missing_spans(chunks, n, n):
         have = len({i for start, arr in chunks for i in range(start, min(start + len(arr), n))})
-        raise WorkspaceError(f"{audit.ws.synthetic_dir}: {have} of {n} synthetic images found; "
-                             "delete the folder and run again")
+        raise WorkspaceError(f"{folder}: {have} of {n} synthetic images found; delete the folder and run again")
     out = None
     for start, arr in chunks:
         if out is None:
@@ -101,10 +106,10 @@ def load(audit: AuditRunner, cfg: AuditConfig) -> np.ndarray:
     return out
 
 
-def _stored_chunks(audit: AuditRunner, n: int) -> list[tuple[int, np.ndarray]]:
+def _stored_chunks(folder: Path, n: int) -> list[tuple[int, np.ndarray]]:
     """(first index, images) of every chunk file, memory-mapped."""
     chunks = []
-    for path in sorted(audit.ws.synthetic_dir.glob("chunk_*.npy")):
+    for path in sorted(folder.glob("chunk_*.npy")):
         if path.name.endswith(".tmp.npy"):
             continue
         try:
@@ -133,12 +138,8 @@ def _missing_spans(chunks, n: int, batch: int) -> list[tuple[int, int]]:
     return spans
 
 
-def _chunk_path(audit: AuditRunner, start: int):
-    return audit.ws.synthetic_dir / f"chunk_{start:08d}.npy"
-
-
-def _save_chunk(audit: AuditRunner, start: int, images: np.ndarray) -> None:
-    chunk = _chunk_path(audit, start)
+def _save_chunk(folder: Path, start: int, images: np.ndarray) -> None:
+    chunk = folder / f"chunk_{start:08d}.npy"
     tmp = chunk.with_suffix(".tmp.npy")
     np.save(tmp, images)
     tmp.replace(chunk)

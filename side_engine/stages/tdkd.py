@@ -20,63 +20,62 @@ from ..classifiers import (
     small_stem_for,
     time_dependent_from,
 )
-from ..config import AuditConfig
 from ..progress import Progress
-from .base import StoredProgress, frozen
+from . import synthetic
+from .base import frozen
 from .synthetic import as_model_tensor
 
 if TYPE_CHECKING:
-    from ..audit import AuditRunner
+    from .context import StageContext
 
 NAMES = ("tdkd",)
 AGREEMENT_WARN = 0.9  # TD/TI agreement at t = 0 below which the run warns (docs/method.md)
 SPLIT = "data"  # every rank trains on a shard of each batch
 
 
-def run(audit: AuditRunner, cfg: AuditConfig) -> None:
-    path = audit._classifier_path("td")
-    needs_td = "side" in cfg.methods or cfg.label_source == "synthetic-clusters"
-    if not needs_td:
-        audit.td = None
-        return
-    if audit._done("tdkd") and path.exists():
-        audit.td = frozen(load_classifier(path, audit.device))
+def run(ctx: StageContext) -> None:
+    """Produces ``artifacts.td``: distilled from ``artifacts.ti`` on the synthetic set, or, for
+    synthetic-clusters, trained on the synthetic set's cluster labels."""
+    art, cfg = ctx.artifacts, ctx.cfg
+    path = ctx.classifier_path("td")
+    if ctx.is_done("tdkd") and path.exists():
+        art.td = frozen(load_classifier(path, ctx.device))
         return
     from .. import distributed
 
-    with audit._stage("tdkd"):
-        syn = audit._load_synthetic(cfg)
+    with ctx.timed("tdkd"):
+        syn = synthetic.load(ctx)
         torch.manual_seed(cfg.seed + 1)
         if cfg.label_source == "synthetic-clusters":
-            td = ResNetClassifier(audit.k, audit.target.channels, cfg.resolved_width(audit.target.sample_size),
-                                  small_stem_for(audit.target.sample_size, cfg.classifier_stem),
-                                  time_dependent=True)
-            targets = torch.from_numpy(np.load(audit.ws.cache_dir / "synthetic_labels.npy"))
+            size = ctx.target.sample_size
+            td = ResNetClassifier(art.k, ctx.target.channels, cfg.resolved_width(size),
+                                  small_stem_for(size, cfg.classifier_stem), time_dependent=True)
+            targets = torch.from_numpy(np.load(ctx.ws.cache_dir / "synthetic_labels.npy"))
             hard = True
         else:
-            td = time_dependent_from(audit.ti)
-            targets = soft_labels(audit.ti, as_model_tensor(syn).to(audit.device)).cpu()
+            td = time_dependent_from(art.ti)
+            targets = soft_labels(art.ti, as_model_tensor(syn).to(ctx.device)).cpu()
             hard = False
         job = {"syn": syn, "targets": targets, "hparams": td.hparams,
                "state": {k: v.detach().cpu() for k, v in td.state_dict().items()},
-               "alphas_cumprod": audit.target.scheduler.alphas_cumprod, "epochs": cfg.tdkd_epochs,
+               "alphas_cumprod": ctx.target.scheduler.alphas_cumprod, "epochs": cfg.tdkd_epochs,
                "lr": cfg.tdkd_lr, "batch": min(64, len(syn)), "seed": cfg.seed, "hard": hard}
         ranks = distributed.world_size()
         if ranks > 1:
             distributed.share_tdkd(job)
-            audit.progress.log(f"TDKD training on {ranks} processes (data-parallel)")
-        td, report = train_shared(job, audit.device, StoredProgress(audit), log=audit.progress.log)
+            ctx.log(f"TDKD training on {ranks} processes (data-parallel)")
+        td, report = train_shared(job, ctx.device, ctx.trainer_progress(), log=ctx.log)
         save_classifier(td, path, {"accuracy": report.accuracy})
-        audit._store_classifier("td", path, report)
+        ctx.store_classifier("td", path, report)
         agree = ", ".join(f"{k}: {v:.2f}" for k, v in report.details["agreement_by_t"].items())
-        audit.progress.log(f"TD classifier ({report.details['objective']}): final loss {report.final_loss:.4f}; "
-                          f"held-out agreement {agree}")
+        ctx.log(f"TD classifier ({report.details['objective']}): final loss {report.final_loss:.4f}; "
+                f"held-out agreement {agree}")
         if not hard and report.accuracy < AGREEMENT_WARN:
-            audit._warn(f"The TD classifier agrees with the TI classifier on only {100 * report.accuracy:.0f} % "
-                       f"of held-out synthetic images at t = 0 (it starts at 100 %; below "
-                       f"{100 * AGREEMENT_WARN:.0f} % guidance may steer towards the wrong images): raise "
-                       "tdkd_epochs or tdkd_lr.")
-        audit.td = frozen(td)
+            ctx.warn(f"The TD classifier agrees with the TI classifier on only {100 * report.accuracy:.0f} % "
+                     f"of held-out synthetic images at t = 0 (it starts at 100 %; below "
+                     f"{100 * AGREEMENT_WARN:.0f} % guidance may steer towards the wrong images): raise "
+                     "tdkd_epochs or tdkd_lr.")
+        art.td = frozen(td)
 
 
 def train_shared(job: dict, device: torch.device, progress: Progress | None,

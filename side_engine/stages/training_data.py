@@ -8,49 +8,49 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import storage
-from ..config import AuditConfig
 from ..training_set import import_training_set
 
 if TYPE_CHECKING:
-    from ..audit import AuditRunner
+    from .context import StageContext
 
 NAMES = ("import",)
 SPLIT = "rank0"
 
 
-def run(audit: AuditRunner, cfg: AuditConfig) -> None:
-    cache = audit.ws.cache_dir / "train_pixels.npy"
-    if audit._done("import") and cache.exists():
-        audit.train_pixels = np.load(cache, mmap_mode="r")
+def run(ctx: StageContext) -> None:
+    """Produces ``artifacts.train_pixels``."""
+    cfg = ctx.cfg
+    cache = ctx.ws.cache_dir / "train_pixels.npy"
+    if ctx.is_done("import") and cache.exists():
+        ctx.artifacts.train_pixels = np.load(cache, mmap_mode="r")
         return
-    with audit._stage("import"):
+    with ctx.timed("import"):
         root = Path(cfg.train_data).expanduser()
         imported = import_training_set(
-            root, audit.target.image_size, audit.target.image_channels, cfg.labels_csv or None,
-            on_progress=lambda d, t: (audit._update("import", d, t), audit.progress.check()))
+            root, ctx.target.image_size, ctx.target.image_channels, cfg.labels_csv or None,
+            on_progress=lambda d, t: (ctx.update("import", d, t), ctx.check()))
         for path, why in imported.unreadable:
-            audit.progress.log(f"unreadable training image skipped: {root / path} ({why})")
+            ctx.log(f"unreadable training image skipped: {root / path} ({why})")
         if imported.unreadable:
-            audit.progress.log(f"{len(imported.unreadable)} unreadable file(s) skipped, "
-                              f"{len(imported.paths)} imported")
+            ctx.log(f"{len(imported.unreadable)} unreadable file(s) skipped, {len(imported.paths)} imported")
         if imported.converted:
-            mode = "grey" if audit.target.image_channels == 1 else "RGB"
-            audit.progress.log(f"{imported.converted} training image(s) converted to {mode} "
-                              f"to match the model's {audit.target.image_channels} channel(s)")
+            mode = "grey" if ctx.target.image_channels == 1 else "RGB"
+            ctx.log(f"{imported.converted} training image(s) converted to {mode} "
+                    f"to match the model's {ctx.target.image_channels} channel(s)")
         dup = len(imported.hashes) - len(set(imported.hashes))
         if dup:
-            audit.progress.log(f"{dup} training image(s) are exact duplicates of another; kept (each is "
-                              "a separate training index)")
+            ctx.log(f"{dup} training image(s) are exact duplicates of another; kept (each is "
+                    "a separate training index)")
         tmp = cache.with_suffix(".tmp.npy")
         np.save(tmp, imported.pixels)
         tmp.replace(cache)
-        with audit.db.atomic():
-            audit.db["train_images"].delete_where()
-            audit.db["train_images"].insert_all(
+        with ctx.db.atomic():
+            ctx.db["train_images"].delete_where()
+            ctx.db["train_images"].insert_all(
                 {"idx": i, "path": p, "sha256": h, "label": lab, "surrogate": None}
                 for i, (p, h, lab) in enumerate(zip(imported.paths, imported.hashes, imported.labels)))
-            storage.set_kv(audit.db, "train_fingerprint", imported.fingerprint)
-            storage.set_kv(audit.db, "train_files_fingerprint", imported.files_fingerprint)
-            storage.set_kv(audit.db, "unreadable", imported.unreadable)
-            storage.set_kv(audit.db, "converted", imported.converted)
-        audit.train_pixels = imported.pixels
+            storage.set_kv(ctx.db, "train_fingerprint", imported.fingerprint)
+            storage.set_kv(ctx.db, "train_files_fingerprint", imported.files_fingerprint)
+            storage.set_kv(ctx.db, "unreadable", imported.unreadable)
+            storage.set_kv(ctx.db, "converted", imported.converted)
+        ctx.artifacts.train_pixels = imported.pixels

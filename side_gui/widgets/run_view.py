@@ -16,13 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from side_engine.audit import STAGES
-
-STAGE_TITLES = {
-    "import": "Import training set", "embed": "Embed training set", "labels": "Surrogate labels",
-    "classifier": "TI classifier", "synthetic": "Synthetic set", "tdkd": "TDKD (TD classifier)",
-    "sample": "Guided sampling", "score": "Scoring", "metrics": "Metrics",
-}
+from side_engine.stages import STAGES  # the light list: titles and order, no torch
 
 
 def format_eta(seconds: float) -> str:
@@ -46,9 +40,12 @@ class RunView(QWidget):
         self.bars: dict[str, QProgressBar] = {}
         self.etas: dict[str, QLabel] = {}
         self._first: dict[str, tuple[float, int]] = {}
+        self.rows: dict[str, tuple[QWidget, ...]] = {}
         grid = QGridLayout()
-        for row, stage in enumerate(STAGES):
-            grid.addWidget(QLabel(STAGE_TITLES[stage]), row, 0)
+        for row, info in enumerate(STAGES):
+            stage = info.name
+            title = QLabel(info.title)
+            grid.addWidget(title, row, 0)
             bar = QProgressBar()
             bar.setRange(0, 1)
             bar.setValue(0)
@@ -58,6 +55,7 @@ class RunView(QWidget):
             eta.setMinimumWidth(110)
             grid.addWidget(eta, row, 2)
             self.bars[stage], self.etas[stage] = bar, eta
+            self.rows[stage] = (title, bar, eta)
         self.start_button = QPushButton("Start")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -83,6 +81,12 @@ class RunView(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(QLabel("Log"))
         layout.addWidget(self.log_pane, 1)
+
+    def set_stages(self, names: list[str]) -> None:
+        """Show the rows of the stages this audit runs (``side_engine.stages.stage_names``)."""
+        for stage, widgets in self.rows.items():
+            for w in widgets:
+                w.setVisible(stage in names)
 
     def set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)

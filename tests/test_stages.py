@@ -1,0 +1,139 @@
+"""The stage seam: the pipeline each setting gets, single stages on a small context, and the
+rule that the engine never imports Qt."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import side_engine
+from side_engine import storage
+from side_engine.audit import AuditRunner, init_workspace
+from side_engine.checkpoint import load_target
+from side_engine.config import AuditConfig
+from side_engine.pipeline import stage_order
+from side_engine.progress import Progress
+from side_engine.scorers import bands_for, bands_setting, choose_scorer_name
+from side_engine.stages import NAMES, embedding, stage_names, surrogate_labels, training_data
+from side_engine.stages.context import StageContext
+
+from .conftest import TINY_SETTINGS
+
+
+def test_engine_modules_import_no_gui_code():
+    """The engine is usable without Qt: only the CLI front end may reach into side_gui. Every
+    module of the engine, subpackages included."""
+    paths = sorted(Path(side_engine.__file__).parent.rglob("*.py"))
+    assert any(p.parent.name == "stages" for p in paths)
+    for path in paths:
+        if path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("side_gui", "PySide6", "pyqtgraph") for n in names), path
+
+
+def test_the_run_view_reads_the_stage_list_without_loading_the_engine():
+    code = ("import sys; import side_gui.widgets.run_view as v; "
+            "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, sorted(sys.modules); "
+            "print([s.name for s in v.STAGES])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"QT_QPA_PLATFORM": "offscreen", "PATH": ""})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "'import'" in out.stdout and "'metrics'" in out.stdout
+
+
+@pytest.mark.parametrize(("methods", "source", "expected"), [
+    (["random", "side"], "clusters", ["labels", "classifier", "synthetic", "tdkd"]),
+    (["random", "ti"], "clusters", ["labels", "classifier"]),
+    (["random"], "original", ["labels"]),
+    (["random", "side", "ti"], "random", ["labels", "classifier", "synthetic", "tdkd"]),
+    (["random", "side"], "synthetic-clusters", ["synthetic", "labels", "tdkd"]),
+])
+def test_the_pipeline_holds_only_what_the_settings_need(methods, source, expected):
+    cfg = AuditConfig(checkpoint="x", train_data="y", methods=methods, label_source=source)
+    names = stage_names(cfg)
+    assert names == ["import", "embed", *expected, "sample", "score", "metrics"]
+    modules = stage_order(cfg)
+    assert len(modules) == len(set(modules)) == len(names) - 1  # sample and score: one module
+    assert [n for m in modules for n in m.NAMES] == names
+
+
+def test_an_audit_without_side_makes_no_synthetic_set(tmp_path, tiny_model, faces):
+    """Random and TI guidance need no TD classifier: no synthetic set is generated for them, the
+    estimate counts none, and the stored stages are exactly the pipeline's."""
+    ws = init_workspace(tmp_path / "ws", str(tiny_model), str(faces), **dict(TINY_SETTINGS, methods=["random", "ti"]))
+    runner = AuditRunner(ws)
+    runner.run()
+    db = storage.connect(ws.db_path)
+    try:
+        stored = [r["name"] for r in storage.stage_rows(db)]
+        assert stored == stage_names(ws.load_config()) and "synthetic" not in stored
+        assert not list(ws.synthetic_dir.glob("chunk_*.npy"))
+        assert storage.get_kv(db, "estimate")["synthetic"] == 0.0
+        assert {r["method"] for r in db.query("select distinct method from samples")} == {"random", "ti"}
+        assert {r["name"] for r in db["classifiers"].rows} == {"ti"}
+    finally:
+        db.close()
+    art = runner.ctx.artifacts
+    assert art.ti is not None and art.td is None
+
+
+def small_context(ws, db) -> StageContext:
+    cfg = ws.load_config()
+    target = load_target(cfg.checkpoint)
+    name = choose_scorer_name(cfg.scorer, target.image_size)
+    return StageContext(cfg, ws, db, torch.device("cpu"), target, Progress(), 1, name,
+                        bands_for(getattr(cfg, bands_setting(name))))
+
+
+@pytest.fixture()
+def workspace_db(tiny_workspace):
+    """(workspace, its database) of a tiny audit that has not run."""
+    tiny_workspace.ensure_dirs()
+    db = storage.connect(tiny_workspace.db_path)
+    yield tiny_workspace, db
+    db.close()
+
+
+def test_single_stages_run_on_a_small_context_and_hand_on_their_artifacts(workspace_db):
+    ws, db = workspace_db
+    ctx = small_context(ws, db)
+    assert ctx.artifacts.train_pixels is None
+    training_data.run(ctx)
+    pixels = ctx.artifacts.train_pixels
+    assert pixels.dtype == np.uint8 and pixels.shape == (12, 16, 16, 1)
+    assert ctx.is_done("import") and not ctx.is_done("embed")
+    AuditRunner(ws).prepare(ctx)  # what the runner does once the training set is known
+    assert ctx.batch == TINY_SETTINGS["batch_size"] and db["audits"].count == 1
+    embedding.run(ctx)
+    assert ctx.artifacts.train_vectors.shape[0] == 12 and ctx.artifacts.index is not None
+    surrogate_labels.run(ctx)
+    assert ctx.artifacts.k == TINY_SETTINGS["k"]
+    assert sorted(set(ctx.artifacts.surrogate.tolist())) == list(range(TINY_SETTINGS["k"]))
+    # a second context (a resumed run) loads what the stages stored instead of redoing them
+    again = small_context(ws, db)
+    for stage in (training_data, embedding, surrogate_labels):
+        stage.run(again)
+    assert np.array_equal(again.artifacts.train_pixels, pixels)
+    assert np.array_equal(again.artifacts.surrogate, ctx.artifacts.surrogate)
+    assert [r["status"] for r in storage.stage_rows(db)] == ["done"] * 3
+
+
+def test_warnings_are_stored_once_and_the_stage_timer_records_a_failure(workspace_db):
+    ws, db = workspace_db
+    ctx = small_context(ws, db)
+    ctx.warn("the guide is weak")
+    ctx.warn("the guide is weak")
+    assert storage.get_kv(db, "warnings") == ["the guide is weak"]
+    with pytest.raises(RuntimeError), ctx.timed("embed"):
+        raise RuntimeError("disk full")
+    row = {r["name"]: r for r in storage.stage_rows(db)}["embed"]
+    assert row["status"] == "failed" and "disk full" in row["message"] and row["position"] == NAMES.index("embed")
