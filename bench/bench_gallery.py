@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from side_engine import results, storage  # noqa: E402
+from side_engine import storage  # noqa: E402
 from side_engine.audit import AuditRunner, init_workspace  # noqa: E402
 from side_engine.demo import DEMO_FACES, DEMO_MODEL, QUICK_SETTINGS  # noqa: E402
 
@@ -77,7 +77,7 @@ def main() -> None:
     rows: list[tuple[str, float]] = []
     timed("open the workspace (every view)", lambda: win.open_workspace(str(ws.root)), rows)
     win.tabs.setCurrentWidget(win.gallery)
-    pairs = timed("query all pairs (results.gallery_rows)", lambda: results.gallery_rows(win.store.db), rows)
+    pairs = timed("query all pairs (review.gallery_rows)", lambda: win.store.gallery_rows(), rows)
     timed("fill the model (set_rows)", lambda: win.gallery.set_rows(pairs), rows)
     timed("first paint", lambda: win.gallery.view.viewport().repaint(), rows)
     timed("scroll to the end and paint", lambda: (win.gallery.view.scrollToBottom(),

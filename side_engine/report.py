@@ -16,7 +16,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__, charts, resources, results, storage
+from . import __version__, charts, resources, results, review, storage
 from .errors import ConfigError, WorkspaceError
 from .workspace import Workspace
 
@@ -43,7 +43,7 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
         n_train = info["n_train"]
         exposure = results.exposure(db)
         decisions = {r["sample_id"]: r["decision"] for r in db["decisions"].rows}
-        pairs = results.gallery_rows(db)
+        pairs = review.gallery_rows(db)
         pairs.sort(key=lambda r: (r["decision"] is None, -r["best"] if higher else r["best"]))
         pairs = pairs[:top]
         train_hash = {r["idx"]: r["sha256"] for r in db.query("select idx, sha256 from train_images")}

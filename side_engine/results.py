@@ -1,4 +1,6 @@
-"""Metrics from what is stored: per (method, λ) tables, top-k, exposure, and the JSON export."""
+"""Metrics from what is stored: per (method, λ) tables, top-k, exposure, and the JSON export.
+
+The reviewer's side of the stored pairs (gallery rows, decisions) is ``side_engine.review``."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import math
 import numpy as np
 import sqlite_utils
 
-from . import metrics, statistics
+from . import measures, statistics
 from .config import AuditConfig
 from .scorers import Band, bands_for, bands_setting
 
@@ -28,16 +30,16 @@ def _load(db: sqlite_utils.Database, method: str, lam: float) -> dict[str, np.nd
             "pair_train": p[:, 1].astype(int), "pair_score": p[:, 2]}
 
 
-def _band_masks(bands: list[Band], higher: bool) -> list[tuple[str, bool, object]]:
+def band_masks(bands: list[Band], higher: bool) -> list[tuple[str, bool, object]]:
     """(band, cumulative, mask function) for every band, exact and "at least"."""
     out = []
     for band in bands:
-        out.append((band.name, False, lambda s, b=band: metrics.in_band(s, b, bands, higher)))
-        out.append((band.name, True, lambda s, b=band: metrics.at_least(s, b, higher)))
+        out.append((band.name, False, lambda s, b=band: measures.in_band(s, b, bands, higher)))
+        out.append((band.name, True, lambda s, b=band: measures.at_least(s, b, higher)))
     return out
 
 
-def _arm(data: dict, mask, keep: np.ndarray | None, nearest_only: bool) -> statistics.Arm:
+def arm(data: dict, mask, keep: np.ndarray | None, nearest_only: bool) -> statistics.Arm:
     """The (method, λ) restricted to sample indices ``keep`` (all when None), on positions 0..n-1."""
     index = data["index"] if keep is None else keep  # sorted: stored order, or np.intersect1d's
     sel = np.isin(data["index"], index)
@@ -77,8 +79,8 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
         d = _load(db, method, lam)
         n = len(d["best"])
         by_band: dict[str, dict] = {}
-        for name, cumulative, mask in _band_masks(bands, higher_is_closer):
-            r = statistics.rate_intervals(_arm(d, mask, None, nearest_only))
+        for name, cumulative, mask in band_masks(bands, higher_is_closer):
+            r = statistics.rate_intervals(arm(d, mask, None, nearest_only))
             suffix = "_cumulative" if cumulative else ""
             row = by_band.setdefault(name, {"method": method, "lam": lam, "n_generated": n, "scorer": scorer,
                                             "band": name})
@@ -86,8 +88,8 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
                 base, _, end = key.partition("_")
                 row[f"{base}{suffix}" + (f"_{end}" if end else "")] = _nan(v) if n else (0.0 if not end else None)
         metric_rows += by_band.values()
-        intervals = metrics.topk_mean_intervals(d["best"], higher_is_closer)
-        for frac, mean in metrics.topk_mean(d["best"], higher_is_closer).items():
+        intervals = statistics.topk_mean_intervals(d["best"], higher_is_closer, seed=0)
+        for frac, mean in measures.topk_mean(d["best"], higher_is_closer).items():
             lo, hi = intervals[frac]
             topk_rows.append({"method": method, "lam": lam, "fraction": frac, "mean_best": _nan(mean),
                               "mean_best_lo": _nan(lo), "mean_best_hi": _nan(hi)})
@@ -96,14 +98,14 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
         k_steer = int(steered.sum())
         s_lo, s_hi = statistics.wilson(k_steer, len(steered))
         gu = d["gu"][np.isfinite(d["gu"])]
-        g_lo, g_hi = statistics.wilson(int((gu < metrics.GU_THRESHOLD).sum()), len(gu))
+        g_lo, g_hi = statistics.wilson(int((gu < measures.GU_THRESHOLD).sum()), len(gu))
         guided = len(steered) and method != "random"
         # the guidance ratio's mean over generated images, with a normal interval (n in the hundreds)
         half = 1.96 * ratio.std(ddof=1) / math.sqrt(len(ratio)) if len(ratio) > 1 else None
         summary_rows.append({
             "method": method, "lam": lam, "n_generated": n,
-            "p95_best": _nan(metrics.p95_closeness(d["best"], higher_is_closer)),
-            "gu_fraction": _nan(metrics.gu_fraction(d["gu"])), "gu_fraction_lo": _nan(g_lo),
+            "p95_best": _nan(measures.p95_closeness(d["best"], higher_is_closer)),
+            "gu_fraction": _nan(measures.gu_fraction(d["gu"])), "gu_fraction_lo": _nan(g_lo),
             "gu_fraction_hi": _nan(g_hi),
             "mean_best": _nan(float(d["best"].mean()) if n else math.nan),
             "target_accuracy": _nan(float(steered.mean()) if guided else math.nan),
@@ -131,7 +133,7 @@ def compare(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
         return out
     nearest_only = cfg.ums == "nearest-only"
     rnd = _load(db, "random", 0.0)
-    masks = _band_masks(bands, higher_is_closer)
+    masks = band_masks(bands, higher_is_closer)
     for method in COMPARED:
         if method not in cfg.methods:
             continue
@@ -143,8 +145,8 @@ def compare(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
                 keep = np.intersect1d(rnd["index"], data[lam]["index"])
                 if not len(keep):
                     continue
-                c = statistics.paired_comparison([_arm(data[lam], mask, keep, nearest_only)],
-                                                 _arm(rnd, mask, keep, nearest_only))
+                c = statistics.paired_comparison([arm(data[lam], mask, keep, nearest_only)],
+                                                 arm(rnd, mask, keep, nearest_only))
                 rows.append({"method": method, "lambda": lam, "band": name, "cumulative": cumulative, **c})
             for key in ("ams", "ums"):
                 adj = statistics.holm([r[f"{key}_p"] for r in rows])
@@ -157,8 +159,8 @@ def compare(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
             for lam in in_range:
                 keep = np.intersect1d(keep, data[lam]["index"])
             if in_range and len(keep):
-                c = statistics.paired_comparison([_arm(data[lam], mask, keep, nearest_only) for lam in in_range],
-                                                 _arm(rnd, mask, keep, nearest_only))
+                c = statistics.paired_comparison([arm(data[lam], mask, keep, nearest_only) for lam in in_range],
+                                                 arm(rnd, mask, keep, nearest_only))
                 for key in ("ams", "ums"):
                     c[f"{key}_verdict"] = _verdict(c[f"{key}_diff"], c[f"{key}_p"])
                 out["range"].append({"method": method, "lambdas": in_range, "band": name,
@@ -173,8 +175,8 @@ def compare(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
 def _coverage(rnd: dict, pooled: list[dict], mask, keep: np.ndarray, nearest_only: bool) -> list[dict]:
     """Distinct training images reached at equal budgets; the method's pool holds its samples at
     every λ of the range (positions offset per λ)."""
-    r = _arm(rnd, mask, keep, nearest_only)
-    arms = [_arm(d, mask, keep, nearest_only) for d in pooled]
+    r = arm(rnd, mask, keep, nearest_only)
+    arms = [arm(d, mask, keep, nearest_only) for d in pooled]
     offset = np.cumsum([0] + [a.n for a in arms[:-1]])
     m = statistics.Arm(np.concatenate([a.hit for a in arms]),
                        np.concatenate([a.pair_pos + o for a, o in zip(arms, offset)]),
@@ -236,7 +238,7 @@ def exposure(db: sqlite_utils.Database, method: str | None = None, limit: int | 
     if not rows:
         return []
     a = np.array([r[:3] for r in rows], dtype=np.float64)
-    out = metrics.exposure(a[:, 0].astype(int), a[:, 1].astype(int), a[:, 2], bands, higher)
+    out = measures.exposure(a[:, 0].astype(int), a[:, 1].astype(int), a[:, 2], bands, higher)
     paths = {r["idx"]: r["path"] for r in db.query("select idx, path from train_images")}
     pngs = {int(r[0]): r[3] for r in rows}
     for r in out:
@@ -269,69 +271,6 @@ def metrics_json(db: sqlite_utils.Database) -> dict:
     return {"audit": audit, "rows": rows, "topk": topk, "summary": summary, "classifiers": classifiers,
             "exposure": exposure(db, limit=100), "comparison": get_kv(db, "comparison", {}),
             "warnings": get_kv(db, "warnings", [])}
-
-
-# -- review: gallery rows and decisions ---------------------------------------------------
-
-DECISIONS = ("memorised", "not a copy", "unsure")
-
-
-def gallery_rows(db: sqlite_utils.Database, band: str | None = None, method: str | None = None,
-                 lam: float | None = None, train_idx: int | None = None) -> list[dict]:
-    """(generated, nearest training) pairs with a stored PNG, closest first."""
-    bands, higher = stored_bands(db)
-    where, args = ["s.png is not null"], []
-    if method:
-        where.append("s.method = ?")
-        args.append(method)
-    if lam is not None:
-        where.append("s.lam = ?")
-        args.append(lam)
-    if train_idx is not None:
-        where.append("s.id in (select sample_id from matches where train_idx = ?)")
-        args.append(train_idx)
-    order = "desc" if higher else "asc"
-    rows = list(db.query(
-        f"select s.id, s.method, s.lam, s.sample_index, s.seed, s.cls, s.best, s.nearest, s.png, "
-        f"t.path as train_path, d.decision from samples s join train_images t on t.idx = s.nearest "
-        f"left join decisions d on d.sample_id = s.id where {' and '.join(where)} order by s.best {order}, s.id",
-        args))
-    for r in rows:
-        r["band"] = band_of(r["best"], bands, higher)
-    if band:
-        rows = [r for r in rows if r["band"] == band]
-    return rows
-
-
-def band_of(score: float, bands: list[Band], higher: bool) -> str | None:
-    for b in reversed(bands):  # closest first
-        if metrics.in_band(np.array([score]), b, bands, higher)[0]:
-            return b.name
-    return None
-
-
-def sample_matches(db: sqlite_utils.Database, sample_id: int) -> list[dict]:
-    """Every in-band training image of one generated image, closest first."""
-    _, higher = stored_bands(db)
-    order = "desc" if higher else "asc"
-    return list(db.query(f"select m.train_idx, m.score, t.path from matches m join train_images t "
-                         f"on t.idx = m.train_idx where m.sample_id = ? order by m.score {order}", [sample_id]))
-
-
-def set_decision(db: sqlite_utils.Database, sample_ids: list[int], decision: str | None, note: str = "") -> None:
-    """Store (or, with ``None``, clear) the reviewer's decision for each pair."""
-    from .storage import now
-
-    if decision is not None and decision not in DECISIONS:
-        raise ValueError(f"decision must be one of {DECISIONS}")
-    with db.atomic():
-        for sid in sample_ids:
-            if decision is None:
-                db.execute("delete from decisions where sample_id = ?", [sid])
-                continue
-            nearest = db.execute("select nearest from samples where id = ?", [sid]).fetchone()
-            db["decisions"].upsert({"sample_id": sid, "train_idx": nearest[0] if nearest else None,
-                                    "decision": decision, "note": note, "decided_at": now()}, pk="sample_id")
 
 
 def best_scores(db: sqlite_utils.Database, method: str | None = None) -> np.ndarray:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .measures import TOPK_FRACTIONS
+
 Z95 = 1.959963984540054
 BOOTSTRAP = 1000  # resamples (docs/method.md: at least 1 000)
 SEED = 20240607  # fixed: an audit's intervals are reproducible
@@ -242,3 +244,28 @@ def budgets_for(n: int) -> list[int]:
         out.append(b)
         b *= 2
     return out + [n] if n >= 2 else out
+
+
+def topk_mean_intervals(best: np.ndarray, higher_is_closer: bool, fractions: Sequence[float] = TOPK_FRACTIONS,
+                        resamples: int = BOOTSTRAP, seed: int = SEED) -> dict:
+    """95 % percentile-bootstrap intervals of ``measures.topk_mean``: the generated images are
+    resampled with replacement and the top-k mean recomputed."""
+    best = np.asarray(best, dtype=np.float64)
+    n = len(best)
+    if n == 0:
+        return {f: (math.nan, math.nan) for f in fractions}
+    rng = np.random.default_rng(seed)
+    out: dict = {}
+    chunk = max(1, min(resamples, 2_000_000 // n))  # bounded memory for large N_G
+    means = {f: [] for f in fractions}
+    for start in range(0, resamples, chunk):
+        draws = np.sort(best[rng.integers(0, n, size=(min(chunk, resamples - start), n))], axis=1)
+        if higher_is_closer:
+            draws = draws[:, ::-1]
+        for f in fractions:
+            k = max(1, math.ceil(f * n))
+            means[f].append(draws[:, :k].mean(axis=1))
+    for f in fractions:
+        m = np.concatenate(means[f])
+        out[f] = (float(np.percentile(m, 2.5)), float(np.percentile(m, 97.5)))
+    return out

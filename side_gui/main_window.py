@@ -19,9 +19,9 @@ from PySide6.QtWidgets import (
     QTabWidget,
 )
 
-from side_engine import results
 from side_engine.errors import SideError
 from side_engine.progress import read_log
+from side_engine.stages import stage_names
 
 from .settings import AppSettings
 from .store import AuditStore
@@ -212,6 +212,8 @@ class MainWindow(QMainWindow):
     def _refresh_views(self) -> None:
         try:
             cfg = self.store.config()
+            if cfg is not None:
+                self.run_view.set_stages(stage_names(cfg))
             stages = self.store.stages()
             if not (self.worker and self.worker.isRunning()):
                 self.run_view.show_stored(stages)
@@ -222,25 +224,24 @@ class MainWindow(QMainWindow):
                 self.run_view.show_estimate(stored, device, " (estimated at the last start)")
             data = self.store.metrics()
             if data.get("audit"):
-                bands, higher = results.stored_bands(self.store.db)
-                self.results_view.set_data(data, results.best_scores(self.store.db), bands, higher,
+                bands, higher = self.store.bands()
+                self.results_view.set_data(data, self.store.best_scores(), bands, higher,
                                            draw=self.tabs.currentWidget() is self.results_view)
-                exposure = results.exposure(self.store.db)
+                exposure = self.store.exposure()
                 self.risk.set_rows(exposure)
                 self.summary.set_data(data, exposure, bands, self._train_path, self._workspace_file)
                 if cfg:
                     self.gallery.set_lambdas([lam for _, lam in cfg.grid()])
                 self._load_gallery()
             else:
-                self.results_view.set_data({"rows": []}, results.best_scores(self.store.db)
-                                           if self.store.started() else [], [], True,
+                self.results_view.set_data({"rows": []}, self.store.best_scores(), [], True,
                                            draw=self.tabs.currentWidget() is self.results_view)
         except SideError as e:
             self.statusBar().showMessage(str(e), 10000)
 
     def _load_gallery(self) -> None:
         f = self.gallery.filters()
-        self.gallery.set_rows(results.gallery_rows(self.store.db, f["band"], f["method"], f["lam"], f["train_idx"]))
+        self.gallery.set_rows(self.store.gallery_rows(f["band"], f["method"], f["lam"], f["train_idx"]))
 
     def _on_filters(self, f: dict) -> None:
         if self.store is None:
@@ -254,11 +255,9 @@ class MainWindow(QMainWindow):
         """The values the run chose where a setting is 0 = automatic, from the stored audit."""
         if self.store is None or not self.store.started():
             return {}
-        from side_engine.storage import get_kv
-
-        db, cfg = self.store.db, self.store.config()
-        model, k = get_kv(db, "model") or {}, get_kv(db, "k")
-        audit = next(iter(db["audits"].rows), {}) if "audits" in db.table_names() else {}
+        cfg = self.store.config()
+        model, k = self.store.stored("model") or {}, self.store.stored("k")
+        audit = self.store.audit_row()
         out = {}
         if model:
             out["image size"] = f"{model.get('resolution')} px × {model.get('channels')}"
@@ -294,12 +293,12 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.gallery)
 
     def record_decision(self, ids: list, decision) -> None:
-        results.set_decision(self.store.db, list(ids), decision)
+        self.store.set_decision(list(ids), decision)
         self.gallery.model.update_decisions(set(ids), decision)
 
     def open_detail(self, row: dict) -> DetailDialog:
         gen, train = self._resolve_pair(row)
-        others = results.sample_matches(self.store.db, row["id"])
+        others = self.store.sample_matches(row["id"])
         dialog = DetailDialog(row, gen, train, others, self.store.train_image_path, self)
         dialog.decision_made.connect(self.record_decision)
         dialog.show()

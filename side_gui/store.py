@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from side_engine import config, results, storage
+import numpy as np
+
+from side_engine import config, results, review, storage
+from side_engine.scorers import Band
 from side_engine.workspace import Workspace
 
 
@@ -71,3 +74,31 @@ class AuditStore:
     def train_image_path(self, rel: str) -> Path:
         info = results.audit_info(self.db)
         return Path(info.get("train_path", "")) / rel
+
+    # -- what the views read and the reviewer writes, through this store alone ----------------
+    def audit_row(self) -> dict:
+        """The stored audit record (model, device, scorer, settings), or {} before a run."""
+        return results.audit_info(self.db) if self.started() else {}
+
+    def stored(self, key: str, default=None):
+        """A value the run stored (``model``, ``k``, …)."""
+        return storage.get_kv(self.db, key, default) if self.started() else default
+
+    def bands(self) -> tuple[list[Band], bool]:
+        return results.stored_bands(self.db)
+
+    def best_scores(self) -> np.ndarray:
+        return results.best_scores(self.db) if self.started() else np.zeros(0)
+
+    def exposure(self) -> list[dict]:
+        return results.exposure(self.db)
+
+    def gallery_rows(self, band: str | None = None, method: str | None = None, lam: float | None = None,
+                     train_idx: int | None = None) -> list[dict]:
+        return review.gallery_rows(self.db, band, method, lam, train_idx)
+
+    def sample_matches(self, sample_id: int) -> list[dict]:
+        return review.sample_matches(self.db, sample_id)
+
+    def set_decision(self, sample_ids: list[int], decision: str | None) -> None:
+        review.set_decision(self.db, sample_ids, decision)

@@ -149,7 +149,7 @@ def test_run_through_worker_then_review(qtbot, window, demo_workspace):
     dialog.left.zoom(2.0)
     assert dialog.diff.transform().m11() == pytest.approx(dialog.left.transform().m11())
     dialog.decide("not a copy")
-    assert results.gallery_rows(again.store.db)[0]["decision"] in ("not a copy", "memorised")
+    assert again.store.gallery_rows()[0]["decision"] in ("not a copy", "memorised")
     dialog.close()
     # training images at risk open their generations
     if again.risk.model.rows:

@@ -1,0 +1,71 @@
+"""The reviewer's side of an audit: the stored (generated, nearest training) pairs as the
+gallery lists them, each pair's other in-band matches, and the decisions taken on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import sqlite_utils
+
+from . import measures
+from .results import stored_bands
+from .scorers import Band
+
+DECISIONS = ("memorised", "not a copy", "unsure")
+
+
+def gallery_rows(db: sqlite_utils.Database, band: str | None = None, method: str | None = None,
+                 lam: float | None = None, train_idx: int | None = None) -> list[dict]:
+    """(generated, nearest training) pairs with a stored PNG, closest first."""
+    bands, higher = stored_bands(db)
+    where, args = ["s.png is not null"], []
+    if method:
+        where.append("s.method = ?")
+        args.append(method)
+    if lam is not None:
+        where.append("s.lam = ?")
+        args.append(lam)
+    if train_idx is not None:
+        where.append("s.id in (select sample_id from matches where train_idx = ?)")
+        args.append(train_idx)
+    order = "desc" if higher else "asc"
+    rows = list(db.query(
+        f"select s.id, s.method, s.lam, s.sample_index, s.seed, s.cls, s.best, s.nearest, s.png, "
+        f"t.path as train_path, d.decision from samples s join train_images t on t.idx = s.nearest "
+        f"left join decisions d on d.sample_id = s.id where {' and '.join(where)} order by s.best {order}, s.id",
+        args))
+    for r in rows:
+        r["band"] = band_of(r["best"], bands, higher)
+    if band:
+        rows = [r for r in rows if r["band"] == band]
+    return rows
+
+
+def band_of(score: float, bands: list[Band], higher: bool) -> str | None:
+    for b in reversed(bands):  # closest first
+        if measures.in_band(np.array([score]), b, bands, higher)[0]:
+            return b.name
+    return None
+
+
+def sample_matches(db: sqlite_utils.Database, sample_id: int) -> list[dict]:
+    """Every in-band training image of one generated image, closest first."""
+    _, higher = stored_bands(db)
+    order = "desc" if higher else "asc"
+    return list(db.query(f"select m.train_idx, m.score, t.path from matches m join train_images t "
+                         f"on t.idx = m.train_idx where m.sample_id = ? order by m.score {order}", [sample_id]))
+
+
+def set_decision(db: sqlite_utils.Database, sample_ids: list[int], decision: str | None, note: str = "") -> None:
+    """Store (or, with ``None``, clear) the reviewer's decision for each pair."""
+    from .storage import now
+
+    if decision is not None and decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {DECISIONS}")
+    with db.atomic():
+        for sid in sample_ids:
+            if decision is None:
+                db.execute("delete from decisions where sample_id = ?", [sid])
+                continue
+            nearest = db.execute("select nearest from samples where id = ?", [sid]).fetchone()
+            db["decisions"].upsert({"sample_id": sid, "train_idx": nearest[0] if nearest else None,
+                                    "decision": decision, "note": note, "decided_at": now()}, pk="sample_id")
