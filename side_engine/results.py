@@ -88,7 +88,7 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
                 base, _, end = key.partition("_")
                 row[f"{base}{suffix}" + (f"_{end}" if end else "")] = _nan(v) if n else (0.0 if not end else None)
         metric_rows += by_band.values()
-        intervals = statistics.topk_mean_intervals(d["best"], higher_is_closer, seed=0)
+        intervals = statistics.topk_mean_intervals(d["best"], higher_is_closer)
         for frac, mean in measures.topk_mean(d["best"], higher_is_closer).items():
             lo, hi = intervals[frac]
             topk_rows.append({"method": method, "lam": lam, "fraction": frac, "mean_best": _nan(mean),
