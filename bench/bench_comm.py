@@ -67,11 +67,11 @@ def time_store(in_band: int, batches: int) -> float:
 
     ws = Workspace(tempfile.mkdtemp())
     ws.ensure_dirs()
-    audit = SimpleNamespace(ws=ws, db=storage.connect(ws.db_path))
+    ctx = SimpleNamespace(ws=ws, db=storage.connect(ws.db_path))  # what store_batch reads of a StageContext
     results = [fake_result(in_band, seed=b) for b in range(batches)]
     t0 = time.perf_counter()
     for r in results:
-        store_batch(audit, r)
+        store_batch(ctx, r)
     return (time.perf_counter() - t0) / batches
 
 
