@@ -32,7 +32,7 @@ from .errors import Cancelled, InputError, WorkspaceError
 from .pipeline import stage_order
 from .progress import Progress, WorkspaceLog
 from .sampler import Guide, GuidedSampler
-from .scorers import bands_for, bands_setting, check_training_size, choose_scorer_name
+from .scorers import check_training_size
 from .stages import training_data
 from .stages.context import StageContext
 from .training_set import IMAGE_SUFFIXES, files_fingerprint, list_images
@@ -79,9 +79,7 @@ class AuditRunner:
         started, outcome = time.time(), "run failed"
         self.progress.write(f"run started: side-audit {__version__} on {describe(device)}, {threads} CPU threads")
         try:
-            scorer_name = choose_scorer_name(cfg.scorer, target.image_size)
-            ctx = self.ctx = StageContext(cfg, self.ws, db, device, target, self.progress, threads, scorer_name,
-                                          bands_for(getattr(cfg, bands_setting(scorer_name))))
+            ctx = self.ctx = StageContext.open(cfg, self.ws, db, device, target, self.progress, threads)
             self._check_identity(ctx)
             for stage in stage_order(cfg):
                 stage.run(ctx)

@@ -19,7 +19,6 @@ from side_engine.checkpoint import load_target
 from side_engine.config import AuditConfig
 from side_engine.pipeline import stage_order
 from side_engine.progress import Progress
-from side_engine.scorers import bands_for, bands_setting, choose_scorer_name
 from side_engine.stages import NAMES, embedding, stage_names, surrogate_labels, training_data
 from side_engine.stages.context import StageContext
 
@@ -88,10 +87,7 @@ def test_an_audit_without_side_makes_no_synthetic_set(tmp_path, tiny_model, face
 
 def small_context(ws, db) -> StageContext:
     cfg = ws.load_config()
-    target = load_target(cfg.checkpoint)
-    name = choose_scorer_name(cfg.scorer, target.image_size)
-    return StageContext(cfg, ws, db, torch.device("cpu"), target, Progress(), 1, name,
-                        bands_for(getattr(cfg, bands_setting(name))))
+    return StageContext.open(cfg, ws, db, torch.device("cpu"), load_target(cfg.checkpoint), Progress(), 1)
 
 
 @pytest.fixture()

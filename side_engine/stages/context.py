@@ -99,6 +99,15 @@ class StageContext(SamplingContext):
         self.model_shared = False  # the target model has been sent to the other processes
         self._samplers: list[GuidedSampler] = []
 
+    @classmethod
+    def open(cls, cfg: AuditConfig, ws: Workspace, db, device: torch.device, target: TargetModel,
+             progress: Progress, threads: int) -> StageContext:
+        """The context of these settings and model: the scorer they resolve to and its bands."""
+        from ..scorers import bands_for, bands_setting, choose_scorer_name
+
+        name = choose_scorer_name(cfg.scorer, target.image_size)
+        return cls(cfg, ws, db, device, target, progress, threads, name, bands_for(getattr(cfg, bands_setting(name))))
+
     # -- the stage's own bookkeeping ---------------------------------------------------------
     def is_done(self, stage: str) -> bool:
         rows = {r["name"]: r for r in storage.stage_rows(self.db)}
