@@ -124,7 +124,7 @@ class AuditRunner:
         if stored_files and files_fingerprint(Path(cfg.train_data).expanduser()) != stored_files:
             raise WorkspaceError(f"training data {cfg.train_data} changed since this audit started; "
                                  "start a new workspace instead of mixing results")
-        old = json.loads(audit["config"])
+        old = AuditConfig.from_stored(json.loads(audit["config"])).to_dict()
         changed = [k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and old.get(k) != v]
         if changed:
             was = "; ".join(f"{k} = {json.dumps(old.get(k))}" for k in changed)

@@ -253,6 +253,14 @@ def shard(n: int, world: int, rank: int) -> slice:
     return slice(lo, lo + base + (rank < extra))
 
 
+def td_holdout(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(held-out, training) rows of a synthetic set of ``n`` as ``train_td`` splits it with
+    ``seed``: 10 % held out (none below 10 images). The guide check measures on the same rows."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_hold = max(1, n // 10) if n >= 10 else 0
+    return perm[:n_hold], perm[n_hold:]
+
+
 def train_td(
     td: ResNetClassifier,
     x0: torch.Tensor,

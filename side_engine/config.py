@@ -26,6 +26,8 @@ DeviceName = Literal["auto", "cuda", "mps", "cpu"]
 Precision = Literal["fp32", "bf16"]
 Stem = Literal["auto", "small", "large"]
 UmsMode = Literal["union", "nearest-only"]
+Schedule = Literal["reliability", "constant"]
+ResizeFilter = Literal["bicubic", "bilinear", "lanczos", "nearest", "box"]
 CompileChoice = Literal["auto", "on", "off"]
 WeightChoice = Literal["auto", "ema", "raw"]
 Bands = dict[str, list[float]]  # band name (low, mid, high) -> [lo, hi)
@@ -40,12 +42,18 @@ DEVICES = get_args(DeviceName)
 PRECISIONS = get_args(Precision)
 STEMS = get_args(Stem)
 UMS_MODES = get_args(UmsMode)
+SCHEDULES = get_args(Schedule)
+RESIZE_FILTERS = get_args(ResizeFilter)
 COMPILE_CHOICES = get_args(CompileChoice)
 WEIGHT_CHOICES = get_args(WeightChoice)
 
 # Settings that may change between a stopped run and its resume without
 # mixing results from different audits.
 RESUMABLE_CHANGES = frozenset({"batch_size", "device", "precision", "threads", "compile", "processes"})
+
+# Settings added after audits were stored: the value an audit stored without them ran with
+# (not today's default, which may differ), for resume checks and reports of older audits.
+LEGACY = {"guidance_schedule": "constant", "resize_filter": "bicubic"}
 
 
 def _f(section: str, default: Any, help: str, choices: tuple[str, ...] | None = None,
@@ -72,6 +80,9 @@ class AuditConfig:
     # [data]
     train_data: str = _f("data", "", "folder of training images (searched recursively)")
     labels_csv: str = _f("data", "", "optional CSV 'path,label' (paths relative to train_data)")
+    resize_filter: ResizeFilter = _f("data", "bicubic", "filter that brings training images of another size to the "
+                                     "model's: use the one the model's own training pipeline used (a mismatch hides "
+                                     "near-identical copies)", RESIZE_FILTERS)
     # [labels]
     label_source: LabelSource = _f("labels", "clusters",
                                    "surrogate labels: original | clusters | random | synthetic-clusters", LABEL_SOURCES)
@@ -105,6 +116,10 @@ class AuditConfig:
     eta: float = _f("sampling", 0.0, "DDIM eta (0 = deterministic)")
     guidance_max_t: float = _f("sampling", 1.0, "guide only at native timesteps t <= this fraction of T (1 = every "
                                "step; 0.5 = low noise only, where the TD classifier is reliable)")
+    guidance_schedule: Schedule = _f("sampling", "constant",
+                                     "reliability (λ_t = λ x the TD classifier's measured agreement above chance at "
+                                     "step t: full where it is always right, none where it is at chance) | constant "
+                                     "(the paper: λ at every step)", SCHEDULES)
     sampler_convention: Convention = _f("sampling", "pipeline",
                                  "pipeline (lambda 0 = the checkpoint's own diffusers step: the Random baseline) | "
                                  "clipped-eps (eps re-derived from the clipped x0, as guided-diffusion)", CONVENTIONS)
@@ -167,6 +182,12 @@ class AuditConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> AuditConfig:
+        """The settings an audit stored, with what it ran with for settings it predates."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{**LEGACY, **{k: v for k, v in stored.items() if k in known}})
+
     def validate(self) -> None:
         for f in fields(self):
             choices = f.metadata.get("choices")
@@ -227,6 +248,26 @@ class AuditConfig:
                       and all(isinstance(e, int | float) for e in edges) and edges[0] < edges[1])
                 if not ok:
                     raise ConfigError(f"setting '{name}.{band}' = {edges!r}: must be [lo, hi] with lo < hi")
+
+
+# Named settings a reviewer can start from (``side-audit init --preset``, ``fork --preset``).
+# "paper": SIDE as the paper runs it — λ at every step, its learning rates, its 0–50 scan.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"guidance_schedule": "constant", "guidance_max_t": 1.0, "classifier_lr": 1e-4, "tdkd_lr": 1e-4,
+              "label_source": "clusters", "lambdas": [0, 2, 5, 10, 20, 30, 50], "table_lambdas": []},
+}
+
+
+def method_name(cfg: AuditConfig) -> str:
+    """What a report calls the SIDE that ran: a preset when its settings all hold, the product
+    defaults when the method's settings are the defaults, else the settings that differ."""
+    for name, values in PRESETS.items():
+        if all(getattr(cfg, k) == v for k, v in values.items()):
+            return f"the {name}'s SIDE (preset '{name}')"
+    default = AuditConfig()
+    keys = sorted(set().union(*PRESETS.values()) - {"lambdas", "table_lambdas"})
+    differ = [f"{k} = {getattr(cfg, k)!r}" for k in keys if getattr(cfg, k) != getattr(default, k)]
+    return "SIDE with the product defaults" if not differ else "SIDE with " + ", ".join(differ)
 
 
 def toml_value(v: Any) -> str:

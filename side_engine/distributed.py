@@ -112,7 +112,8 @@ def share_sampling_context(ctx: StageContext) -> None:
             sscd = f.read()
     _send({"op": SAMPLING, "k": art.k, "batch": ctx.batch, "classifiers": classifiers,
            "scorer": ctx.scorer_name, "sscd": sscd, "bands": ctx.bands,
-           "vectors": art.train_vectors, "groups": art.index.groups})
+           "vectors": art.train_vectors, "groups": art.index.groups,
+           "guide": art.guide.to_dict() if art.guide is not None else None})
 
 
 def run_round(kind: str, batches: list, compute: Callable) -> list:
@@ -176,7 +177,10 @@ class WorkerContext(SamplingContext):
         from .scorers import make_scorer
 
         art = self.artifacts
+        from .guide_check import GuideCheck
+
         art.k, self.batch = message["k"], message["batch"]
+        art.guide = GuideCheck.from_dict(message["guide"]) if message.get("guide") else None
         for name, (hparams, state) in message["classifiers"].items():
             model = ResNetClassifier(**hparams)
             model.load_state_dict(state)

@@ -56,6 +56,17 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
             "rows": data["rows"], "topk": data["topk"], "summary": data["summary"],
             "classifiers": data["classifiers"], "n_train": n_train,
         }
+        from .config import AuditConfig, method_name
+
+        model["config"] = AuditConfig.from_stored(info["config"]).to_dict()
+        model["method_name"] = method_name(AuditConfig.from_stored(info["config"]))
+        model["on_target_chance"] = data.get("on_target_chance")
+        model["guide_check"] = data.get("guide_check")
+        g = model["guide_check"] or {}
+        model["guide_rows"] = [{"t": t, "agreement": a, "weight": w} for t, a, w in
+                               list(zip(g.get("timesteps", []), g.get("smoothed", []), g.get("weights", [])))[::7]]
+        model["resized"] = storage.get_kv(db, "resized", 0)
+        model["forked_from"] = storage.get_kv(db, "forked_from")
         model["headline"] = headline(data, exposure, n_train, bands)
         model["table1"] = _table1(data)
         model["comparisons"] = _comparisons(data)

@@ -75,6 +75,8 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
     with its 95 % interval (AMS Wilson, UMS bootstrap over generated images)."""
     metric_rows, topk_rows, summary_rows = [], [], []
     nearest_only = cfg.ums == "nearest-only"
+    classes = _classes(db)
+    mid = next((b for b in bands if b.name == "mid"), None)
     for method, lam in cfg.grid():
         d = _load(db, method, lam)
         n = len(d["best"])
@@ -111,11 +113,46 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
             "target_accuracy": _nan(float(steered.mean()) if guided else math.nan),
             "target_accuracy_lo": _nan(s_lo) if guided else None,
             "target_accuracy_hi": _nan(s_hi) if guided else None,
+            **_on_target(d, cfg, classes, mid, higher_is_closer),
             "guidance_ratio": _nan(float(ratio.mean())) if len(ratio) else None,
             "guidance_ratio_lo": _nan(float(ratio.mean() - half)) if half is not None else None,
             "guidance_ratio_hi": _nan(float(ratio.mean() + half)) if half is not None else None,
         })
     return metric_rows, topk_rows, summary_rows
+
+
+def _classes(db: sqlite_utils.Database) -> tuple[np.ndarray, int] | None:
+    """The surrogate class of every training image and K; None before labels (or under
+    synthetic-clusters, whose classes belong to synthetic images, not training ones)."""
+    from .storage import get_kv
+
+    k = get_kv(db, "k")
+    sur = np.array([r[0] if r[0] is not None else -1 for r in
+                    db.execute("select surrogate from train_images order by idx").fetchall()], dtype=np.int64)
+    if not k or not len(sur) or (sur < 0).all():
+        return None
+    return sur, int(k)
+
+
+def _on_target(d: dict, cfg: AuditConfig, classes, mid: Band | None, higher_is_closer: bool) -> dict:
+    """The independent measure of steering: the scorer's nearest training image carries the
+    sample's target class (any distance, and at ≥mid), Wilson intervals. Random is scored
+    against the same targets (its samples are paired with the guided ones): its rate is chance."""
+    from .guide_check import on_target
+    from .sampler import target_classes
+
+    keys = ("on_target", "on_target_mid")
+    if classes is None or not len(d["index"]):
+        return {f"{k}{e}": None for k in keys for e in ("", "_lo", "_hi")}
+    sur, k = classes
+    cls = target_classes(cfg.seed, cfg.n_per_lambda, k)[d["index"]]
+    hit = on_target(d["nearest"], sur, cls)
+    close = measures.at_least(d["best"], mid, higher_is_closer) if mid is not None else np.zeros(len(hit), bool)
+    out = {}
+    for key, h in zip(keys, (hit, hit & close)):
+        lo, hi = statistics.wilson(int(h.sum()), len(h))
+        out.update({key: float(h.mean()), f"{key}_lo": _nan(lo), f"{key}_hi": _nan(hi)})
+    return out
 
 
 COMPARED = ("side", "ti")
@@ -195,7 +232,7 @@ def live_metrics(db: sqlite_utils.Database) -> dict:
     info = audit_info(db)
     if not info:
         return {"audit": {}, "rows": [], "topk": [], "summary": [], "classifiers": [], "exposure": []}
-    cfg = AuditConfig(**info["config"])
+    cfg = AuditConfig.from_stored(info["config"])
     bands, higher = stored_bands(db)
     m, t, s = compute_tables(db, cfg, higher, bands, info.get("scorer") or "pixel")
     out = metrics_json(db)
@@ -270,7 +307,8 @@ def metrics_json(db: sqlite_utils.Database) -> dict:
     audit["model"] = model_line(get_kv(db, "model", {}))
     return {"audit": audit, "rows": rows, "topk": topk, "summary": summary, "classifiers": classifiers,
             "exposure": exposure(db, limit=100), "comparison": get_kv(db, "comparison", {}),
-            "warnings": get_kv(db, "warnings", [])}
+            "warnings": get_kv(db, "warnings", []), "guide_check": get_kv(db, "guide_check"),
+            "on_target_chance": (1 / get_kv(db, "k")) if get_kv(db, "k") else None}
 
 
 def best_scores(db: sqlite_utils.Database, method: str | None = None) -> np.ndarray:

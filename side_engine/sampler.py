@@ -157,8 +157,11 @@ class GuidedSampler:
         # guidance-to-ε RMS ratio per row, averaged over guided steps (None before the first batch)
         self.last_guidance_ratio: torch.Tensor | None = None
         # guidance acts at native timesteps t_lo <= t <= t_hi only (all steps by default; the
-        # audit setting guidance_max_t; bench/investigate_guidance.py compares windows)
+        # audit setting guidance_max_t)
         self.guidance_window: tuple[int, int] = (0, self.T)
+        # the guidance schedule: λ_t = λ · weight(t) at native timestep t (missing: 1, the paper's
+        # constant λ); a weight of 0 skips the classifier at that step (guidance_schedule)
+        self.guidance_weights: dict[int, float] = {}
         acp = scheduler.alphas_cumprod.double().cpu().numpy()
         if kind == "ddim":
             s = DDIMScheduler.from_config(cfg)
@@ -330,7 +333,9 @@ class GuidedSampler:
             if steps is not None and i >= steps:
                 break
             t_batch = self.t_device[i].expand(x.shape[0])  # the classifier's per-row timesteps
-            step_guides = guides if self.guidance_window[0] <= t <= self.guidance_window[1] else []
+            weight = self.guidance_weights.get(t, 1.0)
+            in_window = self.guidance_window[0] <= t <= self.guidance_window[1]
+            step_guides = guides if in_window and weight > 0 else []
             t0 = time.perf_counter()
             if step_guides and self.overlap:
                 pending = self._guidance_async(x, t_batch, cls, step_guides)
@@ -342,7 +347,7 @@ class GuidedSampler:
             if step_guides:
                 t_guided += time.perf_counter() - t0
             if grad is not None:
-                grad = grad * scale
+                grad = grad * (scale * weight if weight != 1.0 else scale)
                 # RMS of the ε shift λ·sqrt(1-ᾱ)·g over RMS of ε, per row: says whether λ is in a useful range
                 ratio_sum += (math.sqrt(1 - a_t) * grad.flatten(1).pow(2).mean(1).sqrt()
                               / eps.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12))

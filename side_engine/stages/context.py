@@ -32,6 +32,7 @@ from . import NAMES
 
 if TYPE_CHECKING:
     from ..checkpoint import TargetModel
+    from ..guide_check import GuideCheck
     from ..neighbours import TrainIndex
     from ..sampler import GuidedSampler
     from ..scorers import Band, Scorer
@@ -53,6 +54,7 @@ class Artifacts:
     surrogate: np.ndarray | None = None  # labels: class of each training image (-1 under synthetic-clusters)
     ti: torch.nn.Module | None = None  # classifier: the frozen time-independent classifier
     td: torch.nn.Module | None = None  # tdkd: the frozen time-dependent classifier that SIDE guides with
+    guide: GuideCheck | None = None  # sample (its check): the TD classifier's reliability by step
 
 
 class SamplingContext:

@@ -44,6 +44,8 @@ def run(ctx: StageContext) -> None:
     sampler = ctx.new_sampler()
     shape = (ctx.target.channels, ctx.target.sample_size, ctx.target.sample_size)
     num_classes = ctx.artifacts.k
+    if "side" in cfg.methods and ctx.artifacts.td is not None:
+        check_guide(ctx, sampler, shape)
     from .. import distributed
 
     ranks = distributed.world_size()
@@ -85,6 +87,67 @@ def run(ctx: StageContext) -> None:
                     f"batches computed by ranks other than the owner (rank {distributed.owner()})")
 
 
+def check_guide(ctx: StageContext, sampler: GuidedSampler, shape) -> None:
+    """Before the budget is spent: the TD classifier's reliability at every sampler step (the
+    ``reliability`` schedule's weights) and a small probe judged by the scorer; stored, logged,
+    and a warning where guidance cannot help. Measured once; a resume reads it back."""
+    from .. import guide_check, storage
+    from ..classifier_training import soft_labels, td_holdout
+    from . import synthetic
+
+    cfg, art = ctx.cfg, ctx.artifacts
+    stored = storage.get_kv(ctx.db, "guide_check")
+    if stored is not None:
+        art.guide = guide_check.GuideCheck.from_dict(stored)
+        return
+    syn = synthetic.load(ctx)
+    seed = storage.get_kv(ctx.db, "tdkd_seed", cfg.seed)  # a fork keeps the classifiers' own seed
+    hold, _ = td_holdout(len(syn), seed)
+    x0 = synthetic.as_model_tensor(np.asarray(syn)[hold.numpy()])
+    if cfg.label_source == "synthetic-clusters":
+        labels = torch.from_numpy(np.load(ctx.ws.cache_dir / "synthetic_labels.npy"))[hold]
+    else:
+        labels = soft_labels(art.ti, x0.to(ctx.device)).argmax(1).cpu()
+    check = guide_check.measure(art.td, x0, labels, sampler.timesteps, ctx.target.scheduler.alphas_cumprod,
+                                art.k, seed + 2)
+    art.guide = check
+    check.probe = _probe(ctx, sampler, shape)
+    storage.set_kv(ctx.db, "guide_check", check.to_dict())
+    rows = ", ".join(f"t={t}: {100 * a:.0f} %" for t, a in list(zip(check.timesteps, check.smoothed))[::10])
+    ctx.log(f"guide check: TD agreement on {check.held_out} held-out synthetic images by step ({rows}; "
+            f"chance {100 * check.chance:.1f} %); probe on target (scorer) {check.probe.get('on_target_guided')}"
+            f" guided vs {check.probe.get('on_target_unguided')} unguided of {check.probe.get('n')}")
+    for text in guide_check.findings(check, sampler.guidance_window, cfg.guidance_schedule):
+        ctx.warn(text)
+
+
+def _probe(ctx: StageContext, sampler: GuidedSampler, shape) -> dict:
+    """The same noise with and without guidance at the declared range's middle λ: how often the
+    scorer's nearest training image carries the target class (not stored as samples)."""
+    from .. import guide_check
+
+    cfg, art = ctx.cfg, ctx.artifacts
+    grid = cfg.table_grid()
+    if not grid or art.surrogate is None or art.k is None:
+        return {}
+    lam = grid[len(grid) // 2]
+    n = min(guide_check.PROBE, cfg.n_per_lambda)
+    batch = [("side", lam, i) for i in range(n)] + [("random", 0.0, i) for i in range(n)]
+    out = {"n": n, "lam": lam, "on_target_guided": 0, "on_target_unguided": 0, "steered": 0}
+    num_classes = art.k
+    for s in range(0, len(batch), max(ctx.batch, 1)):
+        part = batch[s:s + ctx.batch]
+        result = compute_batch(ctx, cfg, sampler, part, shape, num_classes)
+        targets = ctx.targets(cfg, num_classes)
+        for (method, _, i), row in zip(part, result.rows):
+            hit = bool(guide_check.on_target(np.array([row["nearest"]]), art.surrogate, np.array([targets[i]]))[0])
+            out["on_target_guided" if method == "side" else "on_target_unguided"] += hit
+            if method == "side" and row["steered"]:
+                out["steered"] += 1
+        ctx.check()
+    return out
+
+
 def make_sampler(target, cfg: AuditConfig, device: torch.device, compile: bool) -> GuidedSampler:
     sampler = GuidedSampler(target.unet, target.scheduler, cfg.sampler, cfg.steps, cfg.eta, device, cfg.precision,
                             compile=compile, convention=cfg.sampler_convention)
@@ -112,6 +175,9 @@ def compute_batch(ctx: SamplingContext, cfg: AuditConfig, sampler: GuidedSampler
     targets = ctx.targets(cfg, num_classes)
     cls = torch.tensor([int(targets[i]) for _, _, i in batch], dtype=torch.long)
     lam = torch.tensor([lam for _, lam, _ in batch], dtype=torch.float32)
+    guide = ctx.artifacts.guide
+    sampler.guidance_weights = guide.weight_map() if guide is not None and cfg.guidance_schedule == "reliability" \
+        else {}
     guides = []
     for method, clf, td in (("side", ctx.guiding("side"), True), ("ti", ctx.guiding("ti"), False)):
         rows = [r for r, (m, lv, _) in enumerate(batch) if m == method and lv > 0]

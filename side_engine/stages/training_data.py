@@ -28,7 +28,7 @@ def run(ctx: StageContext) -> None:
         root = Path(cfg.train_data).expanduser()
         imported = import_training_set(
             root, ctx.target.image_size, ctx.target.image_channels, cfg.labels_csv or None,
-            on_progress=lambda d, t: (ctx.update("import", d, t), ctx.check()))
+            on_progress=lambda d, t: (ctx.update("import", d, t), ctx.check()), resize_filter=cfg.resize_filter)
         for path, why in imported.unreadable:
             ctx.log(f"unreadable training image skipped: {root / path} ({why})")
         if imported.unreadable:
@@ -37,6 +37,12 @@ def run(ctx: StageContext) -> None:
             mode = "grey" if ctx.target.image_channels == 1 else "RGB"
             ctx.log(f"{imported.converted} training image(s) converted to {mode} "
                     f"to match the model's {ctx.target.image_channels} channel(s)")
+        if imported.resized:
+            ctx.warn(f"{imported.resized} of {len(imported.paths)} training images are not at the model's "
+                     f"{ctx.target.image_size} x {ctx.target.image_size} and were resized ({cfg.resize_filter} "
+                     "filter, setting resize_filter): references must look as the model's training pipeline "
+                     "prepared them — another filter than that pipeline's hides near-identical copies.")
+            storage.set_kv(ctx.db, "resized", imported.resized)
         dup = len(imported.hashes) - len(set(imported.hashes))
         if dup:
             ctx.log(f"{dup} training image(s) are exact duplicates of another; kept (each is "

@@ -84,11 +84,36 @@ class SummaryView(QScrollArea):
             self.verdict.setText(f"<h3>Verdict</h3><p><b>{html.escape(first)}</b></p>"
                                  + "".join(f"<p>{html.escape(s)}</p>" for s in rest))
         steer = [s for s in data.get("summary", []) if s.get("target_accuracy") is not None]
-        self.steering.setText("<b>How well guidance steered</b> (share of guided images the TD classifier puts in "
-                              "their target class, 95 % interval): " + "; ".join(
-                                  f"{s['method'].upper()} λ = {s['lambda']:g}: {100 * s['target_accuracy']:.1f} % "
-                                  f"[{100 * s['target_accuracy_lo']:.1f}, {100 * s['target_accuracy_hi']:.1f}]"
-                                  for s in steer) if steer else "")
+        on = {(s["method"], s["lambda"]): s for s in data.get("summary", []) if s.get("on_target") is not None}
+
+        def reached(s: dict) -> str:
+            r = on.get((s["method"], s["lambda"]))
+            if r is None:
+                return ""
+            return (f"on target {100 * r['on_target']:.1f} % [{100 * r['on_target_lo']:.1f}, "
+                    f"{100 * r['on_target_hi']:.1f}], ")
+
+        rnd = on.get(("random", 0.0))
+        chance = (f" Random, scored against the same targets: {100 * rnd['on_target']:.1f} % "
+                  f"[{100 * rnd['on_target_lo']:.1f}, {100 * rnd['on_target_hi']:.1f}] (chance).") if rnd else ""
+        self.steering.setText(
+            "<b>Did guidance reach its targets?</b> On target: the scorer's nearest training image carries the "
+            "sample's target class; steered: the TD classifier's own verdict (a diagnostic). 95 % intervals. "
+            + "; ".join(f"{s['method'].upper()} λ = {s['lambda']:g}: {reached(s)}steered "
+                        f"{100 * s['target_accuracy']:.1f} % [{100 * s['target_accuracy_lo']:.1f}, "
+                        f"{100 * s['target_accuracy_hi']:.1f}]" for s in steer) + "." + chance
+            if steer else "")
+        check = data.get("guide_check") or {}
+        if check.get("timesteps"):
+            pts = list(zip(check["timesteps"], check["smoothed"], check["weights"]))
+            picks = [pts[-1], pts[len(pts) // 2], pts[0]]  # low, middle and high noise
+            probe = check.get("probe") or {}
+            self.steering.setText(self.steering.text() + "<br><b>Guide check</b> (before sampling): TD agreement "
+                                  + ", ".join(f"t = {t}: {100 * a:.0f} % (weight {w:.2f})" for t, a, w in picks)
+                                  + f"; chance {100 * check['chance']:.1f} %."
+                                  + (f" Probe of {probe['n']} at λ = {probe['lam']:g}: on target "
+                                     f"{probe['on_target_guided']} guided vs {probe['on_target_unguided']} unguided."
+                                     if probe.get("n") else ""))
         self.steering.setVisible(bool(steer))
         warnings = data.get("warnings") or []
         self.warnings.setText("".join(f"<p>⚠ {html.escape(w)}</p>" for w in warnings))
