@@ -87,8 +87,9 @@ def _install_sigint(progress: Progress):
 
 def cmd_init(args) -> int:
     from .audit import init_workspace
+    from .config import PRESETS
 
-    settings = {}
+    settings = dict(PRESETS[args.preset]) if args.preset else {}
     if args.label_source:
         settings["label_source"] = args.label_source
     if args.lambdas:
@@ -107,6 +108,38 @@ def cmd_init(args) -> int:
     info = inspect_checkpoint(cfg.checkpoint, cfg.scheduler_config, cfg.allow_pickle, cfg.weights)
     print(f"model: {describe_checkpoint(info)}")
     print(f"wrote {ws.config_path}\nedit it if needed, then: side-audit run {ws.root}")
+    return 0
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs, each value as TOML would read it (numbers, strings, lists)."""
+    import tomllib
+
+    from .errors import ConfigError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: write KEY=VALUE, e.g. --set guidance_schedule=constant")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value.strip()  # a bare word: a string setting
+    return out
+
+
+def cmd_fork(args) -> int:
+    from .config import PRESETS
+    from .fork import fork
+
+    changes = dict(PRESETS[args.preset]) if args.preset else {}
+    changes.update(parse_settings(args.set))
+    record = fork(args.base, args.workspace, changes)
+    reused = ", ".join(record["reused"]) or "nothing"
+    print(f"forked {record['base']} -> {args.workspace}: reuses {reused}; changed "
+          f"{', '.join(f'{k} = {v!r}' for k, v in record['changes'].items()) or 'nothing'}")
+    print(f"then: side-audit run {args.workspace}")
     return 0
 
 
@@ -304,7 +337,8 @@ def print_summary(result: dict) -> None:
     table.add_column("band")
     table.add_column("AMS", justify="right", no_wrap=True)
     table.add_column("UMS", justify="right", no_wrap=True)
-    table.add_column("steered", justify="right", no_wrap=True)
+    table.add_column("on target (scorer)", justify="right", no_wrap=True)
+    table.add_column("steered (TD)", justify="right", no_wrap=True)
     summary = {(s["method"], s["lambda"]): s for s in result.get("summary", [])}
     by_key: dict = {}
     for r in rows:
@@ -313,11 +347,12 @@ def print_summary(result: dict) -> None:
         steer = summary.get((method, lam), {})
         acc = _ci({"s": steer.get("target_accuracy"), "s_lo": steer.get("target_accuracy_lo"),
                    "s_hi": steer.get("target_accuracy_hi")}, "s")
+        reached = _ci(steer, "on_target")
         for i, band in enumerate(("high", "mid", "low")):
             b = bands.get(band, {})
             first = i == 0
             table.add_row(method if first else "", f"{lam:g}" if first else "", band, _ci(b, "ams"), _ci(b, "ums"),
-                          acc if first else "",
+                          reached if first else "", acc if first else "",
                           end_section=band == "low")
     console = Console()
     console.print(table)
@@ -412,8 +447,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
     s.add_argument("--weights", choices=["auto", "ema", "raw"],
                    help="UNet weights where both exist (default auto: EMA)")
+    s.add_argument("--preset", choices=["paper"], help="start from a named method: paper = SIDE as the paper "
+                   "runs it (λ at every step, its learning rates and λ scan)")
     s.add_argument("--force", action="store_true", help="overwrite an existing audit.toml")
     s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("fork", help="a new audit reusing a finished audit's classifiers, with other settings "
+                       "(e.g. the paper's preset on the same networks)")
+    s.add_argument("base", help="the finished (or classifier-complete) audit's workspace")
+    s.add_argument("workspace", help="the new workspace (a new folder)")
+    s.add_argument("--preset", choices=["paper"], help="apply a named method's settings")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another setting, repeatable")
+    s.set_defaults(func=cmd_fork)
 
     s = sub.add_parser("run", help="run the audit, or resume it where it stopped")
     s.add_argument("workspace")

@@ -84,3 +84,28 @@ def test_side_audit_stop_stops_a_running_audit_after_its_batch_and_run_resumes(t
     db.close()
     assert main(["stop", str(tmp_path / "nothing")]) != 0
     assert "not an audit workspace" in capsys.readouterr().err
+
+
+def test_cli_init_preset_and_fork_with_settings(tmp_path, tiny_model, faces, capsys):
+    from side_engine.config import PRESETS
+    from side_engine.workspace import Workspace
+
+    ws = tmp_path / "paper"
+    assert main(["init", str(ws), "--checkpoint", str(tiny_model), "--train-data", str(faces),
+                 "--preset", "paper"]) == 0
+    cfg = Workspace(ws).load_config()
+    assert all(getattr(cfg, k) == v for k, v in PRESETS["paper"].items())
+    base = init_workspace(tmp_path / "base", str(tiny_model), str(faces), **TINY_SETTINGS)
+    AuditRunner(base).run()
+    capsys.readouterr()
+    assert main(["fork", str(base.root), str(tmp_path / "f"), "--set", "lambdas=[0, 4]",
+                 "--set", "guidance_schedule=reliability"]) == 0
+    out = capsys.readouterr().out
+    assert "reuses import, embed, labels, classifier, synthetic, tdkd" in out and "guidance_schedule" in out
+    forked = Workspace(tmp_path / "f").load_config()
+    assert forked.lambdas == [0, 4] and forked.guidance_schedule == "reliability"
+    assert main(["fork", str(base.root), str(tmp_path / "g"), "--set", "lambdas"]) != 0
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert main(["fork", str(base.root), str(tmp_path / "h"), "--set", "guidance_schedule=sometimes"]) != 0
+    assert "'guidance_schedule' = 'sometimes'" in capsys.readouterr().err
+    assert not (tmp_path / "h" / "audit.toml").exists()  # a refused fork writes nothing

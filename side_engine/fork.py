@@ -1,0 +1,140 @@
+"""A new audit that reuses a finished audit's classifiers: other sampling settings, same guide.
+
+Training the classifiers and the synthetic set is most of an audit's CPU time, and none of it
+depends on how the guide is then used (λ grid, schedule, seed of the samples, N_G). A fork
+copies the finished stages whose settings it does not change and reruns the rest, so a
+reviewer can run the paper's preset beside the product's on the same networks, and a study
+can compare schedules without retraining (``bench/study_guidance.py``). What was reused, and
+from which audit and seed, is stored with the fork and named in its report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from . import storage
+from .config import AuditConfig
+from .errors import ConfigError, WorkspaceError
+from .workspace import Workspace
+
+# every stage a fork may reuse, in order, with the settings its stored result depends on
+# (the seed too: it trained the classifiers; a fork with another seed keeps them, and says so)
+REUSABLE: tuple[tuple[str, frozenset[str]], ...] = (
+    ("import", frozenset({"checkpoint", "scheduler_config", "allow_pickle", "weights", "train_data",
+                          "labels_csv", "resize_filter"})),
+    ("embed", frozenset({"scorer", "sscd_model"})),
+    ("labels", frozenset({"label_source", "k"})),
+    ("classifier", frozenset({"classifier_width", "classifier_stem", "classifier_epochs", "classifier_lr",
+                              "classifier_min_steps"})),
+    ("synthetic", frozenset({"n_syn", "sampler", "steps", "eta", "sampler_convention"})),
+    ("tdkd", frozenset({"tdkd_epochs", "tdkd_lr"})),
+)
+FILES = {"import": ["cache/train_pixels.npy", "cache/train_latents.npy"], "embed": ["cache/train_*.npy"],
+         "labels": ["cache/synthetic_labels.npy"], "classifier": ["classifiers/ti.safetensors"],
+         "synthetic": ["synthetic/*"], "tdkd": ["classifiers/td.safetensors"]}
+# stored results that belong to sampling and after: never carried into a fork
+CLEARED_TABLES = ("decisions", "matches", "samples", "metrics", "topk", "summary")
+CLEARED_KEYS = ("comparison", "warnings", "guide_check", "estimate", "estimate_device")
+# Random's samples (λ = 0) are the same images when these hold and the labels stage (K, which
+# fixes every sample's noise stream) and the scorer are reused: a fork then keeps them
+RANDOM_DEPENDS = frozenset({"seed", "sampler", "steps", "eta", "sampler_convention", "bands_sscd", "bands_pixel",
+                            "bands_pixel_carlini", "ums", "precision"})
+
+
+def reusable_stages(base: AuditConfig, new: AuditConfig, done: set[str]) -> list[str]:
+    """The leading stages whose settings are unchanged and which the base audit finished."""
+    from .stages import stage_names
+
+    changed = {k for k, v in new.to_dict().items() if base.to_dict().get(k) != v}
+    depends = dict(REUSABLE)
+    out = []
+    for name in stage_names(new):  # the order they run in (synthetic-clusters: synthetic first)
+        if name not in depends or name not in done or changed & depends[name]:
+            break
+        out.append(name)
+    return out
+
+
+def fork(base_dir: str | Path, new_dir: str | Path, changes: dict[str, Any]) -> dict:
+    """Make the audit ``new_dir`` from ``base_dir`` with ``changes`` to its settings; returns
+    the fork record (base, seed, reused stages). ``side-audit run`` on it does the rest."""
+    base, new = Workspace(base_dir), Workspace(new_dir)
+    if not base.db_path.exists():
+        raise WorkspaceError(f"{base.root}: no audit database to fork (run the audit first)")
+    if new.exists() or new.db_path.exists():
+        raise WorkspaceError(f"{new.root}: already holds an audit; fork into a new folder")
+    known = {f.name for f in dataclasses.fields(AuditConfig)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ConfigError(f"fork: unknown setting(s) {', '.join(unknown)}")
+    db = storage.connect(base.db_path, readonly=True)
+    try:
+        rows = list(db["audits"].rows)
+        if not rows:
+            raise WorkspaceError(f"{base.root}: the audit has not started; nothing to reuse")
+        base_cfg = AuditConfig.from_stored(json.loads(rows[0]["config"]))
+        done = {r["name"] for r in storage.stage_rows(db) if r.get("status") == "done"}
+        tdkd_seed = storage.get_kv(db, "tdkd_seed", base_cfg.seed)
+    finally:
+        db.close()
+    cfg = dataclasses.replace(base_cfg, **changes)
+    cfg.validate()
+    reused = reusable_stages(base_cfg, cfg, done)
+    changed = {k for k, v in cfg.to_dict().items() if base_cfg.to_dict().get(k) != v}
+    keep_random = ("random" in cfg.methods and {"import", "embed", "labels"} <= set(reused)
+                   and not changed & RANDOM_DEPENDS)
+    new.write_config(cfg)
+    _copy_database(base.db_path, new.db_path)
+    for stage in reused:
+        for pattern in FILES[stage]:
+            for src in base.root.glob(pattern):
+                dst = new.root / src.relative_to(base.root)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+    record = {"base": str(base.root), "base_seed": base_cfg.seed, "reused": reused,
+              "changes": {k: v for k, v in changes.items() if getattr(base_cfg, k) != v}}
+    out = storage.connect(new.db_path)
+    try:
+        with out.atomic():
+            for table in CLEARED_TABLES:
+                if keep_random and table in ("samples", "matches"):
+                    continue
+                out[table].delete_where()
+            if keep_random:  # Random's rows below the new N_G, with their matches; every other row goes
+                gone = "method != 'random' or sample_index >= ?"
+                out.execute(f"delete from matches where sample_id in (select id from samples where {gone})",
+                            [cfg.n_per_lambda])
+                out.execute(f"delete from samples where {gone}", [cfg.n_per_lambda])
+                record["random_kept"] = out["samples"].count
+                for png in base.root.glob("samples/random/**/*.png"):
+                    dst = new.root / png.relative_to(base.root)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(png, dst)
+            for key in CLEARED_KEYS:
+                out["kv"].delete_where("key = ?", [key])
+            marks = ",".join("?" * len(reused))
+            out["stages"].delete_where(f"name not in ({marks})" if reused else "1 = 1", reused)
+            out["audits"].update(1, {"config": json.dumps(cfg.to_dict()), "created": storage.now()})
+            if "tdkd" in reused:
+                storage.set_kv(out, "tdkd_seed", tdkd_seed)
+            storage.set_kv(out, "forked_from", record)
+    finally:
+        out.close()
+    return record
+
+
+def _copy_database(src: Path, dst: Path) -> None:
+    """A consistent copy even while the base is open elsewhere (SQLite's online backup)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    a = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    b = sqlite3.connect(str(dst))
+    try:
+        a.backup(b)
+    finally:
+        b.close()
+        a.close()

@@ -1,0 +1,154 @@
+"""The guide check, the reliability schedule, the scorer-judged on-target rate and forks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from side_engine import guide_check, storage
+from side_engine.audit import AuditRunner
+from side_engine.config import PRESETS, AuditConfig, method_name
+from side_engine.errors import ConfigError, WorkspaceError
+from side_engine.fork import fork, reusable_stages
+from side_engine.sampler import Guide, GuidedSampler
+from side_engine.workspace import Workspace
+
+from .conftest import stored_samples
+from .test_sampler import _clipping_scheduler, _td_classifier, _unet
+
+
+def test_weights_are_zero_at_chance_and_one_at_perfect_agreement():
+    assert guide_check.weights_from([1.0, 0.25, 0.1, 0.0], chance=0.25) == [1.0, 0.0, 0.0, 0.0]
+    assert guide_check.weights_from([0.625], chance=0.25) == [0.5]
+    sm = guide_check.smooth([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    assert len(sm) == 6 and sm[0] == pytest.approx(1 / 3) and sm[2] == pytest.approx(0.4)
+
+
+def test_a_weight_scales_guidance_exactly_and_zero_weight_skips_it():
+    unet, sched = _unet(), _clipping_scheduler()
+    td = _td_classifier()
+    n = 3
+    noise = torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    cls, rows = torch.arange(n) % 3, torch.arange(n)
+    sampler = GuidedSampler(unet, sched, "ddim", 6)
+    plain = sampler.sample(noise, torch.zeros(n), cls)
+    half_lambda = sampler.sample(noise, torch.full((n,), 4.0), cls, [Guide(td, rows, True)])
+    sampler.guidance_weights = {t: 0.5 for t in sampler.timesteps}
+    half_weight = sampler.sample(noise, torch.full((n,), 8.0), cls, [Guide(td, rows, True)])
+    assert torch.allclose(half_weight, half_lambda, atol=1e-5)
+    sampler.guidance_weights = {t: 0.0 for t in sampler.timesteps}
+    assert torch.equal(sampler.sample(noise, torch.full((n,), 8.0), cls, [Guide(td, rows, True)]), plain)
+    assert sampler.last_guidance_ratio is None or float(sampler.last_guidance_ratio.abs().sum()) == 0.0
+
+
+def test_on_target_needs_the_nearest_image_in_the_target_class():
+    sur = np.array([0, 0, 1, 2, -1])
+    assert guide_check.on_target(np.array([0, 2, 3, 4]), sur, np.array([0, 1, 1, 2])).tolist() == \
+        [True, True, False, False]
+
+
+def test_findings_say_when_the_guide_is_at_chance_where_it_acts():
+    check = guide_check.GuideCheck([0, 500, 900], [0.9, 0.1, 0.1], [0.9, 0.1, 0.1], [0.9, 0.0, 0.0], 0.1, 50)
+    assert guide_check.findings(check, (0, 1000), "constant") == []
+    assert "at chance" in guide_check.findings(check, (400, 1000), "constant")[0]
+    check.probe = {"n": 32, "lam": 5.0, "on_target_guided": 1, "on_target_unguided": 2, "steered": 20}
+    assert any("not seen reaching its targets" in f for f in guide_check.findings(check, (0, 1000), "reliability"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_model, faces):
+    """A tiny audit run to the end with the reliability schedule."""
+    from side_engine.audit import init_workspace
+
+    from .conftest import TINY_SETTINGS
+
+    ws = init_workspace(tmp_path_factory.mktemp("guide") / "base", str(tiny_model), str(faces),
+                        **dict(TINY_SETTINGS, guidance_schedule="reliability"))
+    AuditRunner(ws).run()
+    return ws
+
+
+def test_the_run_checks_its_guide_and_reports_the_on_target_rate(finished):
+    db = storage.connect(finished.db_path)
+    try:
+        from side_engine.results import metrics_json
+
+        data = metrics_json(db)
+    finally:
+        db.close()
+    check = data["guide_check"]
+    assert check["timesteps"] == sorted(check["timesteps"], reverse=True) and len(check["timesteps"]) == 4
+    assert all(0 <= w <= 1 for w in check["weights"]) and check["chance"] == pytest.approx(1 / 4)
+    assert check["probe"]["n"] == 6 and 0 <= check["probe"]["on_target_guided"] <= 6
+    for s in data["summary"]:
+        assert 0 <= s["on_target_lo"] <= s["on_target"] <= s["on_target_hi"] <= 1
+        assert s["on_target_mid"] <= s["on_target"]
+    assert data["on_target_chance"] == pytest.approx(1 / 4)
+
+
+def test_a_fork_reuses_the_classifiers_and_random_and_samples_the_rest(finished, tmp_path):
+    new = tmp_path / "fork"
+    record = fork(finished.root, new, {"guidance_schedule": "constant", "lambdas": [0, 3]})
+    assert record["reused"] == ["import", "embed", "labels", "classifier", "synthetic", "tdkd"]
+    assert record["random_kept"] == 6
+    AuditRunner(new).run()
+    base_rows, _, _ = stored_samples(finished)
+    rows, _, _ = stored_samples(Workspace(new))
+    assert [r for r in rows if r[0] == "random"] == [r for r in base_rows if r[0] == "random"]
+    assert {r[1] for r in rows if r[0] == "side"} == {3.0}
+    db = storage.connect(Workspace(new).db_path)
+    try:
+        cfg = AuditConfig.from_stored(json.loads(db["audits"].get(1)["config"]))
+        assert cfg.guidance_schedule == "constant" and storage.get_kv(db, "forked_from")["base"] == str(finished.root)
+        assert storage.get_kv(db, "guide_check")["probe"]["lam"] == 3.0  # checked again, for this fork's λ
+    finally:
+        db.close()
+    from side_engine.report import build_report, render_html
+
+    html = render_html(build_report(new))
+    assert "classifiers from" in html and "guidance schedule constant" in html
+
+
+def test_a_fork_retrains_what_its_changes_touch_and_refuses_bad_requests(finished, tmp_path):
+    base = AuditConfig.from_stored(finished.load_config().to_dict())
+    done = {"import", "embed", "labels", "classifier", "synthetic", "tdkd"}
+    changed = AuditConfig.from_stored(dict(base.to_dict(), tdkd_lr=5e-4))
+    assert reusable_stages(base, changed, done)[-1] == "synthetic"
+    reseeded = AuditConfig.from_stored(dict(base.to_dict(), seed=7))
+    assert reusable_stages(base, reseeded, done)[-1] == "tdkd"  # the classifiers stay; Random does not
+    record = fork(finished.root, tmp_path / "s7", {"seed": 7})
+    assert "random_kept" not in record
+    with pytest.raises(WorkspaceError, match="already holds an audit"):
+        fork(finished.root, tmp_path / "s7", {"seed": 8})
+    with pytest.raises(ConfigError, match="unknown setting.*guidance_scale"):
+        fork(finished.root, tmp_path / "x", {"guidance_scale": 3})
+    with pytest.raises(WorkspaceError, match="no audit database"):
+        fork(tmp_path / "nothing", tmp_path / "y", {})
+
+
+def test_the_paper_preset_is_named_and_older_audits_keep_what_they_ran_with():
+    cfg = AuditConfig(checkpoint="m", train_data="d", **PRESETS["paper"])
+    assert "paper" in method_name(cfg)
+    assert method_name(AuditConfig()) == "SIDE with the product defaults"
+    old = AuditConfig.from_stored({"checkpoint": "m", "train_data": "d", "retired_setting": 1})
+    assert old.guidance_schedule == "constant" and old.resize_filter == "bicubic"
+    with pytest.raises(ConfigError, match="resize_filter"):
+        AuditConfig(checkpoint="m", train_data="d", resize_filter="cubic").validate()
+
+
+def test_the_resize_filter_is_applied_and_named(tmp_path):
+    from PIL import Image
+
+    from side_engine.training_set import import_training_set
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (25, 25), dtype=np.uint8)).save(tmp_path / f"f{i}.png")
+    cubic = import_training_set(tmp_path, 32, 1)
+    linear = import_training_set(tmp_path, 32, 1, resize_filter="bilinear")
+    assert cubic.resized == 3 and not np.array_equal(cubic.pixels, linear.pixels)
+    same = import_training_set(tmp_path, 25, 1, resize_filter="bilinear")
+    assert same.resized == 0 and np.array_equal(same.pixels, import_training_set(tmp_path, 25, 1).pixels)
