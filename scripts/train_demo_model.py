@@ -33,11 +33,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def lfw_faces(n_faces: int, size: int = 32) -> np.ndarray:
-    """The first ``n_faces`` LFW faces shipped by scikit-image, as uint8 HxW."""
+def lfw_faces(n_faces: int, size: int = 32, first: int = 0) -> np.ndarray:
+    """``n_faces`` LFW faces shipped by scikit-image from index ``first``, as uint8 HxW."""
     from skimage.data import lfw_subset
 
-    faces = lfw_subset()[:100][:n_faces]
+    faces = lfw_subset()[:100][first:first + n_faces]
     out = [
         np.asarray(
             Image.fromarray((f * 255).round().astype(np.uint8)).resize((size, size), Image.BICUBIC)
@@ -47,21 +47,21 @@ def lfw_faces(n_faces: int, size: int = 32) -> np.ndarray:
     return np.stack(out)
 
 
-def write_faces(out: Path, n_faces: int) -> None:
+def write_faces(out: Path, n_faces: int, first: int = 0) -> None:
     """The training faces as shipped (25x25 grey PNG): the demo audit's training folder."""
     from skimage.data import lfw_subset
 
     out.mkdir(parents=True, exist_ok=True)
-    for i, f in enumerate(lfw_subset()[:100][:n_faces]):
+    for i, f in enumerate(lfw_subset()[:100][first:first + n_faces], start=first):
         Image.fromarray((f * 255).round().astype(np.uint8)).save(out / f"lfw_{i:03d}.png")
 
 
-def make_unet(size: int = 32) -> UNet2DModel:
+def make_unet(size: int = 32, widths: tuple[int, ...] = (32, 64, 64)) -> UNet2DModel:
     return UNet2DModel(
         sample_size=size,
         in_channels=1,
         out_channels=1,
-        block_out_channels=(32, 64, 64),
+        block_out_channels=tuple(widths),
         layers_per_block=1,
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
@@ -99,6 +99,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=ROOT / ".demo-train")
     ap.add_argument("--faces", type=int, default=32)
+    ap.add_argument("--first", type=int, default=0, help="index of the first LFW face trained on")
+    ap.add_argument("--widths", type=int, nargs=3, default=(32, 64, 64), help="UNet block_out_channels")
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -117,9 +119,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.work.mkdir(parents=True, exist_ok=True)
-    faces = torch.from_numpy(lfw_faces(args.faces)).float().div(255).unsqueeze(1)  # [0, 1]
+    faces = torch.from_numpy(lfw_faces(args.faces, first=args.first)).float().div(255).unsqueeze(1)  # [0, 1]
     data = faces * 2 - 1
-    unet = make_unet()
+    unet = make_unet(widths=args.widths)
     ema = copy.deepcopy(unet).requires_grad_(False)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
@@ -194,17 +196,17 @@ def export(args: argparse.Namespace) -> None:
         + (" ← exported" if r is best else "")
         for r in records
     )
-    n_params = sum(p.numel() for p in make_unet().parameters())
+    n_params = sum(p.numel() for p in make_unet(widths=args.widths).parameters())
     card = f"""# {args.title}
 
 A small unconditional DDPM that **partly memorises** its training faces, so
 that an audit has something to find and SIDE has something to gain
 over random sampling.
 
-- **Data**: the first {args.faces} of the 100 LFW faces that scikit-image ships
-  (`skimage.data.lfw_subset()[:{args.faces}]`), 25×25 grey, resized (bicubic) to
+- **Data**: {args.faces} of the 100 LFW faces that scikit-image ships
+  (`skimage.data.lfw_subset()[{args.first}:{args.first + args.faces}]`), 25×25 grey, resized (bicubic) to
   32×32, scaled to [-1, 1]. No augmentation (memorisation is the point).
-- **Architecture**: diffusers `UNet2DModel`, block_out_channels (32, 64, 64),
+- **Architecture**: diffusers `UNet2DModel`, block_out_channels {tuple(args.widths)},
   one layer per block, attention at the lowest level, 1 channel in/out,
   {n_params / 1e6:.2f} M parameters; `DDPMScheduler`, 1000 steps, linear betas.
 - **Training**: AdamW lr {args.lr}, batch {args.batch}, ε-prediction MSE, EMA
@@ -231,14 +233,15 @@ rounding only; it can stop as soon as a snapshot lies in the {100 * lo:.0f}–{1
 ## Reproduce
 
 ```
-python scripts/train_demo_model.py --faces {args.faces} --steps {args.steps} --lr {args.lr} \\
+python scripts/train_demo_model.py --faces {args.faces} --first {args.first} \\
+    --widths {' '.join(map(str, args.widths))} --steps {args.steps} --lr {args.lr} \\
     --batch {args.batch} --seed {args.seed} --threads {args.threads} --eval-every {args.eval_every} \\
     --eval-samples {args.eval_samples} --target {args.target} --window {lo} {hi}
 ```
 """
     (args.export / "MODEL_CARD.md").write_text(card)
     shutil.copy(args.work / "log.jsonl", args.export / "train_log.jsonl")
-    write_faces(args.export / "faces", args.faces)
+    write_faces(args.export / "faces", args.faces, args.first)
     print(f"exported step {best['step']} to {model_dir}")
 
 

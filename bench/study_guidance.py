@@ -1,0 +1,162 @@
+"""Study: which guidance schedule makes SIDE find more than the model's own sampler?
+
+Through the product's own seams: one audit per model trains the classifiers (its stages,
+unchanged: ``--base``); every arm is then a *fork* of it (``side_engine.fork``) with the arm's
+settings and a sampling seed, run by the product's runner. The constant (paper) arm forks the
+reliability arm of the same seed and keeps its Random samples, so both are paired with the same
+Random images. The comparison is declared in ``bench/results/study-guidance-declared.md``
+before any arm ran; this script only executes it and tabulates what the product stored.
+
+    python bench/study_guidance.py --models regime demo --seeds 0 1 2 --n 512
+    python bench/study_guidance.py --models regime --arms constant --seeds 0   # an extra arm later
+
+Slow (minutes per arm on two CPU cores): a benchmark, not a test. Resumable: a finished arm
+is read back, an interrupted one resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from side_engine import storage  # noqa: E402
+from side_engine.audit import AuditRunner, init_workspace  # noqa: E402
+from side_engine.fork import fork  # noqa: E402
+from side_engine.progress import Progress  # noqa: E402
+from side_engine.results import metrics_json  # noqa: E402
+
+MODELS = {"demo": ROOT / "resources" / "demo", "regime": ROOT / "resources" / "regime",
+          "faces2": ROOT / "bench" / "work" / "models" / "faces2"}
+WORK = ROOT / "bench" / "work" / "study"
+# the base audit trains the classifiers; its own sampling is a token 8 images
+BASE = {"n_per_lambda": 8, "lambdas": [0, 5], "seed": 0}
+
+
+def base_workspace(model: str) -> Path:
+    ws = WORK / f"{model}-base"
+    if not (ws / "audit.toml").exists():
+        root = MODELS[model]
+        init_workspace(ws, str(root / "model"), str(root / "faces"), **BASE)
+    AuditRunner(ws, Progress()).run()
+    return ws
+
+
+def arm_settings(arm: str, seed: int, n: int, lambdas: list[float]) -> dict:
+    schedule = {"reliability": "reliability", "constant": "constant"}[arm]
+    return {"seed": seed, "n_per_lambda": n, "lambdas": [0, *lambdas], "methods": ["random", "side"],
+            "guidance_schedule": schedule, "guidance_max_t": 1.0, "table_lambdas": [min(lambdas), max(lambdas)]}
+
+
+def run_arm(model: str, arm: str, seed: int, n: int, lambdas: list[float]) -> dict:
+    ws = WORK / f"{model}-{arm}-s{seed}"
+    if not (ws / "audit.toml").exists():
+        # the constant arm keeps the reliability arm's Random samples (same seed, same images)
+        src = WORK / f"{model}-reliability-s{seed}" if arm != "reliability" else WORK / f"{model}-base"
+        if arm != "reliability" and not (src / "audit.db").exists():
+            run_arm(model, "reliability", seed, n, lambdas)
+        fork(src, ws, arm_settings(arm, seed, n, lambdas))
+    t0 = time.time()
+    AuditRunner(ws, Progress()).run()
+    db = storage.connect(ws / "audit.db")
+    try:
+        data = metrics_json(db)
+        data["stages"] = {r["name"]: r["seconds"] for r in storage.stage_rows(db)}
+        data["forked_from"] = storage.get_kv(db, "forked_from")
+    finally:
+        db.close()
+    data["wall"] = time.time() - t0
+    return data
+
+
+def pick(d: dict, kind: str, band: str, lam: float | None = None) -> dict | None:
+    comp = d["comparison"]
+    rows = comp["range"] if kind == "range" else comp["per_lambda"]
+    for c in rows:
+        if c["band"] == band and c["cumulative"] and (lam is None or c["lambda"] == lam):
+            return c
+    return None
+
+
+def ci(v, lo, hi, pct=True) -> str:
+    if v is None:
+        return "—"
+    f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: "∞" if x == float("inf") else f"{x:.2f}")
+    return f"{f(v)} [{f(lo)}, {f(hi)}]"
+
+
+def row(model: str, arm: str, seed: int, d: dict) -> dict:
+    """One Table-1-style row: the declared range's paired comparison with Random."""
+    mid, high = pick(d, "range", "mid"), pick(d, "range", "high")
+    side = [s for s in d["summary"] if s["method"] == "side"]
+    rnd = next(s for s in d["summary"] if s["method"] == "random")
+    cov = next((c for c in d["comparison"]["coverage"] if c["band"] == "mid"), None)
+    last = (cov or {}).get("points", [{}])[-1]
+    on = [s["on_target"] for s in side if s.get("on_target") is not None]
+    return {"model": model, "arm": arm, "seed": seed, "mid": mid, "high": high,
+            "on_target_side": sum(on) / len(on) if on else None, "on_target_random": rnd.get("on_target"),
+            "steered": [s["target_accuracy"] for s in side], "guidance_ratio": [s["guidance_ratio"] for s in side],
+            "coverage": last, "guide": d.get("guide_check"), "warnings": d.get("warnings", []),
+            "seconds": {k: v for k, v in d["stages"].items() if v}}
+
+
+def table(rows: list[dict]) -> list[str]:
+    out = ["| model | arm | seed | UMS ≥mid ratio | p | AMS ≥mid ratio | p | AMS high: Random → SIDE | ratio | p "
+           "| verdict (UMS) | on target (scorer) SIDE / Random | distinct ≥mid at N: Random / SIDE |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for r in rows:
+        m, h, c = r["mid"], r["high"], r["coverage"]
+        if m is None:
+            continue
+        out.append(
+            f"| {r['model']} | {r['arm']} | {r['seed']} "
+            f"| {ci(m['ums_ratio'], m['ums_ratio_lo'], m['ums_ratio_hi'], False)} | {m['ums_p']:.2g} "
+            f"| {ci(m['ams_ratio'], m['ams_ratio_lo'], m['ams_ratio_hi'], False)} | {m['ams_p']:.2g} "
+            f"| {100 * h['ams_random']:.1f} → {100 * h['ams_method']:.1f} "
+            f"| {ci(h['ams_ratio'], h['ams_ratio_lo'], h['ams_ratio_hi'], False)} | {h['ams_p']:.2g} "
+            f"| {m['ums_verdict']} "
+            f"| {100 * (r['on_target_side'] or 0):.1f} / {100 * (r['on_target_random'] or 0):.1f} % "
+            f"| {c.get('random', 0):.1f} / {c.get('method', 0):.1f} |")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["regime", "demo"], choices=sorted(MODELS))
+    ap.add_argument("--arms", default="reliability", help="comma-separated: reliability, constant")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--lambdas", default="5,10", help="the declared guided λ (the range is their span)")
+    ap.add_argument("--base-only", action="store_true", help="train every model's classifiers, then stop")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "study-guidance.json")
+    args = ap.parse_args()
+    lambdas = [float(x) for x in args.lambdas.split(",")]
+    stored = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
+    rows = {(r["model"], r["arm"], r["seed"]): r for r in stored["rows"]}
+    for model in args.models:
+        print(f"{model}: base audit (classifiers) …", flush=True)
+        base_workspace(model)
+    if args.base_only:
+        return
+    for seed in args.seeds:  # seeds outermost: a short session still covers every model
+        for model in args.models:
+            for arm in args.arms.split(","):
+                print(f"{model} {arm} seed {seed} …", flush=True)
+                d = run_arm(model, arm, seed, args.n, lambdas)
+                rows[(model, arm, seed)] = row(model, arm, seed, d)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps({"machine": f"{platform.machine()}, {platform.python_version()}",
+                                                "n": args.n, "lambdas": lambdas,
+                                                "rows": list(rows.values())}, indent=1, default=str))
+                print("\n".join(table([rows[(model, arm, seed)]])), flush=True)
+    print("\n".join(table(sorted(rows.values(), key=lambda r: (r["model"], r["arm"], r["seed"])))))
+
+
+if __name__ == "__main__":
+    main()
