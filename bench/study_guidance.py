@@ -49,7 +49,7 @@ def base_workspace(model: str) -> Path:
 
 
 def arm_settings(arm: str, seed: int, n: int, lambdas: list[float]) -> dict:
-    schedule = {"reliability": "reliability", "constant": "constant"}[arm]
+    schedule = {"reliability": "reliability", "constant": "constant", "reliability-hi": "reliability"}[arm]
     return {"seed": seed, "n_per_lambda": n, "lambdas": [0, *lambdas], "methods": ["random", "side"],
             "guidance_schedule": schedule, "guidance_max_t": 1.0, "table_lambdas": [min(lambdas), max(lambdas)]}
 
@@ -126,19 +126,83 @@ def table(rows: list[dict]) -> list[str]:
     return out
 
 
+def endpoints(r: dict) -> dict[str, bool]:
+    """The declared endpoints of one row (study-guidance-declared.md)."""
+    m, h = r["mid"], r["high"]
+    return {"UMS ≥mid gain (lower bound > 1)": m["ums_ratio_lo"] > 1,
+            "AMS ≥mid not below (upper bound ≥ 1)": m["ams_ratio_hi"] >= 1,
+            "high band not fewer (upper bound ≥ 1)": h["ams_ratio_hi"] is None or h["ams_ratio_hi"] >= 1
+            or h["ams_ratio"] != h["ams_ratio"]}
+
+
+def markdown(stored: dict) -> list[str]:
+    rows = sorted(stored["rows"], key=lambda r: (r["model"], r["arm"], r["seed"]))
+    out = table(rows) + ["", "Declared endpoints met, seeds meeting / seeds run:", "",
+                         "| model | arm | " + " | ".join(endpoints(rows[0])) + " |",
+                         "|---|---|" + "---:|" * len(endpoints(rows[0]))]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["arm"]), []).append(endpoints(r))
+    for (model, arm), eps in groups.items():
+        met = [f"{sum(e[k] for e in eps)} / {len(eps)}" for k in eps[0]]
+        out.append(f"| {model} | {arm} | " + " | ".join(met) + " |")
+    out += ["", "Per λ (paired with Random; p Holm-corrected over the λ grid; on target = the scorer's nearest "
+            "training image in the target class):", "",
+            "| model | arm | seed | λ | UMS ≥mid ratio | p | AMS ≥mid ratio | p | AMS high ratio | p | on target "
+            "| steered (TD) | guidance / ε |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        path = WORK / f"{r['model']}-{r['arm']}-s{r['seed']}" / "audit.db"
+        if not path.exists():
+            continue
+        db = storage.connect(path, readonly=True)
+        try:
+            d = metrics_json(db)
+        finally:
+            db.close()
+        for lam in sorted({c["lambda"] for c in d["comparison"]["per_lambda"]}):
+            m, h = pick(d, "per", "mid", lam), pick(d, "per", "high", lam)
+            s = next(x for x in d["summary"] if x["method"] == "side" and x["lambda"] == lam)
+            out.append(f"| {r['model']} | {r['arm']} | {r['seed']} | {lam:g} "
+                       f"| {ci(m['ums_ratio'], m['ums_ratio_lo'], m['ums_ratio_hi'], False)} | {m['ums_p_holm']:.2g} "
+                       f"| {ci(m['ams_ratio'], m['ams_ratio_lo'], m['ams_ratio_hi'], False)} | {m['ams_p_holm']:.2g} "
+                       f"| {ci(h['ams_ratio'], h['ams_ratio_lo'], h['ams_ratio_hi'], False)} | {h['ams_p_holm']:.2g} "
+                       f"| {ci(s['on_target'], s['on_target_lo'], s['on_target_hi'])} "
+                       f"| {100 * s['target_accuracy']:.1f} | {s['guidance_ratio']:.3f} |")
+    out += ["", "Guide check (seed 0 of each model): smoothed TD agreement a(t) and weight w(t):", "",
+            "| model | chance | " + " | ".join(f"t ≈ {t}" for t in (0, 250, 500, 750, 980)) + " | probe on target "
+            "guided / unguided |", "|---|---:|" + "---:|" * 6]
+    for r in rows:
+        g = r.get("guide")
+        if not g or r["seed"] != 0 or r["arm"] != "reliability":
+            continue
+        cells = []
+        for want in (0, 250, 500, 750, 980):
+            i = min(range(len(g["timesteps"])), key=lambda j: abs(g["timesteps"][j] - want))
+            cells.append(f"{100 * g['smoothed'][i]:.0f} % / {g['weights'][i]:.2f}")
+        pr = g.get("probe") or {}
+        out.append(f"| {r['model']} | {100 * g['chance']:.1f} % | " + " | ".join(cells)
+                   + f" | {pr.get('on_target_guided')} / {pr.get('on_target_unguided')} of {pr.get('n')} |")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["regime", "demo"], choices=sorted(MODELS))
-    ap.add_argument("--arms", default="reliability", help="comma-separated: reliability, constant")
+    ap.add_argument("--arms", default="reliability", help="comma-separated: reliability, constant, reliability-hi "
+                    "(the exploratory arm: reliability at other λ, e.g. --lambdas 20)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--lambdas", default="5,10", help="the declared guided λ (the range is their span)")
     ap.add_argument("--base-only", action="store_true", help="train every model's classifiers, then stop")
+    ap.add_argument("--markdown", action="store_true", help="print the tables of what is stored, run nothing")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "study-guidance.json")
     args = ap.parse_args()
     lambdas = [float(x) for x in args.lambdas.split(",")]
     stored = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
     rows = {(r["model"], r["arm"], r["seed"]): r for r in stored["rows"]}
+    if args.markdown:
+        print("\n".join(markdown(stored)))
+        return
     for model in args.models:
         print(f"{model}: base audit (classifiers) …", flush=True)
         base_workspace(model)
