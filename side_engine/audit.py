@@ -26,7 +26,7 @@ from .classifiers import (
     for_guidance,
     small_stem_for,
 )
-from .config import RESUMABLE_CHANGES, AuditConfig
+from .config import RESUMABLE_CHANGES, AuditConfig, adopt_legacy
 from .devices import default_batch_size, describe, fit_batch_size, resolve_device
 from .errors import Cancelled, InputError, WorkspaceError
 from .pipeline import stage_order
@@ -124,7 +124,9 @@ class AuditRunner:
         if stored_files and files_fingerprint(Path(cfg.train_data).expanduser()) != stored_files:
             raise WorkspaceError(f"training data {cfg.train_data} changed since this audit started; "
                                  "start a new workspace instead of mixing results")
-        old = AuditConfig.from_stored(json.loads(audit["config"])).to_dict()
+        stored = json.loads(audit["config"])
+        adopt_legacy(cfg, stored)
+        old = AuditConfig.from_stored(stored).to_dict()
         changed = [k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and old.get(k) != v]
         if changed:
             was = "; ".join(f"{k} = {json.dumps(old.get(k))}" for k in changed)

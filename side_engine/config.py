@@ -319,7 +319,19 @@ def loads(text: str, source: str = "audit.toml") -> AuditConfig:
             if type(value) is not type(default):
                 raise ConfigError(f"{source}: setting '{key}' = {value!r} should be of type {type(default).__name__}")
             values[key] = value
-    return AuditConfig(**values)
+    cfg = AuditConfig(**values)
+    cfg.__dict__["_written"] = frozenset(values)  # the settings the file spells out (see adopt_legacy)
+    return cfg
+
+
+def adopt_legacy(cfg: AuditConfig, stored: dict[str, Any]) -> None:
+    """An ``audit.toml`` written before a setting existed lacks it, and loading it gives today's
+    default; the audit it belongs to ran with the value it had then. Such a setting — absent
+    from both the file and the audit's stored settings — takes that value (``LEGACY``)."""
+    written = cfg.__dict__.get("_written", frozenset())
+    for key, value in LEGACY.items():
+        if key not in written and key not in stored:
+            setattr(cfg, key, value)
 
 
 def load(path: Path) -> AuditConfig:

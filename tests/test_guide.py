@@ -152,3 +152,25 @@ def test_the_resize_filter_is_applied_and_named(tmp_path):
     assert cubic.resized == 3 and not np.array_equal(cubic.pixels, linear.pixels)
     same = import_training_set(tmp_path, 25, 1, resize_filter="bilinear")
     assert same.resized == 0 and np.array_equal(same.pixels, import_training_set(tmp_path, 25, 1).pixels)
+
+
+def test_an_audit_from_before_a_setting_existed_resumes_with_what_it_ran_with(finished, tmp_path):
+    """Its audit.toml and stored settings lack guidance_schedule: it ran with constant guidance,
+    and a resume must neither refuse ('settings changed') nor switch to today's default."""
+    new = tmp_path / "old"
+    fork(finished.root, new, {"guidance_schedule": "constant"})
+    ws = Workspace(new)
+    text = "\n".join(line for line in ws.config_path.read_text().splitlines()
+                     if not line.startswith(("guidance_schedule", "resize_filter")))
+    ws.config_path.write_text(text + "\n")
+    db = storage.connect(ws.db_path)
+    try:
+        stored = json.loads(db["audits"].get(1)["config"])
+        for key in ("guidance_schedule", "resize_filter"):
+            stored.pop(key)
+        db["audits"].update(1, {"config": json.dumps(stored)})
+    finally:
+        db.close()
+    runner = AuditRunner(ws)
+    runner.run()
+    assert runner.ctx.cfg.guidance_schedule == "constant" and runner.ctx.cfg.resize_filter == "bicubic"
