@@ -20,14 +20,15 @@ RESOURCES = resources.root()
 DEMO_MODEL = RESOURCES / "demo" / "model"
 DEMO_FACES = RESOURCES / "demo" / "faces"
 
-# Sized for two CPU cores (9 min 7 s measured 2026-11-29; its own estimate said 9 min 13 s).
+# Sized for two CPU cores (9 min 7 s measured 2026-11-29 with four λ; the product's λ 5 and 10
+# since 2026-12-01, with the default reliability schedule).
 # 32 faces -> K = 32 clusters (one face a class, the default for N <= 256). TDKD gets most
 # of the budget: with 30 epochs the TD classifier barely steered (6-10 % of samples to their
 # class) and SIDE did not beat Random; with 100 it steered about half of them and raised the
 # memorised share (bench/results/replication.md).
 DEMO_SETTINGS = dict(
     label_source="clusters", classifier_width=16, classifier_epochs=150, classifier_lr=1e-3,
-    classifier_min_steps=400, n_syn=512, tdkd_epochs=100, tdkd_lr=1e-3, lambdas=[0, 5, 10, 20],
+    classifier_min_steps=400, n_syn=512, tdkd_epochs=100, tdkd_lr=1e-3, lambdas=[0, 5, 10],
     n_per_lambda=128, steps=25, batch_size=64, device="auto",
 )
 QUICK_SETTINGS = dict(DEMO_SETTINGS, classifier_epochs=3, classifier_min_steps=0, n_syn=32, tdkd_epochs=1,

@@ -99,11 +99,11 @@ def test_cli_init_preset_and_fork_with_settings(tmp_path, tiny_model, faces, cap
     AuditRunner(base).run()
     capsys.readouterr()
     assert main(["fork", str(base.root), str(tmp_path / "f"), "--set", "lambdas=[0, 4]",
-                 "--set", "guidance_schedule=reliability"]) == 0
+                 "--set", "guidance_schedule=constant"]) == 0
     out = capsys.readouterr().out
     assert "reuses import, embed, labels, classifier, synthetic, tdkd" in out and "guidance_schedule" in out
     forked = Workspace(tmp_path / "f").load_config()
-    assert forked.lambdas == [0, 4] and forked.guidance_schedule == "reliability"
+    assert forked.lambdas == [0, 4] and forked.guidance_schedule == "constant"
     assert main(["fork", str(base.root), str(tmp_path / "g"), "--set", "lambdas"]) != 0
     assert "KEY=VALUE" in capsys.readouterr().err
     assert main(["fork", str(base.root), str(tmp_path / "h"), "--set", "guidance_schedule=sometimes"]) != 0
