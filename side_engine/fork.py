@@ -44,6 +44,10 @@ CLEARED_KEYS = ("comparison", "warnings", "guide_check", "estimate", "estimate_d
 # fixes every sample's noise stream) and the scorer are reused: a fork then keeps them
 RANDOM_DEPENDS = frozenset({"seed", "sampler", "steps", "eta", "sampler_convention", "bands_sscd", "bands_pixel",
                             "bands_pixel_carlini", "ums", "precision"})
+# a guided sample is the same image when, besides Random's conditions, the classifiers are reused
+# and its target (stratified over N_G: n_per_lambda) and the schedule are unchanged: a fork that
+# only widens the λ grid samples the new λ alone
+GUIDED_DEPENDS = RANDOM_DEPENDS | {"n_per_lambda", "guidance_schedule", "guidance_max_t"}
 
 
 def reusable_stages(base: AuditConfig, new: AuditConfig, done: set[str]) -> list[str]:
@@ -88,6 +92,7 @@ def fork(base_dir: str | Path, new_dir: str | Path, changes: dict[str, Any]) -> 
     changed = {k for k, v in cfg.to_dict().items() if base_cfg.to_dict().get(k) != v}
     keep_random = ("random" in cfg.methods and {"import", "embed", "labels"} <= set(reused)
                    and not changed & RANDOM_DEPENDS)
+    keep_guided = keep_random and "tdkd" in reused and not changed & GUIDED_DEPENDS
     new.write_config(cfg)
     _copy_database(base.db_path, new.db_path)
     for stage in reused:
@@ -106,15 +111,26 @@ def fork(base_dir: str | Path, new_dir: str | Path, changes: dict[str, Any]) -> 
                     continue
                 out[table].delete_where()
             if keep_random:  # Random's rows below the new N_G, with their matches; every other row goes
-                gone = "method != 'random' or sample_index >= ?"
-                out.execute(f"delete from matches where sample_id in (select id from samples where {gone})",
-                            [cfg.n_per_lambda])
-                out.execute(f"delete from samples where {gone}", [cfg.n_per_lambda])
-                record["random_kept"] = out["samples"].count
-                for png in base.root.glob("samples/random/**/*.png"):
-                    dst = new.root / png.relative_to(base.root)
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(png, dst)
+                kept = "(method = 'random' and sample_index < ?)"
+                args: list[Any] = [cfg.n_per_lambda]
+                guided = [m for m in cfg.methods if m != "random"]
+                if keep_guided and guided:  # and the guided rows at λ the new grid still has
+                    kept += (f" or (method in ({','.join('?' * len(guided))})"
+                             f" and lam in ({','.join('?' * len(cfg.lambdas))}))")
+                    args += [*guided, *map(float, cfg.lambdas)]
+                gone = f"not ({kept})"
+                out.execute(f"delete from matches where sample_id in (select id from samples where {gone})", args)
+                out.execute(f"delete from samples where {gone}", args)
+                record["random_kept"] = out["samples"].count_where("method = 'random'")
+                if keep_guided:
+                    record["guided_kept"] = out["samples"].count_where("method != 'random'")
+                kept_png = {r["png"] for r in out.query("select png from samples") if r["png"]}
+                for rel in kept_png:
+                    src = base.root / rel
+                    if src.exists():
+                        dst = new.root / rel
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(src, dst)
             for key in CLEARED_KEYS:
                 out["kv"].delete_where("key = ?", [key])
             marks = ",".join("?" * len(reused))

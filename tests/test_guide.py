@@ -112,6 +112,27 @@ def test_a_fork_reuses_the_classifiers_and_random_and_samples_the_rest(finished,
     assert "classifiers from" in html and "guidance schedule constant" in html
 
 
+def test_a_fork_that_widens_the_grid_keeps_the_guided_samples_it_would_redraw(finished, tmp_path):
+    widened = tmp_path / "widened"
+    record = fork(finished.root, widened, {"lambdas": [0, 5, 8]})
+    assert record["random_kept"] == 6 and record["guided_kept"] == 6  # λ 5 kept; λ 2 is not in the grid
+    AuditRunner(widened).run()
+    # the same grid with a change that alters no image (guidance at every sampler step either way)
+    # forces λ 5 to be drawn again: the kept rows are the rows a rerun makes
+    redrawn = tmp_path / "redrawn"
+    assert "guided_kept" not in fork(finished.root, redrawn, {"lambdas": [0, 5, 8], "guidance_max_t": 0.999})
+    AuditRunner(redrawn).run()
+    base_rows, _, _ = stored_samples(finished)
+    kept, _, _ = stored_samples(Workspace(widened))
+    again, _, _ = stored_samples(Workspace(redrawn))
+    at = {(m, lam) for m, lam, *_ in kept}
+    assert at == {("random", 0.0), ("side", 5.0), ("side", 8.0)}
+    assert [r for r in kept if r[:2] == ("side", 5.0)] == [r for r in base_rows if r[:2] == ("side", 5.0)]
+    assert [r[:7] for r in kept] == [r[:7] for r in again]
+    for rel in (r[7] for r in kept if r[7]):
+        assert (widened / rel).exists()
+
+
 def test_a_fork_retrains_what_its_changes_touch_and_refuses_bad_requests(finished, tmp_path):
     base = AuditConfig.from_stored(finished.load_config().to_dict())
     done = {"import", "embed", "labels", "classifier", "synthetic", "tdkd"}
