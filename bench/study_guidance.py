@@ -37,6 +37,9 @@ MODELS = {"demo": ROOT / "resources" / "demo", "regime": ROOT / "resources" / "r
 WORK = ROOT / "bench" / "work" / "study"
 # the base audit trains the classifiers; its own sampling is a token 8 images
 BASE = {"n_per_lambda": 8, "lambdas": [0, 5], "seed": 0}
+# each arm's declared guided λ (its range is their span; study-guidance-declared.md)
+ARMS = {"reliability": ("reliability", [5.0, 10.0]), "constant": ("constant", [5.0, 10.0]),
+        "reliability-hi": ("reliability", [10.0, 20.0])}
 
 
 def base_workspace(model: str) -> Path:
@@ -48,20 +51,21 @@ def base_workspace(model: str) -> Path:
     return ws
 
 
-def arm_settings(arm: str, seed: int, n: int, lambdas: list[float]) -> dict:
-    schedule = {"reliability": "reliability", "constant": "constant", "reliability-hi": "reliability"}[arm]
+def arm_settings(arm: str, seed: int, n: int) -> dict:
+    schedule, lambdas = ARMS[arm]
     return {"seed": seed, "n_per_lambda": n, "lambdas": [0, *lambdas], "methods": ["random", "side"],
             "guidance_schedule": schedule, "guidance_max_t": 1.0, "table_lambdas": [min(lambdas), max(lambdas)]}
 
 
-def run_arm(model: str, arm: str, seed: int, n: int, lambdas: list[float]) -> dict:
+def run_arm(model: str, arm: str, seed: int, n: int) -> dict:
     ws = WORK / f"{model}-{arm}-s{seed}"
     if not (ws / "audit.toml").exists():
-        # the constant arm keeps the reliability arm's Random samples (same seed, same images)
+        # every other arm forks the reliability arm of its seed: the same Random images, and
+        # reliability-hi keeps its λ 10 samples too (the same images; the fork samples λ 20 only)
         src = WORK / f"{model}-reliability-s{seed}" if arm != "reliability" else WORK / f"{model}-base"
         if arm != "reliability" and not (src / "audit.db").exists():
-            run_arm(model, "reliability", seed, n, lambdas)
-        fork(src, ws, arm_settings(arm, seed, n, lambdas))
+            run_arm(model, "reliability", seed, n)
+        fork(src, ws, arm_settings(arm, seed, n))
     t0 = time.time()
     AuditRunner(ws, Progress()).run()
     db = storage.connect(ws / "audit.db")
@@ -99,7 +103,7 @@ def row(model: str, arm: str, seed: int, d: dict) -> dict:
     cov = next((c for c in d["comparison"]["coverage"] if c["band"] == "mid"), None)
     last = (cov or {}).get("points", [{}])[-1]
     on = [s["on_target"] for s in side if s.get("on_target") is not None]
-    return {"model": model, "arm": arm, "seed": seed, "mid": mid, "high": high,
+    return {"model": model, "arm": arm, "seed": seed, "lambdas": ARMS[arm][1], "mid": mid, "high": high,
             "on_target_side": sum(on) / len(on) if on else None, "on_target_random": rnd.get("on_target"),
             "steered": [s["target_accuracy"] for s in side], "guidance_ratio": [s["guidance_ratio"] for s in side],
             "coverage": last, "guide": d.get("guide_check"), "warnings": d.get("warnings", []),
@@ -188,16 +192,14 @@ def markdown(stored: dict) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["regime", "demo"], choices=sorted(MODELS))
-    ap.add_argument("--arms", default="reliability", help="comma-separated: reliability, constant, reliability-hi "
-                    "(the exploratory arm: reliability at other λ, e.g. --lambdas 20)")
+    ap.add_argument("--arms", default="reliability", help="comma-separated: " + ", ".join(
+        f"{a} (λ {lam[0]:g}-{lam[1]:g})" for a, (_, lam) in ARMS.items()))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n", type=int, default=512)
-    ap.add_argument("--lambdas", default="5,10", help="the declared guided λ (the range is their span)")
     ap.add_argument("--base-only", action="store_true", help="train every model's classifiers, then stop")
     ap.add_argument("--markdown", action="store_true", help="print the tables of what is stored, run nothing")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "study-guidance.json")
     args = ap.parse_args()
-    lambdas = [float(x) for x in args.lambdas.split(",")]
     stored = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
     rows = {(r["model"], r["arm"], r["seed"]): r for r in stored["rows"]}
     if args.markdown:
@@ -212,11 +214,11 @@ def main() -> None:
         for model in args.models:
             for arm in args.arms.split(","):
                 print(f"{model} {arm} seed {seed} …", flush=True)
-                d = run_arm(model, arm, seed, args.n, lambdas)
+                d = run_arm(model, arm, seed, args.n)
                 rows[(model, arm, seed)] = row(model, arm, seed, d)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps({"machine": f"{platform.machine()}, {platform.python_version()}",
-                                                "n": args.n, "lambdas": lambdas,
+                                                "n": args.n,
                                                 "rows": list(rows.values())}, indent=1, default=str))
                 print("\n".join(table([rows[(model, arm, seed)]])), flush=True)
     print("\n".join(table(sorted(rows.values(), key=lambda r: (r["model"], r["arm"], r["seed"])))))

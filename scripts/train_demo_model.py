@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import platform
 import shutil
 import time
@@ -62,6 +63,7 @@ def make_unet(size: int = 32, widths: tuple[int, ...] = (32, 64, 64)) -> UNet2DM
         in_channels=1,
         out_channels=1,
         block_out_channels=tuple(widths),
+        norm_num_groups=math.gcd(32, *widths),  # 32 (diffusers' default) unless a width is narrower
         layers_per_block=1,
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
