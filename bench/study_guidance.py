@@ -7,7 +7,7 @@ reliability arm of the same seed and keeps its Random samples, so both are paire
 Random images. The comparison is declared in ``bench/results/study-guidance-declared.md``
 before any arm ran; this script only executes it and tabulates what the product stored.
 
-    python bench/study_guidance.py --models regime demo --seeds 0 1 2 --n 512
+    python bench/study_guidance.py --models regime copier faces2 --seeds 0 1 2 --n 512
     python bench/study_guidance.py --models regime --arms constant --seeds 0   # an extra arm later
 
 Slow (minutes per arm on two CPU cores): a benchmark, not a test. Resumable: a finished arm
@@ -32,8 +32,9 @@ from side_engine.fork import fork  # noqa: E402
 from side_engine.progress import Progress  # noqa: E402
 from side_engine.results import metrics_json  # noqa: E402
 
-MODELS = {"demo": ROOT / "resources" / "demo", "regime": ROOT / "resources" / "regime",
-          "faces2": ROOT / "bench" / "work" / "models" / "faces2"}
+# faces2 was trained for the study and has been the demo model since; the copier was the demo before
+MODELS = {"copier": ROOT / "bench" / "models" / "copier", "regime": ROOT / "resources" / "regime",
+          "faces2": ROOT / "resources" / "demo"}
 WORK = ROOT / "bench" / "work" / "study"
 # the base audit trains the classifiers; its own sampling is a token 8 images
 BASE = {"n_per_lambda": 8, "lambdas": [0, 5], "seed": 0}
@@ -191,7 +192,7 @@ def markdown(stored: dict) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["regime", "demo"], choices=sorted(MODELS))
+    ap.add_argument("--models", nargs="+", default=["regime", "copier", "faces2"], choices=sorted(MODELS))
     ap.add_argument("--arms", default="reliability", help="comma-separated: " + ", ".join(
         f"{a} (λ {lam[0]:g}-{lam[1]:g})" for a, (_, lam) in ARMS.items()))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -1,7 +1,7 @@
 """``side-audit demo``: audit the bundled face model against its bundled training faces.
 
 Everything ships with the package (``resources/demo``, read through
-``side_engine.resources``): a small DDPM trained to partly memorise 32 LFW faces,
+``side_engine.resources``): a small DDPM trained to partly memorise 24 LFW faces,
 and those faces. Settings are sized so the whole audit runs in minutes on two CPU
 cores; they are written to the workspace's ``audit.toml`` like any other audit.
 """
@@ -20,16 +20,14 @@ RESOURCES = resources.root()
 DEMO_MODEL = RESOURCES / "demo" / "model"
 DEMO_FACES = RESOURCES / "demo" / "faces"
 
-# Sized for two CPU cores (9 min 7 s measured 2026-11-29 with four λ; the product's λ 5 and 10
-# since 2026-12-01, with the default reliability schedule).
-# 32 faces -> K = 32 clusters (one face a class, the default for N <= 256). TDKD gets most
-# of the budget: with 30 epochs the TD classifier barely steered (6-10 % of samples to their
-# class) and SIDE did not beat Random; with 100 it steered about half of them and raised the
-# memorised share (bench/results/replication.md).
+# Sized for two CPU cores. The model copies some of its 24 faces and not others (the regime
+# SIDE is for: bench/results/replication.md, model faces2); 24 faces -> K = 24 clusters (one
+# face a class, the default for N <= 256). TDKD gets most of the budget: with 30 epochs the
+# TD classifier of an earlier demo model barely steered and SIDE did not beat Random.
 DEMO_SETTINGS = dict(
     label_source="clusters", classifier_width=16, classifier_epochs=150, classifier_lr=1e-3,
-    classifier_min_steps=400, n_syn=512, tdkd_epochs=100, tdkd_lr=1e-3, lambdas=[0, 5, 10],
-    n_per_lambda=128, steps=25, batch_size=64, device="auto",
+    classifier_min_steps=400, n_syn=512, tdkd_epochs=70, tdkd_lr=1e-3, lambdas=[0, 5, 10],
+    n_per_lambda=256, steps=25, batch_size=64, device="auto",
 )
 QUICK_SETTINGS = dict(DEMO_SETTINGS, classifier_epochs=3, classifier_min_steps=0, n_syn=32, tdkd_epochs=1,
                       lambdas=[0, 3], n_per_lambda=8, steps=10, batch_size=16)
