@@ -332,13 +332,13 @@ def print_summary(result: dict) -> None:
     n = rows[0]["n_generated"]
     table = Table(title=f"Memorisation (scorer {audit.get('scorer')}, N_G = {n} per row; % of N_G "
                         "[95 % interval])")
-    table.add_column("method")
-    table.add_column("λ", justify="right")
-    table.add_column("band")
-    table.add_column("AMS", justify="right", no_wrap=True)
-    table.add_column("UMS", justify="right", no_wrap=True)
-    table.add_column("on target (scorer)", justify="right", no_wrap=True)
-    table.add_column("steered (TD)", justify="right", no_wrap=True)
+    # the row labels never shrink away (an 80-column terminal once showed them zero-wide); the
+    # rates wrap inside their cell instead of losing digits
+    table.add_column("method", no_wrap=True, min_width=6)
+    table.add_column("λ", justify="right", no_wrap=True, min_width=2)
+    table.add_column("band", no_wrap=True, min_width=4)
+    for name in ("AMS", "UMS", "on target (scorer)", "steered (TD)"):
+        table.add_column(name, justify="right", overflow="fold")
     summary = {(s["method"], s["lambda"]): s for s in result.get("summary", [])}
     by_key: dict = {}
     for r in rows:
@@ -355,6 +355,8 @@ def print_summary(result: dict) -> None:
                           reached if first else "", acc if first else "",
                           end_section=band == "low")
     console = Console()
+    if not console.is_terminal:  # a file or a pipe: the table at full width, not Rich's default 80
+        console = Console(width=max(console.width, 120))
     console.print(table)
     from .report import verdict_line
 
