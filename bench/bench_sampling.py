@@ -57,7 +57,7 @@ def interleaved(variants: dict, device, repeat: int) -> dict:
     return best
 
 
-def models(device):
+def models(device, model: Path):
     if device.type == "cuda":
         unet = UNet2DModel(sample_size=128, in_channels=3, out_channels=3, layers_per_block=2,
                            block_out_channels=(128, 128, 256, 256, 512, 512),
@@ -66,8 +66,8 @@ def models(device):
         sched = DDPMScheduler(num_train_timesteps=1000)
         clf = time_dependent_from(ResNetClassifier(100, 3, 64, small_stem=False))
         return unet.to(device).eval().requires_grad_(False), sched, clf.to(device).eval().requires_grad_(False)
-    target = load_target(DEMO_MODEL)
-    clf = time_dependent_from(ResNetClassifier(32, 1, DEMO_SETTINGS["classifier_width"]))
+    target = load_target(model)
+    clf = time_dependent_from(ResNetClassifier(32, target.channels, DEMO_SETTINGS["classifier_width"]))
     return target.unet, target.scheduler, clf.eval().requires_grad_(False)
 
 
@@ -80,10 +80,13 @@ def main() -> None:
     ap.add_argument("--compile", choices=["no", "also", "only"], default="also",
                     help="CUDA: torch.compile variants (only: just them and their eager twins)")
     ap.add_argument("--json", help="also write the timings here")
+    ap.add_argument("--model", type=Path, default=DEMO_MODEL,
+                    help="CPU: the diffusers folder sampled (default: the demo model; "
+                         "bench/models/copier is the 1.11 M-parameter UNet measured before 2026-12-02)")
     args = ap.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    unet, sched, clf = models(device)
+    unet, sched, clf = models(device, args.model)
     folded = for_guidance(clf)
     size, ch = unet.config.sample_size, unet.config.in_channels
     b = args.batch
@@ -116,6 +119,11 @@ def main() -> None:
         s_seq = GuidedSampler(unet, sched, "ddim", args.steps, 0.0, device, "fp32", overlap=False)
         variants["ours unguided fp32"] = ours(s, False)
         variants["ours SIDE-guided fp32"] = ours(s, True)
+        # the default schedule: λ scaled per step by the guide check's weights (a typical profile,
+        # 0.7 at t = 0 falling to 0.1 at t = 999; none is 0, so the classifier runs at every step)
+        s_rel = GuidedSampler(unet, sched, "ddim", args.steps, 0.0, device, "fp32")
+        s_rel.guidance_weights = {t: 0.7 - 0.6 * t / (s_rel.T - 1) for t in range(s_rel.T)}
+        variants["ours SIDE-guided fp32, reliability weights"] = ours(s_rel, True)
         variants["ours SIDE-guided fp32, sequential"] = ours(s_seq, True)
         variants["ours SIDE-guided fp32, sequential, unfolded"] = ours(s_seq, True, clf)
         default_u, default_g = "ours unguided fp32", "ours SIDE-guided fp32"
@@ -172,6 +180,8 @@ def main() -> None:
     else:
         ratio("guided/unguided before (sequential, unfolded)", "ours SIDE-guided fp32, sequential, unfolded",
               default_u)
+        ratio("guided/unguided, reliability weights (the default schedule)",
+              "ours SIDE-guided fp32, reliability weights", default_u)
     ratio("guided/unguided", default_g, default_u)
 
 if __name__ == "__main__":
