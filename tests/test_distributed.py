@@ -35,7 +35,8 @@ def _tdkd_job(hard: bool = False) -> dict:
             "epochs": 3, "lr": 1e-3, "batch": 16, "seed": 5, "hard": hard}
 
 
-def _tdkd_rank(rank: int, world: int, port: int, job: dict, out: str) -> None:
+def _tdkd_rank(rank: int, world: int, port: int, jobs: list[dict], outs: list[str]) -> None:
+    """Every job on one process group: a spawn costs seconds, a tiny job milliseconds."""
     import torch.distributed as dist
 
     from side_engine.stages.tdkd import train_shared
@@ -43,11 +44,12 @@ def _tdkd_rank(rank: int, world: int, port: int, job: dict, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        td, report = train_shared(job, torch.device("cpu"), None)
-        if rank == 0:
-            torch.save({"state": td.state_dict(), "loss": report.final_loss, "acc": report.accuracy}, out)
-        else:
-            assert report is None
+        for job, out in zip(jobs, outs, strict=True):
+            td, report = train_shared(job, torch.device("cpu"), None)
+            if rank == 0:
+                torch.save({"state": td.state_dict(), "loss": report.final_loss, "acc": report.accuracy}, out)
+            else:
+                assert report is None
     finally:
         dist.destroy_process_group()
 
@@ -112,34 +114,46 @@ def test_tdkd_step_on_two_ranks_has_the_single_process_gradient(tmp_path, hard):
     assert _worst(one, two["plain"]) > 1e-3
 
 
-@pytest.mark.parametrize("hard, batch, dtype, n", [(False, 16, torch.float64, 45), (True, 7, torch.float64, 45),
-                                                   (False, 10, torch.float64, 12), (False, 16, torch.float32, 45)])
-def test_tdkd_on_two_ranks_trains_the_single_process_classifier(tmp_path, hard, batch, dtype, n):
+CASES = [(False, 16, torch.float64, 45), (True, 7, torch.float64, 45), (False, 10, torch.float64, 12),
+         (False, 16, torch.float32, 45)]
+
+
+def test_tdkd_on_two_ranks_trains_the_single_process_classifier(tmp_path):
     """Whole TDKD training (3 epochs; batch 7 gives odd shards; 12 images leave 11 to train on
     in batches of 10 and 1, so one rank's shard is empty) on two ranks trains the
     classifier one process trains. In float64 the weights agree to ~1e-9. In float32 the two
     round differently (other reduction orders) and Adam's first steps amplify that (~1 % in
     the weights, measured), so there the test compares what guidance uses: the predicted class
     at several noise levels, probabilities far closer to each other than to the start, and the
-    distillation objective both reach and the held-out agreement."""
+    distillation objective both reach and the held-out agreement. The cases share one pair of
+    ranks (one spawn)."""
     import torch.multiprocessing as mp
+
+    from side_engine.stages.tdkd import train_shared
+
+    jobs, outs = [], []
+    for i, (hard, batch, dtype, n) in enumerate(CASES):
+        job = _tdkd_job(hard)
+        jobs.append(dict(job, syn=job["syn"][:n], targets=job["targets"][:n], batch=batch, dtype=dtype))
+        outs.append(str(tmp_path / f"two{i}.pt"))
+    torch.set_num_threads(1)
+    ones = [train_shared(job, torch.device("cpu"), None) for job in jobs]
+    mp.spawn(_tdkd_rank, args=(2, _free_port(), jobs, outs), nprocs=2, join=True)
+    for case, job, (one, report), out in zip(CASES, jobs, ones, outs, strict=True):
+        _same_training(case, job, one, report, torch.load(out))
+
+
+def _same_training(case: tuple, job: dict, one, report, saved: dict) -> None:
     from torch.nn import functional as F
 
     from side_engine.classifiers import ResNetClassifier
-    from side_engine.stages.tdkd import train_shared
     from side_engine.training_set import to_model_tensor_range
 
-    job = _tdkd_job(hard)
-    job = dict(job, syn=job["syn"][:n], targets=job["targets"][:n], batch=batch, dtype=dtype)
-    torch.set_num_threads(1)
-    one, report = train_shared(job, torch.device("cpu"), None)
-    out = tmp_path / "two.pt"
-    mp.spawn(_tdkd_rank, args=(2, _free_port(), job, str(out)), nprocs=2, join=True)
-    saved = torch.load(out)
+    hard, _, dtype, _ = case
     if dtype == torch.float64:
         ref = one.state_dict()
-        assert max(float((saved["state"][k] - ref[k]).abs().max()) for k in ref) < 1e-9
-        assert saved["loss"] == pytest.approx(report.final_loss, rel=1e-9)
+        assert max(float((saved["state"][k] - ref[k]).abs().max()) for k in ref) < 1e-9, case
+        assert saved["loss"] == pytest.approx(report.final_loss, rel=1e-9), case
     two, start = ResNetClassifier(**job["hparams"]), ResNetClassifier(**job["hparams"])
     two.load_state_dict(saved["state"])
     start.load_state_dict(job["state"])
@@ -158,13 +172,13 @@ def test_tdkd_on_two_ranks_trains_the_single_process_classifier(tmp_path, hard, 
             tt = torch.full((len(x),), t)
             p1, p2 = F.softmax(one(x, tt), 1), F.softmax(two(x, tt), 1)
             gap, moved = float((p1 - p2).abs().max()), float((p1 - F.softmax(start(x, tt), 1)).abs().max())
-            assert gap < moved / 5  # far closer to each other than to where training began
-            assert torch.equal(p1.argmax(1), p2.argmax(1))
+            assert gap < moved / 5, case  # far closer to each other than to where training began
+            assert torch.equal(p1.argmax(1), p2.argmax(1)), case
             # the objective both reached, not the last batch's loss: that one number moved by
             # 6 % between two correct runs on another machine (reduction order, amplified by Adam)
             f1, f2, f0 = fit(one, tt), fit(two, tt), fit(start, tt)
-            assert abs(f1 - f2) < abs(f0 - f1) / 5
-    assert saved["acc"] == report.accuracy
+            assert abs(f1 - f2) < abs(f0 - f1) / 5, case
+    assert saved["acc"] == report.accuracy, case
 
 
 def test_shards_cover_a_batch_once_in_order():
