@@ -139,6 +139,9 @@ def cmd_fork(args) -> int:
     reused = ", ".join(record["reused"]) or "nothing"
     print(f"forked {record['base']} -> {args.workspace}: reuses {reused}; changed "
           f"{', '.join(f'{k} = {v!r}' for k, v in record['changes'].items()) or 'nothing'}")
+    if "random_kept" in record:
+        print(f"samples carried over (the same images a rerun would make): {record['random_kept']} Random"
+              + (f", {record['guided_kept']} guided" if "guided_kept" in record else ""))
     print(f"then: side-audit run {args.workspace}")
     return 0
 

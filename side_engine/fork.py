@@ -110,7 +110,8 @@ def fork(base_dir: str | Path, new_dir: str | Path, changes: dict[str, Any]) -> 
                 if keep_random and table in ("samples", "matches"):
                     continue
                 out[table].delete_where()
-            if keep_random:  # Random's rows below the new N_G, with their matches; every other row goes
+            if keep_random:  # Random's rows below the new N_G and, with keep_guided, the guided rows at
+                # the λ the new grid still has, with their matches and images; every other row goes
                 kept = "(method = 'random' and sample_index < ?)"
                 args: list[Any] = [cfg.n_per_lambda]
                 guided = [m for m in cfg.methods if m != "random"]

@@ -102,6 +102,7 @@ def test_cli_init_preset_and_fork_with_settings(tmp_path, tiny_model, faces, cap
                  "--set", "guidance_schedule=constant"]) == 0
     out = capsys.readouterr().out
     assert "reuses import, embed, labels, classifier, synthetic, tdkd" in out and "guidance_schedule" in out
+    assert "carried over" in out and "guided" not in out.split("carried over")[1].split("\n")[0]  # schedule changed
     forked = Workspace(tmp_path / "f").load_config()
     assert forked.lambdas == [0, 4] and forked.guidance_schedule == "constant"
     assert main(["fork", str(base.root), str(tmp_path / "g"), "--set", "lambdas"]) != 0

@@ -131,6 +131,9 @@ def test_a_fork_that_widens_the_grid_keeps_the_guided_samples_it_would_redraw(fi
     assert [r[:7] for r in kept] == [r[:7] for r in again]
     for rel in (r[7] for r in kept if r[7]):
         assert (widened / rel).exists()
+    from side_engine.report import build_report, render_html
+
+    assert "samples carried over: 6 Random, 6 guided" in render_html(build_report(widened))
 
 
 def test_a_fork_retrains_what_its_changes_touch_and_refuses_bad_requests(finished, tmp_path):
