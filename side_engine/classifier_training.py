@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from .classifiers import ResNetClassifier
 from .errors import Cancelled
+from .image_rows import ImageRows, as_rows
 from .progress import Progress
 
 
@@ -109,6 +110,24 @@ def accuracy(model: ResNetClassifier, x: torch.Tensor, y: torch.Tensor, batch: i
     return hits / max(len(x), 1)
 
 
+@torch.no_grad()
+def rows_accuracy(model: ResNetClassifier, x: ImageRows, idx: np.ndarray, y: torch.Tensor,
+                  view: Callable[[torch.Tensor], torch.Tensor] | None = None, batch: int = 256) -> float:
+    """Accuracy on rows ``idx`` of ``x`` (labels ``y``, one per row of ``idx``), read a batch at a
+    time; ``view`` turns a batch into the views measured (each row's views its label's)."""
+    model.eval()
+    device = next(model.parameters()).device
+    hits = total = 0
+    for at, (_, xb) in zip(range(0, len(idx), batch), x.batches(batch, idx, device)):
+        yb = y[at:at + batch].to(device)
+        if view is not None:
+            xb = view(xb)
+            yb = yb.repeat(len(xb) // len(yb))
+        hits += int((model(xb).argmax(1) == yb).sum())
+        total += len(yb)
+    return hits / max(total, 1)
+
+
 def ti_batch(n_images: int) -> int:
     """The TI classifier's batch: the whole set up to 64 images, at least 8."""
     return min(64, max(8, n_images))
@@ -121,7 +140,7 @@ def ti_epochs(n_fit: int, batch: int, epochs: int, min_steps: int) -> int:
 
 
 def train_ti(
-    x: torch.Tensor,
+    x: ImageRows | torch.Tensor,
     y: torch.Tensor,
     model: ResNetClassifier,
     epochs: int,
@@ -134,21 +153,25 @@ def train_ti(
 ) -> TrainReport:
     """Train the time-independent classifier on augmented views (``augment``); 10 % held out.
     At least ``min_steps`` optimiser steps: at N = 32 an epoch is a single step, and 60 steps
-    leave the classifier barely trained."""
+    leave the classifier barely trained.
+
+    ``x`` is read a batch at a time (``ImageRows``: uint8 pixels stay uint8 until a batch is
+    drawn), so memory does not grow with the training set beyond its stored pixels."""
     device = next(model.parameters()).device
+    x = as_rows(x)
     train_idx, held_idx = holdout_split(y.cpu().numpy(), 0.10, seed)
-    xt, yt = x[train_idx].to(device), y[train_idx].to(device)
+    yt = y[train_idx].to(device)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     loss_val = math.nan
-    epochs = ti_epochs(len(xt), batch, epochs, min_steps)
+    epochs = ti_epochs(len(train_idx), batch, epochs, min_steps)
     max_shift = max(1, x.shape[-1] // 16)
     for epoch in range(epochs):
         model.train()
         losses = []
-        for idx in _batches(len(xt), batch, gen):
+        for idx in _batches(len(train_idx), batch, gen):
+            xb = augment(x.take(train_idx[idx.numpy()], device), gen, max_shift)
             idx = idx.to(device)
-            xb = augment(xt[idx], gen, max_shift)
             loss = F.cross_entropy(model(xb), yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -158,20 +181,21 @@ def train_ti(
         progress.update(stage, epoch + 1, epochs)
         progress.check()
     model.eval()
-    train_acc = accuracy(model, xt, yt)
+    train_acc = rows_accuracy(model, x, train_idx, yt)
     if len(held_idx):
-        acc = accuracy(model, x[held_idx].to(device), y[held_idx].to(device))
+        acc = rows_accuracy(model, x, held_idx, y[held_idx])
         what = f"{len(held_idx)} held-out training images (10 %, stratified)"
     else:
         # one image a class leaves nothing to hold out: measure on views a copy could take
-        acc = accuracy(model, copy_views(xt), yt.repeat(3))
+        acc = rows_accuracy(model, x, train_idx, yt, view=copy_views)
         what = ("flipped and pad-and-crop shifted views of the training images (classes have single "
                 "members)")
-    noisy = accuracy(model, xt + 0.2 * torch.randn(xt.shape, generator=gen).to(device), yt)
+    noisy = rows_accuracy(model, x, train_idx, yt,
+                          view=lambda xb: xb + 0.2 * torch.randn(xb.shape, generator=gen).to(xb.device))
     return TrainReport(acc, what, loss_val, {"train_accuracy": train_acc, "epochs": epochs,
-                                             "steps": epochs * math.ceil(len(xt) / batch), "noise_0.2_accuracy": noisy,
-                                             "held_out_n": int(len(held_idx)),
-                                             "measured_n": int(len(held_idx)) or 3 * len(xt)})
+                                             "steps": epochs * math.ceil(len(train_idx) / batch),
+                                             "noise_0.2_accuracy": noisy, "held_out_n": int(len(held_idx)),
+                                             "measured_n": int(len(held_idx)) or 3 * len(train_idx)})
 
 
 def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -180,9 +204,11 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cump
 
 
 @torch.no_grad()
-def soft_labels(ti: ResNetClassifier, x0: torch.Tensor, batch: int = 256) -> torch.Tensor:
+def soft_labels(ti: ResNetClassifier, x0: ImageRows | torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """The TI classifier's class probabilities for every row (on the host: n x K floats)."""
     ti.eval()
-    return torch.cat([F.softmax(ti(x0[i:i + batch]).float(), 1) for i in range(0, len(x0), batch)])
+    device = next(ti.parameters()).device
+    return torch.cat([F.softmax(ti(x).float(), 1).cpu() for _, x in as_rows(x0).batches(batch, device=device)])
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
@@ -263,7 +289,7 @@ def td_holdout(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def train_td(
     td: ResNetClassifier,
-    x0: torch.Tensor,
+    x0: ImageRows | torch.Tensor,
     targets: torch.Tensor,
     alphas_cumprod: torch.Tensor,
     epochs: int,
@@ -289,16 +315,18 @@ def train_td(
     ``stop(cancelled)`` (every rank, every step) says whether rank 0 was asked to stop. Rank 0
     returns the report; the others return None."""
     device = next(td.parameters()).device
+    dtype = next(td.parameters()).dtype
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     rank = dist.get_rank() if world > 1 else 0
     T = len(alphas_cumprod)
-    acp = alphas_cumprod.to(device, torch.promote_types(x0.dtype, torch.float32))
+    acp = alphas_cumprod.to(device, torch.promote_types(dtype, torch.float32))
     gen = torch.Generator().manual_seed(seed)
+    x0 = as_rows(x0)
     n = len(x0)
     perm = torch.randperm(n, generator=gen)
     n_hold = max(1, n // 10) if n >= 10 else 0
     hold, train = perm[:n_hold], perm[n_hold:]
-    x_tr, y_tr = x0[train].to(device), targets[train].to(device)
+    x_tr, y_tr = _Rows(x0, train.numpy(), device, dtype), targets[train].to(device)
     with global_batch_stats(td) if world > 1 else nullcontext():
         loss_val = _fit_td(td, x_tr, y_tr, acp, epochs, lr, batch, gen, progress, stage, hard_labels, log, stop,
                            world, rank)
@@ -307,14 +335,16 @@ def train_td(
         return None
     agreement: dict[str, float] = {}
     if n_hold:
-        xh = x0[hold].to(device)
-        yh = targets[hold].to(device)
-        yh = yh if hard_labels else yh.argmax(1)
+        yh = targets[hold]
+        yh = (yh if hard_labels else yh.argmax(1)).to(device)
         g = torch.Generator().manual_seed(seed + 1)
         for frac in (0.0, 0.25, 0.5, 0.75):
-            t = torch.full((len(xh),), int(frac * (T - 1)), dtype=torch.long, device=device)
-            xt = q_sample(xh, t, torch.randn(xh.shape, generator=g).to(device), acp)
-            agreement[f"t={int(frac * (T - 1))}"] = accuracy(td, xt, yh, t=t)
+            hits = 0
+            for at, (_, xh) in zip(range(0, n_hold, 256), x0.batches(256, hold.numpy(), device, dtype)):
+                t = torch.full((len(xh),), int(frac * (T - 1)), dtype=torch.long, device=device)
+                xt = q_sample(xh, t, torch.randn(xh.shape, generator=g).to(device), acp)
+                hits += round(accuracy(td, xt, yh[at:at + len(xh)], t=t) * len(xh))
+            agreement[f"t={int(frac * (T - 1))}"] = hits / n_hold
     acc = agreement.get("t=0", math.nan)
     source = "cluster labels" if hard_labels else "TI classifier"
     what = f"agreement with the {source} on {n_hold} held-out synthetic images at t = 0"
@@ -322,12 +352,30 @@ def train_td(
                                              "objective": "cross-entropy" if hard_labels else "KL (TDKD)"})
 
 
+class _Rows:
+    """The training rows of TDKD: ``x[rows[i]]`` for batch positions ``i``, made model inputs
+    on ``device`` only when a batch asks for them."""
+
+    def __init__(self, x: ImageRows, rows: np.ndarray, device: torch.device, dtype: torch.dtype) -> None:
+        self.x, self.rows, self.device, self.dtype = x, rows, device, dtype
+        self.shape = (len(rows), *x.shape)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.x.take(self.rows[idx.cpu().numpy()], self.device, self.dtype)
+
+
 def td_loss(model, x_tr, y_tr, idx, t, noise, acp, hard_labels: bool, world: int = 1, rank: int = 0):
     """This rank's share of one batch's TDKD loss, scaled so that the mean over ranks (what
-    DDP's gradient averaging takes) is the whole batch's mean loss."""
+    DDP's gradient averaging takes) is the whole batch's mean loss. ``x_tr`` is indexed by a
+    batch's rows (a tensor, or ``_Rows`` that reads them as the batch asks)."""
     mine = shard(len(idx), world, rank)
-    rows, t, noise = idx[mine].to(x_tr.device), t[mine], noise[mine]
-    logits = model(q_sample(x_tr[rows], t, noise, acp), t)
+    rows, t, noise = idx[mine], t[mine], noise[mine]
+    x = x_tr[rows.to(x_tr.device) if isinstance(x_tr, torch.Tensor) else rows]
+    rows = rows.to(y_tr.device)
+    logits = model(q_sample(x, t, noise, acp), t)
     logp = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), 1)
     if hard_labels:
         loss = F.nll_loss(logp, y_tr[rows], reduction="sum")
@@ -351,7 +399,7 @@ def _fit_td(td, x_tr, y_tr, acp, epochs, lr, batch, gen, progress, stage, hard_l
     """The TDKD optimisation loop (see ``train_td``); returns the last epoch's mean loss."""
     from torch.nn.parallel import DistributedDataParallel
 
-    device = x_tr.device
+    device = acp.device
     T = len(acp)
     model = DistributedDataParallel(td, **_no_buffer_sync()) if world > 1 else td
     opt = torch.optim.AdamW(td.parameters(), lr=lr)

@@ -286,11 +286,14 @@ def cmd_status(args) -> int:
     db = storage.connect(ws.db_path)
     try:
         print(f"workspace {ws.root}")
-        print(f"{'stage':<11} {'status':<8} {'progress':>15} {'time':>9}")
+        print(f"{'stage':<11} {'status':<8} {'progress':>15} {'time':>9} {'peak memory':>12}")
         for r in storage.stage_rows(db):
             prog = f"{r['done'] or 0}/{r['total'] or 0}"
             secs = f"{r['seconds']:.1f} s" if r["seconds"] else ""
-            print(f"{r['name']:<11} {r['status'] or '':<8} {prog:>15} {secs:>9}")
+            peak = f"{r['peak_rss_mb']:.0f} MiB" if r.get("peak_rss_mb") else ""
+            if r.get("peak_device_mb"):
+                peak += f" (GPU {r['peak_device_mb']:.0f} MiB)"
+            print(f"{r['name']:<11} {r['status'] or '':<8} {prog:>15} {secs:>9} {peak:>12}")
         n = db["samples"].count
         planned = len(cfg.grid()) * cfg.n_per_lambda
         print(f"samples stored: {n} of {planned}")

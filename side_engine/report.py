@@ -52,7 +52,9 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
             "tool": f"SIDE Audit {__version__}", "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "workspace": str(ws.root), "redacted": redact, "audit": info, "config": info["config"],
             "bands": [{"name": b.name, "lo": b.lo, "hi": b.hi} for b in bands], "higher_is_closer": higher,
-            "stages": [{"name": s["name"], "seconds": s["seconds"] or 0.0, "status": s["status"]} for s in stages],
+            "stages": [{"name": s["name"], "seconds": s["seconds"] or 0.0, "status": s["status"],
+                        "peak_rss_mb": s.get("peak_rss_mb"), "peak_device_mb": s.get("peak_device_mb")}
+                       for s in stages],
             "rows": data["rows"], "topk": data["topk"], "summary": data["summary"],
             "classifiers": data["classifiers"], "n_train": n_train,
         }

@@ -88,6 +88,13 @@ def m003_measures(db: sqlite_utils.Database) -> None:
         db["audits"].update(row["id"], {"config": json.dumps(cfg), "scorer": scorer})
 
 
+
+@migrations()
+def m004_stage_memory(db: sqlite_utils.Database) -> None:
+    """Each stage's peak host memory (and CUDA device memory), as measured while it ran."""
+    db["stages"].add_column("peak_rss_mb", float)
+    db["stages"].add_column("peak_device_mb", float)
+
 OPEN_TRIES = 40  # ~10 s of retries: see ``connect``
 
 

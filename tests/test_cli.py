@@ -43,6 +43,7 @@ def test_cli_status_and_metrics_json(tiny_workspace, capsys):
     assert main(["status", str(tiny_workspace.root)]) == 0
     out = capsys.readouterr().out
     assert "samples stored: 18 of 18" in out
+    assert "peak memory" in out and "MiB" in out.split("tdkd", 1)[1].splitlines()[0]
 
 def test_cli_estimate_whole_audit_then_only_the_work_left(tiny_workspace, capsys):
     assert main(["estimate", str(tiny_workspace.root), "--json"]) == 0

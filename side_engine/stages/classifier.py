@@ -35,7 +35,7 @@ def run(ctx: StageContext) -> None:
         model = ResNetClassifier(art.k, ctx.target.channels, cfg.resolved_width(size),
                                  small_stem_for(size, cfg.classifier_stem)).to(ctx.device)
         batch = ti_batch(len(art.surrogate))
-        report = train_ti(ctx.train_tensor(), torch.from_numpy(art.surrogate), model,
+        report = train_ti(ctx.train_rows(), torch.from_numpy(art.surrogate), model,
                           cfg.classifier_epochs, cfg.classifier_lr, batch, cfg.seed, ctx.trainer_progress(),
                           min_steps=cfg.classifier_min_steps)
         save_classifier(model, path, {"accuracy": report.accuracy})

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .. import labels, storage
+from .. import labels, memory, storage
 from ..classifiers import for_guidance
 from ..config import AuditConfig
+from ..image_rows import ImageRows
 from ..progress import Progress
 from ..sampler import target_classes
 from ..training_set import to_model_tensor_range
@@ -117,7 +118,7 @@ class StageContext(SamplingContext):
 
     def timed(self, stage: str) -> StageTimer:
         """``with ctx.timed(name):`` stores the stage as running, then done, stopped or failed."""
-        return StageTimer(self.db, stage, self.progress)
+        return StageTimer(self.db, stage, self.progress, self.device)
 
     def update(self, stage: str, done: int, total: int) -> None:
         self.progress.update(stage, done, total)
@@ -166,25 +167,29 @@ class StageContext(SamplingContext):
             return self.device.type == "cuda" and len(cfg.grid()) * cfg.n_per_lambda * cfg.steps >= COMPILE_WORK
         return cfg.compile == "on"
 
-    def train_tensor(self) -> torch.Tensor:
-        """The training images as the UNet models them: pixels in [-1, 1], or for a latent model
-        their latents (encoded once, in batches, and cached in the workspace)."""
+    def train_rows(self) -> ImageRows:
+        """The training images as the UNet models them, read a batch at a time: the stored
+        uint8 pixels (memory-mapped), or for a latent model their latents (encoded once, in
+        batches, into a memory-mapped cache in the workspace)."""
         pixels = self.artifacts.train_pixels
         if not self.target.latent:
-            return torch.from_numpy(to_model_tensor_range(np.asarray(pixels)))
+            return ImageRows(pixels)
         cache = self.ws.cache_dir / "train_latents.npy"
         if cache.exists():
-            return torch.from_numpy(np.load(cache))
-        chunks = []
+            return ImageRows(np.load(cache, mmap_mode="r"))
+        tmp = cache.with_suffix(".tmp.npy")
+        out = None
         for i in range(0, len(pixels), 32):
             x = torch.from_numpy(to_model_tensor_range(np.asarray(pixels[i:i + 32])))
-            chunks.append(self.target.encode(x.to(self.device)).float().cpu())
+            z = self.target.encode(x.to(self.device)).float().cpu().numpy()
+            if out is None:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(pixels), *z.shape[1:]))
+            out[i:i + len(z)] = z
             self.check()
-        latents = torch.cat(chunks)
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, latents.numpy())
+        out.flush()
+        del out
         tmp.replace(cache)
-        return latents
+        return ImageRows(np.load(cache, mmap_mode="r"))
 
     def n_syn(self) -> int:
         """The synthetic set's size: at least 20 images a class unless set (K known from the
@@ -211,10 +216,12 @@ class StageTimer:
     db: object
     name: str
     progress: Progress
+    device: torch.device | None = None
     t0: float = field(default=0.0, init=False)
 
     def __enter__(self):
         self.t0 = time.time()
+        memory.reset_peak(self.device)
         row = {r["name"]: r for r in storage.stage_rows(self.db)}.get(self.name, {})
         storage.set_stage(self.db, self.name, NAMES.index(self.name), status="running",
                           started=row.get("started") or self.t0, message="")
@@ -222,10 +229,15 @@ class StageTimer:
 
     def __exit__(self, exc_type, exc, tb):
         now = time.time()
-        prev = {r["name"]: r for r in storage.stage_rows(self.db)}[self.name].get("seconds") or 0.0
+        row = {r["name"]: r for r in storage.stage_rows(self.db)}[self.name]
+        prev = row.get("seconds") or 0.0
         status = "done" if exc is None else ("stopped" if exc_type.__name__ == "Cancelled" else "failed")
+        # a resumed stage keeps the largest peak of its runs
+        peaks = {key: max(v, row.get(key) or 0.0) for key, v in
+                 (("peak_rss_mb", memory.peak_rss_mb()), ("peak_device_mb", memory.peak_device_mb(self.device)))
+                 if v is not None}
         storage.set_stage(self.db, self.name, NAMES.index(self.name), status=status, ended=now,
-                          seconds=prev + (now - self.t0), message="" if exc is None else str(exc)[:500])
+                          seconds=prev + (now - self.t0), message="" if exc is None else str(exc)[:500], **peaks)
         if exc is None:
             self.progress.stage_finished(self.name, prev + now - self.t0)
         return False

@@ -29,12 +29,14 @@ def run(ctx: StageContext) -> None:
     else:
         with ctx.timed("embed"):
             n = len(art.train_pixels)
-            chunks = []
+            vectors = None  # filled in place: one float32 copy of the embeddings, not two
             for i in range(0, n, 256):
-                chunks.append(art.scorer.embed(np.asarray(art.train_pixels[i:i + 256])))
+                part = art.scorer.embed(np.asarray(art.train_pixels[i:i + 256]))
+                if vectors is None:
+                    vectors = np.empty((n, part.shape[1]), np.float32)
+                vectors[i:i + len(part)] = part
                 ctx.update("embed", min(i + 256, n), n)
                 ctx.check()
-            vectors = np.concatenate(chunks).astype(np.float32)
             tmp = cache.with_suffix(".tmp.npy")
             np.save(tmp, vectors)
             tmp.replace(cache)

@@ -103,7 +103,7 @@ def check_guide(ctx: StageContext, sampler: GuidedSampler, shape) -> None:
     syn = synthetic.load(ctx)
     seed = storage.get_kv(ctx.db, "tdkd_seed", cfg.seed)  # a fork keeps the classifiers' own seed
     hold, _ = td_holdout(len(syn), seed)
-    x0 = synthetic.as_model_tensor(np.asarray(syn)[hold.numpy()])
+    x0 = syn.take(hold)
     if cfg.label_source == "synthetic-clusters":
         labels = torch.from_numpy(np.load(ctx.ws.cache_dir / "synthetic_labels.npy"))[hold]
     else:

@@ -44,7 +44,7 @@ def run(ctx: StageContext) -> None:
         else:  # synthetic-clusters: labels live on the synthetic set
             syn = synthetic.load(ctx)
             k_req = labels.resolve_k(cfg.k, len(syn)) if cfg.k else min(labels.default_k(n), len(syn))
-            vecs = art.scorer.embed(synthetic.images(ctx.target, syn, ctx.device))
+            vecs = np.concatenate([art.scorer.embed(part) for part in synthetic.images(ctx.target, syn, ctx.device)])
             syn_y, k = labels.synthetic_cluster_labels(vecs, k_req, cfg.seed)
             np.save(ctx.ws.cache_dir / "synthetic_labels.npy", syn_y)
             y = np.full(n, -1, dtype=np.int64)

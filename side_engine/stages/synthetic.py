@@ -11,6 +11,7 @@ when. What is missing is found by index, not by chunk name, so a resume with ano
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,8 +20,8 @@ import torch
 
 from ..config import AuditConfig
 from ..errors import WorkspaceError
+from ..image_rows import ImageRows
 from ..sampler import SYNTHETIC_STREAM, sample_inputs, sample_seed, to_uint8
-from ..training_set import to_model_tensor_range
 
 if TYPE_CHECKING:
     from .context import StageContext
@@ -40,19 +41,11 @@ def compute_chunk(cfg: AuditConfig, sampler, span: tuple[int, int], shape, laten
     return x0.float().cpu().numpy() if latent else to_uint8(x0)
 
 
-def as_model_tensor(syn: np.ndarray) -> torch.Tensor:
-    """The synthetic set as the UNet models it: uint8 images to [-1, 1]; latents as they are."""
-    syn = np.asarray(syn)
-    return torch.from_numpy(to_model_tensor_range(syn) if syn.dtype == np.uint8 else syn.astype(np.float32))
-
-
-def images(target, syn: np.ndarray, device: torch.device, batch: int = 32) -> np.ndarray:
-    """The synthetic set as uint8 images (decoded, for a latent model)."""
-    syn = np.asarray(syn)
-    if syn.dtype == np.uint8:
-        return syn
-    return np.concatenate([to_uint8(target.decode(torch.from_numpy(syn[i:i + batch]).to(device)))
-                           for i in range(0, len(syn), batch)])
+def images(target, syn: ImageRows, device: torch.device, batch: int = 32) -> Iterator[np.ndarray]:
+    """The synthetic set as uint8 images (decoded, for a latent model), ``batch`` at a time."""
+    for i in range(0, len(syn), batch):
+        rows = syn.rows(np.arange(i, min(i + batch, len(syn))))
+        yield rows if syn.pixels else to_uint8(target.decode(torch.from_numpy(rows).to(device)))
 
 
 def run(ctx: StageContext) -> None:
@@ -87,16 +80,34 @@ def run(ctx: StageContext) -> None:
             ctx.update("synthetic", done, n)
 
 
-def load(ctx: StageContext) -> np.ndarray:
-    """The whole synthetic set in index order, from whatever chunks hold it."""
-    return load_folder(ctx.ws.synthetic_dir, ctx.n_syn())
+def load(ctx: StageContext) -> ImageRows:
+    """The whole synthetic set in index order, read from its memory-mapped chunks a batch at a
+    time (TDKD at the paper's scale: 25 000 images, never all in memory as floats)."""
+    return rows_of(ctx.ws.synthetic_dir, ctx.n_syn())
 
 
-def load_folder(folder: Path, n: int) -> np.ndarray:
+def rows_of(folder: Path, n: int) -> ImageRows:
+    chunks = _complete_chunks(folder, n)
+    parts, at = [], 0
+    for start, arr in sorted(chunks, key=lambda c: c[0]):
+        if start != at:  # chunks that overlap (not written by this stage): one array instead
+            return ImageRows(load_folder(folder, n))
+        parts.append(arr[:n - start])
+        at = start + len(parts[-1])
+    return ImageRows(parts)
+
+
+def _complete_chunks(folder: Path, n: int) -> list[tuple[int, np.ndarray]]:
     chunks = _stored_chunks(folder, n)
     if _missing_spans(chunks, n, n):
         have = len({i for start, arr in chunks for i in range(start, min(start + len(arr), n))})
         raise WorkspaceError(f"{folder}: {have} of {n} synthetic images found; delete the folder and run again")
+    return chunks
+
+
+def load_folder(folder: Path, n: int) -> np.ndarray:
+    """The whole synthetic set as one array in index order, from whatever chunks hold it."""
+    chunks = _complete_chunks(folder, n)
     out = None
     for start, arr in chunks:
         if out is None:

@@ -20,10 +20,10 @@ from ..classifiers import (
     small_stem_for,
     time_dependent_from,
 )
+from ..image_rows import as_rows
 from ..progress import Progress
 from . import synthetic
 from .base import frozen
-from .synthetic import as_model_tensor
 
 if TYPE_CHECKING:
     from .context import StageContext
@@ -54,13 +54,15 @@ def run(ctx: StageContext) -> None:
             hard = True
         else:
             td = time_dependent_from(art.ti)
-            targets = soft_labels(art.ti, as_model_tensor(syn).to(ctx.device)).cpu()
+            targets = soft_labels(art.ti, syn)
             hard = False
-        job = {"syn": syn, "targets": targets, "hparams": td.hparams,
+        ranks = distributed.world_size()
+        # one process reads the synthetic set from its chunks a batch at a time; other
+        # processes (perhaps on other machines) are sent it as stored (uint8 for pixel models)
+        job = {"syn": syn.stored() if ranks > 1 else syn, "targets": targets, "hparams": td.hparams,
                "state": {k: v.detach().cpu() for k, v in td.state_dict().items()},
                "alphas_cumprod": ctx.target.scheduler.alphas_cumprod, "epochs": cfg.tdkd_epochs,
                "lr": cfg.tdkd_lr, "batch": min(64, len(syn)), "seed": cfg.seed, "hard": hard}
-        ranks = distributed.world_size()
         if ranks > 1:
             distributed.share_tdkd(job)
             ctx.log(f"TDKD training on {ranks} processes (data-parallel)")
@@ -88,7 +90,7 @@ def train_shared(job: dict, device: torch.device, progress: Progress | None,
     td = ResNetClassifier(**job["hparams"])
     td.load_state_dict(job["state"])
     td = td.to(device, dtype).requires_grad_(True)
-    x0 = as_model_tensor(job["syn"]).to(dtype)
+    x0 = as_rows(job["syn"])
     targets = job["targets"] if job["hard"] else job["targets"].to(dtype)
     stop = distributed.agree_to_stop if distributed.world_size() > 1 else None
     report = train_td(td, x0, targets, job["alphas_cumprod"], job["epochs"], job["lr"], job["batch"],

@@ -1,0 +1,83 @@
+"""Image sets that reach a network a batch at a time.
+
+The training set (25 000 images at the paper's scale) and the TDKD synthetic set are kept as
+they are stored — uint8 pixels, memory-mapped, or a latent model's float32 latents — and turned
+into float32 model tensors only for the rows of one batch. A float32 copy of a whole set is
+four times its pixels, and at 128 px RGB that is gigabytes per set on the host and on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .training_set import to_model_tensor_range
+
+
+class ImageRows:
+    """Rows of an image set, in index order, from one array or from consecutive parts.
+
+    Each part is uint8 (n, H, W, C) pixels (converted to [-1, 1], channels first) or float32
+    (n, C, h, w) rows already as the model takes them (latents, or a tensor of model inputs).
+    Parts may be memory-mapped: only the rows asked for are read."""
+
+    def __init__(self, parts: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> None:
+        if isinstance(parts, torch.Tensor):
+            parts = [parts.detach().cpu().numpy()]
+        elif isinstance(parts, np.ndarray):
+            parts = [parts]
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            raise ValueError("an image set needs at least one image")
+        kinds = {(p.dtype == np.uint8, p.shape[1:]) for p in parts}
+        if len(kinds) != 1:
+            raise ValueError(f"parts of an image set differ in type or shape: {sorted(map(str, kinds))}")
+        self._parts = list(parts)
+        self._starts = np.cumsum([0] + [len(p) for p in parts])
+        self.pixels = parts[0].dtype == np.uint8
+        shape = parts[0].shape[1:]
+        self.shape = (shape[2], shape[0], shape[1]) if self.pixels else tuple(shape)  # as the model takes them
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def rows(self, idx: np.ndarray | torch.Tensor | Sequence[int]) -> np.ndarray:
+        """The stored rows ``idx`` (any order, repeats allowed), read from their parts."""
+        idx = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"row out of range 0..{len(self) - 1}")
+        if len(self._parts) == 1:
+            order = np.argsort(idx, kind="stable")  # sorted reads of a memory map touch each page once
+            out = np.empty((len(idx), *self._parts[0].shape[1:]), self._parts[0].dtype)
+            out[order] = self._parts[0][idx[order]]
+            return out
+        which = np.searchsorted(self._starts, idx, side="right") - 1
+        out = np.empty((len(idx), *self._parts[0].shape[1:]), self._parts[0].dtype)
+        for part in np.unique(which):
+            mine = np.flatnonzero(which == part)
+            out[mine] = self._parts[part][idx[mine] - self._starts[part]]
+        return out
+
+    def take(self, idx, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Rows ``idx`` as model inputs (float, channels first) on ``device``."""
+        raw = self.rows(idx)
+        x = torch.from_numpy(to_model_tensor_range(raw) if self.pixels else np.ascontiguousarray(raw, np.float32))
+        return x.to(device, dtype)
+
+    def batches(self, batch: int, idx=None, device: torch.device | str = "cpu",
+                dtype: torch.dtype = torch.float32) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """(row indices, model inputs) of ``idx`` (default: every row) in order, ``batch`` at a time."""
+        idx = np.arange(len(self)) if idx is None else np.asarray(idx, dtype=np.int64).reshape(-1)
+        for i in range(0, len(idx), batch):
+            part = idx[i:i + batch]
+            yield part, self.take(part, device, dtype)
+
+    def stored(self) -> np.ndarray:
+        """Every row as stored (one array: for a broadcast to other processes)."""
+        return self.rows(np.arange(len(self)))
+
+
+def as_rows(x: ImageRows | np.ndarray | torch.Tensor) -> ImageRows:
+    return x if isinstance(x, ImageRows) else ImageRows(x)
