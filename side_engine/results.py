@@ -81,8 +81,9 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
         d = _load(db, method, lam)
         n = len(d["best"])
         by_band: dict[str, dict] = {}
-        for name, cumulative, mask in band_masks(bands, higher_is_closer):
-            r = statistics.rate_intervals(arm(d, mask, None, nearest_only))
+        masks = band_masks(bands, higher_is_closer)
+        rates = statistics.rate_intervals_many([arm(d, mask, None, nearest_only) for _, _, mask in masks])
+        for (name, cumulative, _), r in zip(masks, rates):
             suffix = "_cumulative" if cumulative else ""
             row = by_band.setdefault(name, {"method": method, "lam": lam, "n_generated": n, "scorer": scorer,
                                             "band": name})
@@ -176,28 +177,32 @@ def compare(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
             continue
         lams = [lam for m, lam in cfg.grid() if m == method]
         data = {lam: _load(db, method, lam) for lam in lams}
-        for name, cumulative, mask in masks:
-            rows = []
-            for lam in lams:
-                keep = np.intersect1d(rnd["index"], data[lam]["index"])
-                if not len(keep):
-                    continue
-                c = statistics.paired_comparison([arm(data[lam], mask, keep, nearest_only)],
-                                                 arm(rnd, mask, keep, nearest_only))
-                rows.append({"method": method, "lambda": lam, "band": name, "cumulative": cumulative, **c})
+        # per λ, every band in one pass of bootstrap draws (the numbers each would get alone)
+        per_lam: dict[float, list[dict]] = {}
+        for lam in lams:
+            keep = np.intersect1d(rnd["index"], data[lam]["index"])
+            if len(keep):
+                per_lam[lam] = statistics.paired_comparisons(
+                    [([arm(data[lam], mask, keep, nearest_only)], arm(rnd, mask, keep, nearest_only))
+                     for _, _, mask in masks])
+        in_range = [lam for lam in lams if lam in cfg.table_grid()]
+        keep = rnd["index"]
+        for lam in in_range:
+            keep = np.intersect1d(keep, data[lam]["index"])
+        ranged = statistics.paired_comparisons(
+            [([arm(data[lam], mask, keep, nearest_only) for lam in in_range], arm(rnd, mask, keep, nearest_only))
+             for _, _, mask in masks]) if in_range and len(keep) else []
+        for i, (name, cumulative, mask) in enumerate(masks):
+            rows = [{"method": method, "lambda": lam, "band": name, "cumulative": cumulative, **c[i]}
+                    for lam, c in per_lam.items()]
             for key in ("ams", "ums"):
                 adj = statistics.holm([r[f"{key}_p"] for r in rows])
                 for r, p in zip(rows, adj):
                     r[f"{key}_p_holm"] = p
                     r[f"{key}_verdict"] = _verdict(r[f"{key}_diff"], p)
             out["per_lambda"] += rows
-            in_range = [lam for lam in lams if lam in cfg.table_grid()]
-            keep = rnd["index"]
-            for lam in in_range:
-                keep = np.intersect1d(keep, data[lam]["index"])
-            if in_range and len(keep):
-                c = statistics.paired_comparison([arm(data[lam], mask, keep, nearest_only) for lam in in_range],
-                                                 arm(rnd, mask, keep, nearest_only))
+            if ranged:
+                c = ranged[i]
                 for key in ("ams", "ums"):
                     c[f"{key}_verdict"] = _verdict(c[f"{key}_diff"], c[f"{key}_p"])
                 out["range"].append({"method": method, "lambdas": in_range, "band": name,

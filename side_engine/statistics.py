@@ -69,9 +69,8 @@ def bootstrap_counts(n: int, resamples: int = BOOTSTRAP, seed: int = SEED, chunk
     while left > 0:
         b = min(chunk, left)
         draws = rng.integers(0, n, size=(b, n))
-        counts = np.zeros((b, n), dtype=np.int32)
-        np.add.at(counts, (np.repeat(np.arange(b), n), draws.ravel()), 1)
-        yield counts
+        draws += (np.arange(b, dtype=draws.dtype) * n)[:, None]  # row r's draws counted in bins r*n..
+        yield np.bincount(draws.ravel(), minlength=b * n).astype(np.int32).reshape(b, n)
         left -= b
 
 
@@ -131,12 +130,27 @@ def percentile_interval(values: np.ndarray) -> tuple[float, float]:
 
 def rate_intervals(arm: Arm, resamples: int = BOOTSTRAP, seed: int = SEED) -> dict:
     """AMS with its Wilson interval, UMS with its bootstrap interval (95 %)."""
-    k = int(arm.hit.sum())
-    lo, hi = wilson(k, arm.n)
-    ums_b = np.concatenate([arm.ums_resampled(c) for c in bootstrap_counts(arm.n, resamples, seed)]) \
-        if arm.n else np.zeros(0)
-    ulo, uhi = percentile_interval(centred(ums_b, arm.ums()))
-    return {"ams": arm.ams(), "ams_lo": lo, "ams_hi": hi, "ums": arm.ums(), "ums_lo": ulo, "ums_hi": uhi}
+    return rate_intervals_many([arm], resamples, seed)[0]
+
+
+def rate_intervals_many(arms: Sequence[Arm], resamples: int = BOOTSTRAP, seed: int = SEED) -> list[dict]:
+    """``rate_intervals`` of several arms on the same n generated images (the bands of one
+    (method, λ)): one pass of bootstrap draws serves them all, each arm's numbers those it
+    would get alone (the same seed draws the same resamples)."""
+    if len({a.n for a in arms}) > 1:
+        raise ValueError("arms of one bootstrap pass need the same number of generated images")
+    n = arms[0].n if arms else 0
+    ums_b: list[list[np.ndarray]] = [[] for _ in arms]
+    if n:
+        for counts in bootstrap_counts(n, resamples, seed):
+            for out, a in zip(ums_b, arms):
+                out.append(a.ums_resampled(counts))
+    rows = []
+    for a, draws in zip(arms, ums_b):
+        lo, hi = wilson(int(a.hit.sum()), a.n)
+        ulo, uhi = percentile_interval(centred(np.concatenate(draws) if draws else np.zeros(0), a.ums()))
+        rows.append({"ams": a.ams(), "ams_lo": lo, "ams_hi": hi, "ums": a.ums(), "ums_lo": ulo, "ums_hi": uhi})
+    return rows
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -158,19 +172,35 @@ def paired_comparison(method: Sequence[Arm], random: Arm, resamples: int = BOOTS
     AMS: McNemar's exact test on the discordant generated images (one λ only; for a range the
     paired bootstrap is used); UMS and both ratios: paired bootstrap (the same resampled
     indices for the method and Random)."""
+    return paired_comparisons([(method, random)], resamples, seed)[0]
+
+
+def paired_comparisons(pairs: Sequence[tuple[Sequence[Arm], Arm]], resamples: int = BOOTSTRAP,
+                       seed: int = SEED) -> list[dict]:
+    """``paired_comparison`` of several (method arms, Random arm) on the same n positions (the
+    bands of one λ): one pass of bootstrap draws serves them all, with the numbers each gets alone."""
+    if not pairs:
+        return []
+    n = pairs[0][1].n
+    for method, random in pairs:
+        if not method or random.n != n or any(a.n != n for a in method):
+            raise ValueError("paired comparison needs arms on the same sample positions")
+    draws: list[tuple[list, list, list, list]] = [([], [], [], []) for _ in pairs]
+    for counts in bootstrap_counts(n, resamples, seed):
+        for (a_m, a_r, u_m, u_r), (method, random) in zip(draws, pairs):
+            a_m.append(np.mean([a.ams_resampled(counts) for a in method], axis=0))
+            u_m.append(np.mean([a.ums_resampled(counts) for a in method], axis=0))
+            a_r.append(random.ams_resampled(counts))
+            u_r.append(random.ums_resampled(counts))
+    return [_paired(method, random, *map(np.concatenate, d)) for (method, random), d in zip(pairs, draws)]
+
+
+def _paired(method: Sequence[Arm], random: Arm, a_m: np.ndarray, a_r: np.ndarray, u_m: np.ndarray,
+            u_r: np.ndarray) -> dict:
     n = random.n
-    if not method or any(a.n != n for a in method):
-        raise ValueError("paired comparison needs arms on the same sample positions")
     ams_m = float(np.mean([a.ams() for a in method]))
     ums_m = float(np.mean([a.ums() for a in method]))
     ams_r, ums_r = random.ams(), random.ums()
-    a_m, a_r, u_m, u_r = [], [], [], []
-    for counts in bootstrap_counts(n, resamples, seed):
-        a_m.append(np.mean([a.ams_resampled(counts) for a in method], axis=0))
-        u_m.append(np.mean([a.ums_resampled(counts) for a in method], axis=0))
-        a_r.append(random.ams_resampled(counts))
-        u_r.append(random.ums_resampled(counts))
-    a_m, a_r, u_m, u_r = map(np.concatenate, (a_m, a_r, u_m, u_r))
     u_m, u_r = centred(u_m, ums_m), centred(u_r, ums_r)
     out = {"n": n, "ams_method": ams_m, "ams_random": ams_r, "ums_method": ums_m, "ums_random": ums_r}
     if len(method) == 1:
@@ -258,10 +288,16 @@ def topk_mean_intervals(best: np.ndarray, higher_is_closer: bool, fractions: Seq
     out: dict = {}
     chunk = max(1, min(resamples, 2_000_000 // n))  # bounded memory for large N_G
     means = {f: [] for f in fractions}
+    kmax = max(max(1, math.ceil(f * n)) for f in fractions)
     for start in range(0, resamples, chunk):
-        draws = np.sort(best[rng.integers(0, n, size=(min(chunk, resamples - start), n))], axis=1)
+        draws = best[rng.integers(0, n, size=(min(chunk, resamples - start), n))]
         if higher_is_closer:
-            draws = draws[:, ::-1]
+            draws = -draws
+        if kmax < n:  # only the closest kmax of each draw need sorting: O(n) to find them
+            draws = np.partition(draws, kmax - 1, axis=1)[:, :kmax]
+        draws = np.sort(draws, axis=1)
+        if higher_is_closer:
+            draws = -draws
         for f in fractions:
             k = max(1, math.ceil(f * n))
             means[f].append(draws[:, :k].mean(axis=1))
