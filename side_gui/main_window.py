@@ -34,7 +34,7 @@ from .widgets.run_view import RunView
 from .widgets.settings_view import SettingsView
 from .widgets.summary_view import SummaryView
 from .widgets.welcome_view import WelcomeView
-from .workers import AuditWorker, EstimateWorker
+from .workers import AuditWorker, EstimateWorker, ExportWorker, LiveMetricsWorker
 
 
 class MainWindow(QMainWindow):
@@ -46,6 +46,12 @@ class MainWindow(QMainWindow):
         self.store: AuditStore | None = None
         self.worker: AuditWorker | None = None
         self.estimate_worker: EstimateWorker | None = None
+        # live tables of an unfinished audit: computed off the window's thread, at most a fifth
+        # of the time (a bootstrap of every interval takes seconds at the paper's scale)
+        self.live_worker: LiveMetricsWorker | None = None
+        self._live: dict[str, dict] = {}
+        self._live_due = 0.0
+        self.export_worker: ExportWorker | None = None
         self._estimate_root: Path | None = None  # the audit the running probe is for
         self.confirm_close = self._ask_close  # tests replace this
         self.audits = QListWidget()
@@ -222,20 +228,49 @@ class MainWindow(QMainWindow):
             if not self.run_view.estimate.text():
                 stored, device = self.store.estimate()
                 self.run_view.show_estimate(stored, device, " (estimated at the last start)")
-            data = self.store.metrics()
-            if data.get("audit"):
-                bands, higher = self.store.bands()
-                self.results_view.set_data(data, self.store.best_scores(), bands, higher,
-                                           draw=self.tabs.currentWidget() is self.results_view)
-                exposure = self.store.exposure()
-                self.risk.set_rows(exposure)
-                self.summary.set_data(data, exposure, bands, self._train_path, self._workspace_file)
-                if cfg:
-                    self.gallery.set_lambdas([lam for _, lam in cfg.grid()])
-                self._load_gallery()
+            if self.store.complete():
+                data = self.store.metrics()  # the tables the metrics stage stored
             else:
-                self.results_view.set_data({"rows": []}, self.store.best_scores(), [], True,
-                                           draw=self.tabs.currentWidget() is self.results_view)
+                self._start_live()
+                data = self._live.get(str(self.store.ws.root)) or self.store.metrics()
+            self._show_metrics(data, cfg)
+        except SideError as e:
+            self.statusBar().showMessage(str(e), 10000)
+
+    def _show_metrics(self, data: dict, cfg) -> None:
+        if data.get("audit"):
+            bands, higher = self.store.bands()
+            self.results_view.set_data(data, self.store.best_scores(), bands, higher,
+                                       draw=self.tabs.currentWidget() is self.results_view)
+            exposure = self.store.exposure()
+            self.risk.set_rows(exposure)
+            self.summary.set_data(data, exposure, bands, self._train_path, self._workspace_file)
+            if cfg:
+                self.gallery.set_lambdas([lam for _, lam in cfg.grid()])
+            self._load_gallery()
+        else:
+            self.results_view.set_data({"rows": []}, self.store.best_scores(), [], True,
+                                       draw=self.tabs.currentWidget() is self.results_view)
+
+    def _start_live(self) -> None:
+        """Live tables for the selected unfinished audit, on a worker, unless one is computing
+        or the last one ended too recently (rate-limited by its own measured cost)."""
+        if self.store is None or not self.store.started() or time.monotonic() < self._live_due:
+            return
+        if self.live_worker is not None and self.live_worker.isRunning():
+            return
+        self.live_worker = LiveMetricsWorker(str(self.store.ws.root), self)
+        self.live_worker.succeeded.connect(self._live_ready)
+        self.live_worker.start()
+
+    @Slot(dict)
+    def _live_ready(self, result: dict) -> None:
+        self._live[result["workspace"]] = result["metrics"]
+        self._live_due = time.monotonic() + 4 * result["seconds"]
+        if self.store is None or str(self.store.ws.root) != result["workspace"] or self.store.complete():
+            return
+        try:
+            self._show_metrics(result["metrics"], self.store.config())
         except SideError as e:
             self.statusBar().showMessage(str(e), 10000)
 
@@ -304,34 +339,48 @@ class MainWindow(QMainWindow):
         dialog.show()
         return dialog
 
-    def export_report(self) -> None:
-        if self.store is None:
-            return
+    def export_report(self) -> ExportWorker | None:
+        """The report is written on a worker thread; a PDF's layout (Qt) on this one."""
+        if self.store is None or (self.export_worker and self.export_worker.isRunning()):
+            return None
         path, kind = QFileDialog.getSaveFileName(self, "Export report", str(self.store.ws.root / "report.html"),
                                                  "HTML (*.html);;PDF (*.pdf);;CSV zip (*.zip)")
         if not path:
-            return
+            return None
         fmt = "pdf" if path.endswith(".pdf") else "csv" if path.endswith(".zip") else "html"
-        # seconds of charts, thumbnails and layout on this thread: say so rather than look hung
         self.statusBar().showMessage(f"writing {path}…")
-        self.statusBar().repaint()
-        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-        error = None
-        try:
-            from side_engine.report import write_report
+        self.export_action.setEnabled(False)
+        worker = self.export_worker = ExportWorker(str(self.store.ws.root), fmt, path, self)
+        worker.succeeded.connect(self._export_done)
+        worker.failed.connect(self._export_failed)
+        worker.start()
+        return worker
 
-            from .report_pdf import write_pdf
+    @Slot(dict)
+    def _export_done(self, result: dict) -> None:
+        if "model" in result:
+            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)  # Qt's layout of the pages
+            out = Path(result["out"])
+            try:
+                from .report_pdf import write_pdf
 
-            write_report(self.store.ws.root, fmt, path, pdf_writer=write_pdf)
-        except (SideError, ImportError) as e:
-            error = str(e)
-        finally:
-            QApplication.restoreOverrideCursor()
-        if error:
-            self.statusBar().clearMessage()
-            QMessageBox.warning(self, "Export report", error)
-            return
-        self.statusBar().showMessage(f"wrote {path}", 10000)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                write_pdf(result["model"], out)
+                if not out.is_file() or not out.stat().st_size:  # Qt's writer fails silently
+                    raise OSError("Qt wrote nothing there")
+            except (SideError, OSError) as e:
+                self._export_failed(f"{out}: cannot write the report ({getattr(e, 'strerror', None) or e})")
+                return
+            finally:
+                QApplication.restoreOverrideCursor()
+        self.export_action.setEnabled(self.store is not None)
+        self.statusBar().showMessage(f"wrote {result['out']}", 10000)
+
+    @Slot(str)
+    def _export_failed(self, message: str) -> None:
+        self.export_action.setEnabled(self.store is not None)
+        self.statusBar().clearMessage()
+        QMessageBox.warning(self, "Export report", message)
 
     # -- running ------------------------------------------------------------------------
     def start_run(self) -> AuditWorker | None:
@@ -424,8 +473,9 @@ class MainWindow(QMainWindow):
                 return
             self.worker.cancel()
             self.worker.wait()
-        if self.estimate_worker is not None:
-            self.estimate_worker.wait()  # a probe takes seconds
+        for worker in (self.estimate_worker, self.live_worker, self.export_worker):
+            if worker is not None:
+                worker.wait()  # a probe, a bootstrap or a report: seconds; they write nothing half-done
         self.refresh_timer.stop()
         if self.store is not None:
             self.store.close()

@@ -61,9 +61,9 @@ class AuditStore:
     def metrics(self) -> dict:
         if not self.started() or not list(self.db["audits"].rows):
             return {"audit": {}, "rows": [], "topk": [], "summary": [], "classifiers": [], "exposure": []}
-        if self.status() == "complete":  # stored by the metrics stage: no bootstrap on the GUI thread
-            return results.metrics_json(self.db)
-        return results.live_metrics(self.db)
+        # the tables the metrics stage stored: never a bootstrap here (the window's thread); an
+        # unfinished audit's live tables come from ``workers.LiveMetricsWorker``
+        return results.metrics_json(self.db)
 
     def estimate(self) -> tuple[dict | None, str]:
         """The duration estimate the last run logged at its start, and its device."""

@@ -186,3 +186,37 @@ class EstimateWorker(_EngineWorker):
         from side_engine.estimate import estimate_workspace
 
         return estimate_workspace(self.workspace)
+
+
+class LiveMetricsWorker(_EngineWorker):
+    """The tables of an audit that is not complete, every interval bootstrapped from the samples
+    stored so far (``results.live_metrics``): seconds at the paper's scale, so never on the
+    window's thread. Reads through a connection of its own; writes nothing."""
+
+    def work(self) -> dict:
+        from side_engine import results, storage
+
+        t0 = time.perf_counter()
+        db = storage.connect(Workspace(self.workspace).db_path, readonly=True)
+        try:
+            data = results.live_metrics(db)
+        finally:
+            db.close()
+        return {"workspace": self.workspace, "metrics": data, "seconds": time.perf_counter() - t0}
+
+
+class ExportWorker(_EngineWorker):
+    """A report, written on a worker thread (data, charts, thumbnails: seconds at scale). A PDF's
+    model is built here and laid out by Qt on the window's thread (``write_pdf``), the one part
+    that needs it."""
+
+    def __init__(self, workspace: str, fmt: str, out: str, parent: QObject | None = None) -> None:
+        super().__init__(workspace, parent)
+        self.fmt, self.out = fmt, out
+
+    def work(self) -> dict:
+        from side_engine.report import build_report, write_report
+
+        if self.fmt == "pdf":
+            return {"model": build_report(self.workspace), "out": self.out}
+        return {"path": str(write_report(self.workspace, self.fmt, self.out)), "out": self.out}

@@ -415,10 +415,11 @@ def test_a_multi_process_run_that_fails_shows_its_reason_not_the_launchers_trace
     assert "unreadable safetensors" in window.run_view.status.text()
 
 
-def test_export_report_says_it_is_writing_and_always_gives_the_cursor_back(qtbot, window, tmp_path, monkeypatch,
-                                                                         tiny_model, faces):
-    """Export runs for seconds on the window's thread: a wait cursor and a status line while it
-    does; the cursor comes back after success and after an error, which is shown."""
+def test_export_report_runs_on_a_worker_and_says_what_it_wrote_or_why_not(qtbot, window, tmp_path, monkeypatch,
+                                                                          tiny_model, faces):
+    """A report takes seconds at the paper's scale: its data, charts and thumbnails are gathered
+    on a worker thread while the window keeps answering, a PDF is then laid out by Qt; what was
+    written, or why not, is shown, and the menu item comes back either way."""
     from PySide6.QtWidgets import QFileDialog, QMessageBox
 
     from tests.conftest import TINY_SETTINGS
@@ -426,27 +427,30 @@ def test_export_report_says_it_is_writing_and_always_gives_the_cursor_back(qtbot
     ws = init_workspace(tmp_path / "ws", str(tiny_model), str(faces), **TINY_SETTINGS)
     AuditRunner(ws).run()
     window.open_workspace(str(ws.root))
-    cursors = []
-    real_write = __import__("side_engine.report", fromlist=["write_report"]).write_report
-
-    def watched(*args, **kwargs):
-        cursors.append(QApplication.overrideCursor() is not None)
-        return real_write(*args, **kwargs)
-
-    monkeypatch.setattr("side_engine.report.write_report", watched)
-    target = tmp_path / "out" / "r.pdf"
-    target.parent.mkdir()
-    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
-    window.export_report()
-    assert target.stat().st_size > 0 and cursors == [True] and QApplication.overrideCursor() is None
-    assert window.statusBar().currentMessage() == f"wrote {target}"
+    (tmp_path / "out").mkdir()
+    for name in ("r.pdf", "r.html", "r.zip"):
+        target = tmp_path / "out" / name
+        monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, t=target, **k: (str(t), ""))
+        worker = window.export_report()
+        assert worker is not None and not window.export_action.isEnabled()
+        qtbot.waitUntil(lambda t=target: window.statusBar().currentMessage() == f"wrote {t}", timeout=60_000)
+        worker.wait()
+        assert target.stat().st_size > 0 and window.export_action.isEnabled()
+        assert QApplication.overrideCursor() is None
+    assert (tmp_path / "out" / "r.pdf").read_bytes()[:5] == b"%PDF-"
+    assert "<html" in (tmp_path / "out" / "r.html").read_text()[:200].lower()
     warnings = []
     monkeypatch.setattr(QMessageBox, "warning", lambda parent, title, text: warnings.append(text))
     blocked = tmp_path / "a file"
     blocked.write_text("")
-    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(blocked / "r.html"), ""))
-    window.export_report()
-    assert len(warnings) == 1 and "a file" in warnings[0] and QApplication.overrideCursor() is None
+    for name in ("r.html", "r.pdf"):
+        monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, n=name, **k: (str(blocked / n), ""))
+        before = len(warnings)
+        window.export_report()
+        qtbot.waitUntil(lambda b=before: len(warnings) == b + 1, timeout=60_000)
+        window.export_worker.wait()
+        assert "a file" in warnings[-1] and window.export_action.isEnabled()
+        assert QApplication.overrideCursor() is None
 
 
 def test_several_processes_from_a_frozen_bundle_are_refused_in_the_app_too(qtbot, window, demo_workspace,

@@ -68,7 +68,8 @@ def test_the_ti_classifier_trained_from_stored_pixels_is_the_one_trained_from_fl
     np.save(tmp_path / "train.npy", pixels)
     y = torch.arange(24) % 6
     nets = []
-    for x in (ImageRows(np.load(tmp_path / "train.npy", mmap_mode="r")), torch.from_numpy(to_model_tensor_range(pixels))):
+    stored = ImageRows(np.load(tmp_path / "train.npy", mmap_mode="r"))
+    for x in (stored, torch.from_numpy(to_model_tensor_range(pixels))):
         torch.manual_seed(0)
         net = ResNetClassifier(6, 1, 4, True)
         report = train_ti(x, y, net, 3, 1e-3, 8, 0, Progress())
