@@ -301,6 +301,7 @@ def train_td(
     hard_labels: bool = False,
     log: Callable[[str], None] | None = None,
     stop: Callable[[bool], bool] | None = None,
+    data_parallel: bool = True,
 ) -> TrainReport | None:
     """TDKD (soft targets, KL) or, for synthetic-clusters, cross-entropy on hard labels.
 
@@ -313,10 +314,11 @@ def train_td(
     averaged gradient is the whole batch's, and BatchNorm takes whole-batch statistics
     (``global_batch_stats``) — the single-process training, up to the order of float sums.
     ``stop(cancelled)`` (every rank, every step) says whether rank 0 was asked to stop. Rank 0
-    returns the report; the others return None."""
+    returns the report; the others return None. ``data_parallel=False``: this process trains
+    alone even inside a process group (the owner, while the others wait)."""
     device = next(td.parameters()).device
     dtype = next(td.parameters()).dtype
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    world = dist.get_world_size() if data_parallel and dist.is_available() and dist.is_initialized() else 1
     rank = dist.get_rank() if world > 1 else 0
     T = len(alphas_cumprod)
     acp = alphas_cumprod.to(device, torch.promote_types(dtype, torch.float32))

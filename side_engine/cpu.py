@@ -76,15 +76,21 @@ def cgroup_quota() -> float | None:
     return min(quotas) if quotas else None
 
 
-def usable_cores() -> int:
-    """Cores this process may keep busy: the affinity mask, lowered to a cgroup quota (rounded
-    up), shared with the other processes torchrun started on this machine (LOCAL_WORLD_SIZE)."""
+def machine_cores() -> int:
+    """Cores this process's machine share holds: the affinity mask, lowered to a cgroup quota
+    (rounded up) — for every process torchrun started here together."""
     cores = affinity_cores()
     quota = cgroup_quota()
     if quota is not None:
         cores = min(cores, max(1, math.ceil(quota)))
+    return cores
+
+
+def usable_cores() -> int:
+    """Cores this process may keep busy: ``machine_cores``, shared with the other processes
+    torchrun started on this machine (LOCAL_WORLD_SIZE)."""
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(1, cores // max(local, 1))
+    return max(1, machine_cores() // max(local, 1))
 
 
 def prefer_passive_waits() -> None:

@@ -50,6 +50,48 @@ def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def one_machine() -> bool:
+    """Every process of the group runs on this machine (torchrun: LOCAL_WORLD_SIZE = WORLD_SIZE)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1) == world_size()
+
+
+def tdkd_data_parallel(device: torch.device) -> bool:
+    """Whether TDKD trains over every rank (data-parallel): on GPUs, each rank with its own, and
+    across machines. On one machine's CPU the owner trains alone on every core while the others
+    wait: as fast, and the very network a single process trains (data-parallel float32 sums in
+    another order, and training amplifies that into another classifier: bench/RESULTS.md §11).
+    ``SIDE_TDKD_DATA_PARALLEL=1`` forces the data-parallel path (its tests)."""
+    if world_size() == 1:
+        return False
+    return device.type != "cpu" or not one_machine() or os.environ.get("SIDE_TDKD_DATA_PARALLEL") == "1"
+
+
+@contextlib.contextmanager
+def owner_alone(device: torch.device, threads: int):
+    """While the owner trains alone on one machine's CPU, the waiting ranks' cores are its own:
+    the thread count a single process of this audit trains with (``threads``, or every core),
+    so its classifier is the single-process one. Elsewhere nothing changes."""
+    if world_size() == 1 or device.type != "cpu" or not one_machine():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads if threads > 0 else cpu.machine_cores())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def trained_by(device: torch.device, processes: int = 1) -> str:
+    """The layout a classifier was trained with, in words (the report names it: another layout
+    trains a statistically equivalent, not an equal, network)."""
+    if processes > 1:
+        return f"data-parallel on {processes} processes ({device.type})"
+    if device.type == "cpu":
+        return f"one process, {torch.get_num_threads()} CPU threads"
+    return f"one process on {device}"
+
+
 _owner = 0  # the rank that owns the workspace (``elect_owner``)
 
 

@@ -267,3 +267,35 @@ def test_the_owners_writer_stores_in_order_and_a_storing_error_reaches_the_run(t
     db = storage.connect(ws.db_path)
     assert db["samples"].count == 8  # the failed batch is absent, the earlier ones whole
     db.close()
+
+
+def test_on_one_machines_cpu_the_owner_trains_alone_with_a_single_processs_threads(monkeypatch):
+    """Data-parallel float32 training sums in another order than one process and ends in another
+    classifier; on one machine's CPU it buys no speed either. So there the owner trains alone,
+    with every core (the others wait), as a single process would; GPUs and several machines
+    train data-parallel."""
+    from side_engine import cpu, distributed
+
+    cpu_dev, gpu = torch.device("cpu"), torch.device("cuda")
+    assert not distributed.tdkd_data_parallel(cpu_dev)  # one process: nothing to share
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.delenv("SIDE_TDKD_DATA_PARALLEL", raising=False)
+    assert not distributed.tdkd_data_parallel(cpu_dev) and distributed.tdkd_data_parallel(gpu)
+    monkeypatch.setenv("SIDE_TDKD_DATA_PARALLEL", "1")
+    assert distributed.tdkd_data_parallel(cpu_dev)
+    monkeypatch.delenv("SIDE_TDKD_DATA_PARALLEL")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a rank's share of the cores
+    try:
+        with distributed.owner_alone(cpu_dev, 0):
+            assert torch.get_num_threads() == cpu.machine_cores()
+        with distributed.owner_alone(cpu_dev, 3):
+            assert torch.get_num_threads() == 3  # an explicit `threads` setting, as one process has it
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # two machines: each rank keeps its own cores
+        assert distributed.tdkd_data_parallel(cpu_dev)
+        with distributed.owner_alone(cpu_dev, 0):
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -29,6 +29,8 @@ def test_every_stage_runs_and_is_stored(tiny_workspace):
     assert all(100 < r["peak_rss_mb"] < 8192 for r in stages.values()), stages
     assert db["samples"].count == 3 * TINY_SETTINGS["n_per_lambda"]  # random + side at 2 and 5
     assert {r["name"] for r in db["classifiers"].rows} == {"ti", "td"}
+    threads = {json.loads(r["details"])["trained_by"] for r in db["classifiers"].rows}
+    assert len(threads) == 1 and threads.pop().startswith("one process, ")  # the layout is part of the record
     audit = list(db["audits"].rows)[0]
     assert audit["scorer"] == "pixel" and len(audit["train_fingerprint"]) == 64
     assert {(r["method"], r["lambda"]) for r in result["rows"]} == {("random", 0.0), ("side", 2.0), ("side", 5.0)}

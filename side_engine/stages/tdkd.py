@@ -7,6 +7,7 @@ rebuilds the same network and they train it on shards of every batch.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,9 +55,10 @@ def run(ctx: StageContext) -> None:
             hard = True
         else:
             td = time_dependent_from(art.ti)
-            targets = soft_labels(art.ti, syn)
+            with distributed.owner_alone(ctx.device, cfg.threads):  # the others wait: their cores too
+                targets = soft_labels(art.ti, syn)
             hard = False
-        ranks = distributed.world_size()
+        ranks = distributed.world_size() if distributed.tdkd_data_parallel(ctx.device) else 1
         # one process reads the synthetic set from its chunks a batch at a time; other
         # processes (perhaps on other machines) are sent it as stored (uint8 for pixel models)
         job = {"syn": syn.stored() if ranks > 1 else syn, "targets": targets, "hparams": td.hparams,
@@ -66,7 +68,13 @@ def run(ctx: StageContext) -> None:
         if ranks > 1:
             distributed.share_tdkd(job)
             ctx.log(f"TDKD training on {ranks} processes (data-parallel)")
-        td, report = train_shared(job, ctx.device, ctx.trainer_progress(), log=ctx.log)
+        elif distributed.world_size() > 1:
+            ctx.log("TDKD training on the owner with every core of this machine (the other processes wait): "
+                    "the classifier a single process trains")
+        with distributed.owner_alone(ctx.device, cfg.threads) if ranks == 1 else nullcontext():
+            td, report = train_shared(job, ctx.device, ctx.trainer_progress(), log=ctx.log,
+                                      data_parallel=ranks > 1)
+            report.details["trained_by"] = distributed.trained_by(ctx.device, ranks)
         save_classifier(td, path, {"accuracy": report.accuracy})
         ctx.store_classifier("td", path, report)
         agree = ", ".join(f"{k}: {v:.2f}" for k, v in report.details["agreement_by_t"].items())
@@ -81,9 +89,9 @@ def run(ctx: StageContext) -> None:
 
 
 def train_shared(job: dict, device: torch.device, progress: Progress | None,
-                 log=None) -> tuple[ResNetClassifier, TrainReport | None]:
-    """Train the TD classifier from ``job`` on this process (and, in a process group, with the
-    others): every rank runs this with the same job."""
+                 log=None, data_parallel: bool = True) -> tuple[ResNetClassifier, TrainReport | None]:
+    """Train the TD classifier from ``job`` on this process (and, in a process group with
+    ``data_parallel``, with the others): every rank runs this with the same job."""
     from .. import distributed
 
     dtype = job.get("dtype", torch.float32)  # float64: for checks that exclude rounding
@@ -92,7 +100,9 @@ def train_shared(job: dict, device: torch.device, progress: Progress | None,
     td = td.to(device, dtype).requires_grad_(True)
     x0 = as_rows(job["syn"])
     targets = job["targets"] if job["hard"] else job["targets"].to(dtype)
-    stop = distributed.agree_to_stop if distributed.world_size() > 1 else None
+    together = data_parallel and distributed.world_size() > 1
+    stop = distributed.agree_to_stop if together else None
     report = train_td(td, x0, targets, job["alphas_cumprod"], job["epochs"], job["lr"], job["batch"],
-                      job["seed"], progress or Progress(), hard_labels=job["hard"], log=log, stop=stop)
+                      job["seed"], progress or Progress(), hard_labels=job["hard"], log=log, stop=stop,
+                      data_parallel=together)
     return td, report

@@ -65,6 +65,9 @@ class RiskView(QWidget):
         self.table.setIconSize(QSize(THUMB, THUMB))
         self.table.verticalHeader().setDefaultSectionSize(THUMB + 6)
         self.table.verticalHeader().hide()
+        # column widths from the first rows only: every row's thumbnail loaded to measure it
+        # took seconds at the paper's scale (tens of thousands of training images at risk)
+        self.table.horizontalHeader().setResizeContentsPrecision(64)
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.table.doubleClicked.connect(
             lambda idx: self.open_training_image.emit(self.model.rows[idx.row()]["train_idx"]))
