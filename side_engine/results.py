@@ -67,6 +67,7 @@ def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clo
         from .storage import set_kv
 
         set_kv(db, "comparison", verdict)
+        set_kv(db, "best_histogram", best_histogram(db))  # the app reads 40 counts, not 2.5 M scores
 
 
 def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
@@ -242,6 +243,7 @@ def live_metrics(db: sqlite_utils.Database) -> dict:
     m, t, s = compute_tables(db, cfg, higher, bands, info.get("scorer") or "pixel")
     out = metrics_json(db)
     out["comparison"] = compare(db, cfg, higher, bands, coverage=False)  # coverage: at the end of the run
+    out["best_histogram"] = best_histogram(db)
     started = {(r["method"], r["lam"]) for r in s if r["n_generated"]}  # (method, λ) with samples so far
     out["rows"] = [dict(r, **{"lambda": r["lam"]}) for r in m if (r["method"], r["lam"]) in started]
     out["summary"] = [dict(r, **{"lambda": r["lam"]}) for r in s if (r["method"], r["lam"]) in started]
@@ -313,6 +315,7 @@ def metrics_json(db: sqlite_utils.Database) -> dict:
     return {"audit": audit, "rows": rows, "topk": topk, "summary": summary, "classifiers": classifiers,
             "exposure": exposure(db, limit=100), "comparison": get_kv(db, "comparison", {}),
             "warnings": get_kv(db, "warnings", []), "guide_check": get_kv(db, "guide_check"),
+            "best_histogram": get_kv(db, "best_histogram"),
             "on_target_chance": (1 / get_kv(db, "k")) if get_kv(db, "k") else None}
 
 
@@ -322,3 +325,16 @@ def best_scores(db: sqlite_utils.Database, method: str | None = None) -> np.ndar
         q += " where method = ?"
         args.append(method)
     return np.array([r[0] for r in db.execute(q, args).fetchall()], dtype=np.float64)
+
+
+HIST_BINS = 40
+
+
+def best_histogram(db: sqlite_utils.Database, bins: int = HIST_BINS) -> dict:
+    """Counts of every generated image's best-match score in ``bins`` equal bins (with edges)."""
+    best = best_scores(db)
+    best = best[np.isfinite(best)]
+    if not len(best):
+        return {"counts": [], "edges": []}
+    counts, edges = np.histogram(best, bins=bins)
+    return {"counts": counts.tolist(), "edges": edges.tolist()}

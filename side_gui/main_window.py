@@ -240,7 +240,8 @@ class MainWindow(QMainWindow):
     def _show_metrics(self, data: dict, cfg) -> None:
         if data.get("audit"):
             bands, higher = self.store.bands()
-            self.results_view.set_data(data, self.store.best_scores(), bands, higher,
+            hist = data.get("best_histogram") or self.store.best_histogram()  # older audits stored none
+            self.results_view.set_data(data, hist, bands, higher,
                                        draw=self.tabs.currentWidget() is self.results_view)
             exposure = self.store.exposure()
             self.risk.set_rows(exposure)
@@ -249,7 +250,7 @@ class MainWindow(QMainWindow):
                 self.gallery.set_lambdas([lam for _, lam in cfg.grid()])
             self._load_gallery()
         else:
-            self.results_view.set_data({"rows": []}, self.store.best_scores(), [], True,
+            self.results_view.set_data({"rows": []}, None, [], True,
                                        draw=self.tabs.currentWidget() is self.results_view)
 
     def _start_live(self) -> None:

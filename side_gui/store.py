@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from side_engine import config, results, review, storage
 from side_engine.scorers import Band
 from side_engine.workspace import Workspace
@@ -87,8 +85,8 @@ class AuditStore:
     def bands(self) -> tuple[list[Band], bool]:
         return results.stored_bands(self.db)
 
-    def best_scores(self) -> np.ndarray:
-        return results.best_scores(self.db) if self.started() else np.zeros(0)
+    def best_histogram(self) -> dict:
+        return results.best_histogram(self.db) if self.started() else {"counts": [], "edges": []}
 
     def exposure(self) -> list[dict]:
         return results.exposure(self.db)

@@ -28,6 +28,10 @@ def test_every_stage_runs_and_is_stored(tiny_workspace):
     # each stage's own peak memory: at least the process it ran in (torch alone is > 100 MiB)
     assert all(100 < r["peak_rss_mb"] < 8192 for r in stages.values()), stages
     assert db["samples"].count == 3 * TINY_SETTINGS["n_per_lambda"]  # random + side at 2 and 5
+    # the best-match histogram is stored with the tables (the app reads 40 counts, not every score)
+    best = np.array([r["best"] for r in db["samples"].rows])
+    counts, edges = np.histogram(best, bins=40)
+    assert result["best_histogram"] == {"counts": counts.tolist(), "edges": edges.tolist()}
     assert {r["name"] for r in db["classifiers"].rows} == {"ti", "td"}
     threads = {json.loads(r["details"])["trained_by"] for r in db["classifiers"].rows}
     assert len(threads) == 1 and threads.pop().startswith("one process, ")  # the layout is part of the record

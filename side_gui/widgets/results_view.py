@@ -186,7 +186,7 @@ class ResultsView(QWidget):
         split.addWidget(tables)
         layout.addWidget(split, 1)
         self._data: dict = {"rows": []}
-        self._best = np.zeros(0)
+        self._hist: dict = {}  # best-match counts and bin edges (results.best_histogram)
         self._bands: list = []
         self._higher = True
         self._dirty = False
@@ -195,11 +195,11 @@ class ResultsView(QWidget):
         for plot in (self.ams_plot, self.ums_plot):
             plot.set_hidden(series, not shown)
 
-    def set_data(self, data: dict, best: np.ndarray, bands: list, higher: bool, draw: bool = True) -> None:
+    def set_data(self, data: dict, hist: dict | None, bands: list, higher: bool, draw: bool = True) -> None:
         """Keep the data; draw now only if ``draw`` (the view is on screen). Rebuilding the plots
         is the costliest part of a live refresh, and under a running audit's load it held the
         event loop for a quarter of a second: a hidden view draws when it is shown."""
-        self._data, self._best, self._bands, self._higher = data, best, bands, higher
+        self._data, self._hist, self._bands, self._higher = data, hist or {}, bands, higher
         self._dirty = True
         if draw:
             self.ensure_drawn()
@@ -234,10 +234,9 @@ class ResultsView(QWidget):
         self.hist.setLabel("bottom", "best match: cosine (higher = closer)" if self._higher
                            else "best match: Gu ratio nearest / second-nearest (lower = closer)" if scorer == "pixel"
                            else "best match: calibrated l2 ratio (lower = closer)")
-        best = self._best[np.isfinite(self._best)] if len(self._best) else self._best
-        if not len(best):
+        y, x = np.asarray(self._hist.get("counts") or []), np.asarray(self._hist.get("edges") or [])
+        if not len(y):
             return
-        y, x = np.histogram(best, bins=40)
         self.hist.plot(x, y, stepMode="center", fillLevel=0, brush=(120, 120, 160, 120), pen=pg.mkPen("k"))
         for i, b in enumerate(self._bands):
             edge = b.lo if self._higher else b.hi
