@@ -14,9 +14,32 @@ DECISIONS = ("memorised", "not a copy", "unsure")
 
 
 def gallery_rows(db: sqlite_utils.Database, band: str | None = None, method: str | None = None,
-                 lam: float | None = None, train_idx: int | None = None) -> list[dict]:
-    """(generated, nearest training) pairs with a stored PNG, closest first."""
+                 lam: float | None = None, train_idx: int | None = None, limit: int | None = None) -> list[dict]:
+    """(generated, nearest training) pairs with a stored PNG, closest first (the first ``limit``)."""
     bands, higher = stored_bands(db)
+    where, args = _gallery_where(bands, higher, band, method, lam, train_idx)
+    order = "desc" if higher else "asc"
+    rows = list(db.query(
+        f"select s.id, s.method, s.lam, s.sample_index, s.seed, s.cls, s.best, s.nearest, s.png, "
+        f"t.path as train_path, d.decision from samples s join train_images t on t.idx = s.nearest "
+        f"left join decisions d on d.sample_id = s.id where {' and '.join(where)} order by s.best {order}, s.id"
+        + (f" limit {int(limit)}" if limit else ""), args))
+    for r, name in zip(rows, bands_of(np.array([r["best"] for r in rows], dtype=np.float64), bands, higher)):
+        r["band"] = name
+    if band:
+        rows = [r for r in rows if r["band"] == band]
+    return rows
+
+
+def gallery_count(db: sqlite_utils.Database, band: str | None = None, method: str | None = None,
+                  lam: float | None = None, train_idx: int | None = None) -> int:
+    """How many pairs ``gallery_rows`` holds for these filters, without reading them."""
+    bands, higher = stored_bands(db)
+    where, args = _gallery_where(bands, higher, band, method, lam, train_idx)
+    return db.execute(f"select count(*) from samples s where {' and '.join(where)}", args).fetchone()[0]
+
+
+def _gallery_where(bands, higher, band, method, lam, train_idx) -> tuple[list[str], list]:
     where, args = ["s.png is not null"], []
     if method:
         where.append("s.method = ?")
@@ -27,17 +50,16 @@ def gallery_rows(db: sqlite_utils.Database, band: str | None = None, method: str
     if train_idx is not None:
         where.append("s.id in (select sample_id from matches where train_idx = ?)")
         args.append(train_idx)
-    order = "desc" if higher else "asc"
-    rows = list(db.query(
-        f"select s.id, s.method, s.lam, s.sample_index, s.seed, s.cls, s.best, s.nearest, s.png, "
-        f"t.path as train_path, d.decision from samples s join train_images t on t.idx = s.nearest "
-        f"left join decisions d on d.sample_id = s.id where {' and '.join(where)} order by s.best {order}, s.id",
-        args))
-    for r, name in zip(rows, bands_of(np.array([r["best"] for r in rows], dtype=np.float64), bands, higher)):
-        r["band"] = name
-    if band:
-        rows = [r for r in rows if r["band"] == band]
-    return rows
+    chosen = next((b for b in bands if b.name == band), None)
+    if chosen is not None:  # the band's own bounds (``measures.in_band``), so SQL reads only its rows
+        closest = max(bands, key=lambda b: b.hi) if higher else min(bands, key=lambda b: b.lo)
+        if chosen == closest:
+            where.append("s.best >= ?" if higher else "s.best < ?")
+            args.append(chosen.lo if higher else chosen.hi)
+        else:
+            where.append("s.best >= ? and s.best < ?")
+            args += [chosen.lo, chosen.hi]
+    return where, args
 
 
 def bands_of(scores: np.ndarray, bands: list[Band], higher: bool) -> list[str | None]:

@@ -24,7 +24,7 @@ from side_engine.progress import read_log
 from side_engine.stages import stage_names
 
 from .settings import AppSettings
-from .store import AuditStore
+from .store import GALLERY_LIMIT, AuditStore
 from .widgets.detail_dialog import DetailDialog
 from .widgets.gallery import GalleryView
 from .widgets.new_audit_dialog import NewAuditDialog
@@ -277,7 +277,10 @@ class MainWindow(QMainWindow):
 
     def _load_gallery(self) -> None:
         f = self.gallery.filters()
-        self.gallery.set_rows(self.store.gallery_rows(f["band"], f["method"], f["lam"], f["train_idx"]))
+        rows = self.store.gallery_rows(f["band"], f["method"], f["lam"], f["train_idx"])
+        total = self.store.gallery_count(f["band"], f["method"], f["lam"], f["train_idx"]) \
+            if len(rows) >= GALLERY_LIMIT else len(rows)
+        self.gallery.set_rows(rows, total)
 
     def _on_filters(self, f: dict) -> None:
         if self.store is None:

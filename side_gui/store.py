@@ -8,6 +8,8 @@ from side_engine import config, results, review, storage
 from side_engine.scorers import Band
 from side_engine.workspace import Workspace
 
+GALLERY_LIMIT = 5000  # pairs the gallery holds at once, closest first (the paper's scale has ~10^5)
+
 
 class AuditStore:
     """What the views show of one workspace; every call reads what is stored now."""
@@ -93,7 +95,11 @@ class AuditStore:
 
     def gallery_rows(self, band: str | None = None, method: str | None = None, lam: float | None = None,
                      train_idx: int | None = None) -> list[dict]:
-        return review.gallery_rows(self.db, band, method, lam, train_idx)
+        return review.gallery_rows(self.db, band, method, lam, train_idx, limit=GALLERY_LIMIT)
+
+    def gallery_count(self, band: str | None = None, method: str | None = None, lam: float | None = None,
+                      train_idx: int | None = None) -> int:
+        return review.gallery_count(self.db, band, method, lam, train_idx)
 
     def sample_matches(self, sample_id: int) -> list[dict]:
         return review.sample_matches(self.db, sample_id)

@@ -164,3 +164,21 @@ def test_report_before_the_audit_ran_is_a_clear_error(tmp_path, tiny_model, face
     ws = init_workspace(tmp_path / "ws", str(tiny_model), str(faces))
     assert main(["report", str(ws.root), "--format", "html", "--out", str(tmp_path / "x.html")]) == 3
     assert "run the audit first" in capsys.readouterr().err
+
+
+def test_gallery_pages_are_the_closest_pairs_and_the_band_filter_reads_only_its_rows(audited):
+    """The gallery asks SQL for one band's rows and for the closest ``limit`` (the paper's scale
+    stores ~10^5 pairs): the same rows, in the same order, as filtering every pair."""
+    from side_engine.review import gallery_count, gallery_rows
+
+    db = storage.connect(audited.db_path)
+    try:
+        every = gallery_rows(db)
+        assert every and gallery_count(db) == len(every)
+        for band in ("high", "mid", "low"):
+            mine = [r for r in every if r["band"] == band]
+            assert gallery_rows(db, band) == mine and gallery_count(db, band) == len(mine)
+        assert gallery_rows(db, limit=3) == every[:3]
+        assert gallery_count(db, method="random", lam=0.0) == len([r for r in every if r["method"] == "random"])
+    finally:
+        db.close()

@@ -211,9 +211,12 @@ class GalleryView(QWidget):
         self.lam.setCurrentIndex(max(0, self.lam.findText(current)))
         self.lam.blockSignals(False)
 
-    def set_rows(self, rows: list[dict]) -> None:
+    def set_rows(self, rows: list[dict], total: int | None = None) -> None:
         self.model.set_rows(rows)
-        self.count.setText(f"{len(rows)} pairs")
+        if total is not None and total > len(rows):
+            self.count.setText(f"the {len(rows):,} closest of {total:,} pairs: narrow the filters for the rest")
+        else:
+            self.count.setText(f"{len(rows):,} pairs")
 
     # -- decisions -----------------------------------------------------------------
     def selected_ids(self) -> list[int]:
