@@ -28,12 +28,12 @@ from .classifiers import (
 )
 from .config import RESUMABLE_CHANGES, AuditConfig, adopt_legacy
 from .devices import default_batch_size, describe, fit_batch_size, resolve_device
-from .errors import Cancelled, InputError, WorkspaceError
+from .errors import Cancelled, ConfigError, InputError, WorkspaceError
 from .pipeline import stage_order
 from .progress import Progress, WorkspaceLog
 from .sampler import Guide, GuidedSampler
 from .scorers import check_training_size
-from .stages import training_data
+from .stages import stage_names, training_data
 from .stages.context import StageContext
 from .training_set import IMAGE_SUFFIXES, files_fingerprint, list_images
 from .workspace import Workspace
@@ -64,8 +64,13 @@ class AuditRunner:
         self.ctx: StageContext | None = None
 
     # -- entry point -------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self, until: str | None = None) -> dict:
+        """Run (or resume) the audit; ``until``: stop after that stage (a benchmark's or a
+        planner's partial run: the stages after it run on the next call). Returns the stored
+        metrics, or {} when stopped early."""
         cfg = self.ws.load_config()
+        if until is not None and until not in stage_names(cfg):
+            raise ConfigError(f"until = {until!r}: not a stage of this audit ({', '.join(stage_names(cfg))})")
         # `threads` > 0: exactly that many; 0: one per core this process may use (affinity,
         # cgroup quota), not per core of the machine
         threads = cpu.set_torch_threads(cfg.threads)
@@ -85,6 +90,9 @@ class AuditRunner:
                 stage.run(ctx)
                 if stage is training_data:
                     self.prepare(ctx)
+                if until is not None and until in stage.NAMES:
+                    outcome = f"run stopped after {until}, as asked (resumable)"
+                    return {}
             outcome = "run complete"
             return results.metrics_json(db)
         except (Cancelled, KeyboardInterrupt):
@@ -170,7 +178,7 @@ class AuditRunner:
 
     def _log_estimate(self, ctx: StageContext) -> None:
         """Before the long stages: a timed probe of this device, scaled to the work left."""
-        from .estimate import describe_seconds, estimate, probe, work_left
+        from .estimate import describe_seconds, estimate, probe, scoring_probe, work_left
 
         cfg, target, n = ctx.cfg, ctx.target, len(ctx.artifacts.train_pixels)
         left = work_left(ctx.db, cfg)
@@ -179,6 +187,7 @@ class AuditRunner:
         k = cfg.k or labels.default_k(n)
         per = probe(target.unet, target.scheduler, cfg, k, target.channels, target.sample_size,
                     ctx.device, ctx.batch, target.decode if target.latent else None)
+        per.update(scoring_probe(ctx.scorer_name, cfg.sscd_model, ctx.threads, ctx.artifacts.train_pixels, n))
         est = estimate(per, cfg, n, left)
         storage.set_kv(ctx.db, "estimate", est)
         storage.set_kv(ctx.db, "estimate_device", describe(ctx.device))

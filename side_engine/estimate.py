@@ -78,6 +78,35 @@ def probe(unet, scheduler, cfg: AuditConfig, k: int, channels: int, size: int, d
     return {"unet": unet_s, "guidance": max(guided_s - unet_s, 0.0), "train": train_s, "decode": decode_s}
 
 
+def scoring_probe(scorer_name: str, sscd_model: str, threads: int, images, n_train: int) -> dict:
+    """Seconds per image of scoring: the scorer's embedding (timed on a few training images) and
+    the exact search of an index of ``n_train`` vectors (timed on a smaller index of the same
+    width, scaled: a flat search costs in proportion to the index). At the paper's scale the
+    SSCD embedding on the CPU costs as much as sampling on a GPU; the estimate left it out."""
+    import faiss
+    import numpy as np
+
+    from .scorers import make_scorer
+
+    scorer = make_scorer(scorer_name, sscd_model, "cpu", threads)
+    sample = np.asarray(images[:8])
+    vec = scorer.embed(sample)  # warm-up (a session's first call allocates)
+    t0 = time.perf_counter()
+    vec = scorer.embed(sample)
+    embed_s = (time.perf_counter() - t0) / len(sample)
+    rows = min(n_train, 4096)
+    rng = np.random.default_rng(0)
+    index = faiss.IndexFlatIP(vec.shape[1]) if scorer.higher_is_closer else faiss.IndexFlatL2(vec.shape[1])
+    index.add(rng.standard_normal((rows, vec.shape[1])).astype(np.float32))
+    queries = rng.standard_normal((64, vec.shape[1])).astype(np.float32)
+    k = min(rows, 64)
+    index.search(queries, k)
+    t0 = time.perf_counter()
+    index.search(queries, k)
+    search_s = (time.perf_counter() - t0) / len(queries) * n_train / rows
+    return {"embed": embed_s, "search": search_s}
+
+
 def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | None = None) -> dict:
     """Seconds per stage. ``pending`` may give the work left per stage (a resumed run)."""
     pending = pending or {}
@@ -92,12 +121,14 @@ def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | No
     ti = 0 if cfg.label_source == "synthetic-clusters" else ti_epochs(
         n_train, ti_batch(n_train), cfg.classifier_epochs, cfg.classifier_min_steps)
     n_syn = cfg.resolved_n_syn(cfg.k or default_k(max(n_train, 2)))
+    score = per_image.get("embed", 0.0) + per_image.get("search", 0.0)  # per generated image
     stages = {
+        "embed": n_train * per_image.get("embed", 0.0),
         "classifier": ti * n_train * per_image["train"],
         "synthetic": n_syn * cfg.steps * per_image["unet"],
         "tdkd": cfg.tdkd_epochs * n_syn * 0.9 * per_image["train"],
         "sample": frac * (cfg.steps * (total * per_image["unet"] + guided * per_image["guidance"])
-                          + total * per_image.get("decode", 0.0)),
+                          + total * (per_image.get("decode", 0.0) + score)),
     }
     from .stages import stage_names
 
@@ -128,6 +159,7 @@ def estimate_workspace(root) -> dict:
     from .checkpoint import load_target
     from .devices import default_batch_size, describe, resolve_device
     from .errors import InputError
+    from .scorers import choose_scorer_name
     from .training_set import list_images
     from .workspace import Workspace
 
@@ -150,6 +182,8 @@ def estimate_workspace(root) -> dict:
     batch = cfg.batch_size or default_batch_size(device, target.sample_size, target.channels)
     per = probe(target.unet, target.scheduler, cfg, cfg.k or labels.default_k(n), target.channels,
                 target.sample_size, device, batch, target.decode if target.latent else None)
+    per.update(scoring_probe(choose_scorer_name(cfg.scorer, target.image_size), cfg.sscd_model, cfg.threads,
+                             _some_training_images(train, target), n))
     return {"seconds": estimate(per, cfg, n, left), "device": describe(device), "n_train": n,
             "per_image_step": per, "resumed": left is not None}
 
@@ -161,3 +195,25 @@ def describe_seconds(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds} s"
+
+
+def _some_training_images(root, target, n: int = 8):
+    """A few training images at the model's size, for timing the scorer (decoded here: the
+    estimate runs before the import)."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from .training_set import list_images
+
+    size, mode = target.image_size, ("L" if target.image_channels == 1 else "RGB")
+    out = []
+    for path in list_images(Path(root))[:n]:
+        try:
+            img = Image.open(path).convert(mode).resize((size, size))
+        except OSError:
+            continue
+        a = np.asarray(img, dtype=np.uint8)
+        out.append(a[:, :, None] if a.ndim == 2 else a)
+    return np.stack(out) if out else np.zeros((1, size, size, target.image_channels), np.uint8)
