@@ -36,6 +36,35 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) interval of a binomial proportion k/n: the p at which k or more
+    (k or fewer) successes have probability alpha/2, found by bisection on the binomial tail.
+    k = 0 gives [0, 1 − (alpha/2)^(1/n)] — "at most a few percent", never a certain zero."""
+    if n <= 0:
+        return math.nan, math.nan
+    i = np.arange(n + 1)
+    log_comb = np.concatenate([[0.0], np.cumsum(np.log(n - i[1:] + 1) - np.log(i[1:]))])
+
+    def cdf(x: int, p: float) -> float:  # P(X <= x) under Binomial(n, p)
+        if p <= 0:
+            return 1.0
+        if p >= 1:
+            return 1.0 if x >= n else 0.0
+        terms = log_comb[:x + 1] + i[:x + 1] * math.log(p) + (n - i[:x + 1]) * math.log1p(-p)
+        return float(min(1.0, np.exp(terms - terms.max()).sum() * math.exp(terms.max())))
+
+    def solve(f, target: float) -> float:  # f decreasing in p on [0, 1]
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if f(mid) > target else (lo, mid)
+        return (lo + hi) / 2
+
+    lower = 0.0 if k == 0 else solve(lambda p: cdf(k - 1, p), 1 - alpha / 2)  # P(X >= k) = alpha/2
+    upper = 1.0 if k >= n else solve(lambda p: cdf(k, p), alpha / 2)  # P(X <= k) = alpha/2
+    return lower, upper
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value: of the b + c discordant pairs, is a split as
     uneven as (b, c) likely under Binomial(b + c, 1/2)?"""
@@ -150,9 +179,21 @@ def rate_intervals_many(arms: Sequence[Arm], resamples: int = BOOTSTRAP, seed: i
     rows = []
     for a, draws in zip(arms, ums_b):
         lo, hi = wilson(int(a.hit.sum()), a.n)
-        ulo, uhi = percentile_interval(centred(np.concatenate(draws) if draws else np.zeros(0), a.ums()))
+        ulo, uhi = ums_interval(a, np.concatenate(draws) if draws else np.zeros(0))
         rows.append({"ams": a.ams(), "ams_lo": lo, "ams_hi": hi, "ums": a.ums(), "ums_lo": ulo, "ums_hi": uhi})
     return rows
+
+
+def ums_interval(arm: Arm, draws: np.ndarray) -> tuple[float, float]:
+    """UMS's 95 % interval from its bootstrap draws — or, where they cannot spread (no in-band
+    pair at all, or every draw reaching the same images), the exact interval of its count of
+    distinct training images out of n: a bootstrap of a sample with no hit is all zeros, and
+    [0, 0] would claim a certain none where n samples can only say "at most a few percent"."""
+    if not arm.n:
+        return math.nan, math.nan
+    if not len(draws) or float(np.ptp(draws)) == 0.0:
+        return clopper_pearson(len(np.unique(arm.pair_train)), arm.n)
+    return percentile_interval(centred(draws, arm.ums()))
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -214,6 +255,11 @@ def _paired(method: Sequence[Arm], random: Arm, a_m: np.ndarray, a_r: np.ndarray
     for key, m, r, mb, rb in (("ams", ams_m, ams_r, a_m, a_r), ("ums", ums_m, ums_r, u_m, u_r)):
         out[f"{key}_method_lo"], out[f"{key}_method_hi"] = percentile_interval(mb)
         out[f"{key}_random_lo"], out[f"{key}_random_hi"] = percentile_interval(rb)
+        if key == "ums":  # a count that cannot spread: its exact interval (``ums_interval``)
+            if len(method) == 1 and float(np.ptp(mb)) == 0.0:
+                out["ums_method_lo"], out["ums_method_hi"] = ums_interval(method[0], mb)
+            if float(np.ptp(rb)) == 0.0:
+                out["ums_random_lo"], out["ums_random_hi"] = ums_interval(random, rb)
         out[f"{key}_diff"] = m - r
         out[f"{key}_diff_lo"], out[f"{key}_diff_hi"] = percentile_interval(mb - rb)
         out[f"{key}_ratio"] = float(_ratio(np.array([m]), np.array([r]))[0])

@@ -8,6 +8,7 @@ import pytest
 from side_engine.statistics import (
     Arm,
     budgets_for,
+    clopper_pearson,
     coverage_curve,
     holm,
     mcnemar_exact,
@@ -116,3 +117,26 @@ def test_coverage_at_equal_budget_counts_distinct_training_images():
     assert pts[1]["mixed_hi"] == 9 and pts[1]["method"] > pts[1]["mixed"] - 1
     assert pts[0]["random_lo"] <= pts[0]["random"] <= pts[0]["random_hi"]
     assert budgets_for(100) == [8, 16, 32, 64, 100] and budgets_for(8) == [8]
+
+
+def test_a_count_the_bootstrap_cannot_spread_gets_its_exact_interval_never_a_certain_zero():
+    """64 samples with no in-band pair can only say "at most a few percent": UMS's interval is
+    then the exact one of its count (Clopper–Pearson), not the bootstrap's [0, 0]; so is the
+    interval of samples that all reach the same single image (every resample reaches it)."""
+    n = 64
+    assert clopper_pearson(0, n) == (0.0, pytest.approx(1 - 0.025 ** (1 / n)))  # 5.6 %
+    lo, hi = clopper_pearson(5, n)  # scipy.stats.beta.ppf(0.025, 5, 60), (0.975, 6, 59)
+    assert lo == pytest.approx(0.025854, abs=1e-6) and hi == pytest.approx(0.172978, abs=1e-6)
+    assert clopper_pearson(n, n) == (pytest.approx(0.025 ** (1 / n)), 1.0)
+    none = Arm(np.zeros(n, bool), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    r = rate_intervals(none)
+    assert r["ums"] == 0 and r["ums_lo"] == 0 and r["ums_hi"] == pytest.approx(1 - 0.025 ** (1 / n))
+    assert r["ams_hi"] > 0  # Wilson's, as before
+    one = Arm(np.ones(n, bool), np.arange(n), np.zeros(n, np.int64))  # every sample, the same image
+    r = rate_intervals(one)
+    assert r["ums"] == pytest.approx(1 / n) and (r["ums_lo"], r["ums_hi"]) == pytest.approx(clopper_pearson(1, n))
+    c = paired_comparison([none], none)  # and in the paired comparison's per-arm intervals
+    assert c["ums_method_hi"] == c["ums_random_hi"] == pytest.approx(1 - 0.025 ** (1 / n))
+    some = _unique_arm(n)
+    c = paired_comparison([some], none)
+    assert c["ums_random_hi"] > 0 and c["ums_method_lo"] < c["ums_method_hi"]
