@@ -57,9 +57,11 @@ def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clo
                       bands: list[Band], scorer: str) -> None:
     metric_rows, topk_rows, summary_rows = compute_tables(db, cfg, higher_is_closer, bands, scorer)
     verdict = compare(db, cfg, higher_is_closer, bands)
+    ranked = _exposure_rows(db)
     with db.atomic():
-        for table in ("metrics", "topk", "summary"):
+        for table in ("metrics", "topk", "summary", "exposure"):
             db[table].delete_where()
+        db["exposure"].insert_all({"rank": i, **{k: r[k] for k in EXPOSURE_COLUMNS}} for i, r in enumerate(ranked))
         db["metrics"].insert_all(metric_rows)
         # alter: workspaces made before the intervals gain their columns
         db["topk"].insert_all(topk_rows, alter=True)
@@ -68,6 +70,7 @@ def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clo
 
         set_kv(db, "comparison", verdict)
         set_kv(db, "best_histogram", best_histogram(db))  # the app reads 40 counts, not 2.5 M scores
+        set_kv(db, "exposure_stored", True)  # audits from before m005 have an empty table, not a ranking
 
 
 def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
@@ -272,23 +275,43 @@ def stored_bands(db: sqlite_utils.Database) -> tuple[list[Band], bool]:
     return bands_for(cfg[bands_setting(scorer)]), scorer == "sscd"
 
 
+EXPOSURE_COLUMNS = ("train_idx", "high", "mid", "low", "total", "best_score", "best_sample")
+
+
 def exposure(db: sqlite_utils.Database, method: str | None = None, limit: int | None = None) -> list[dict]:
     """Training images ranked by in-band matches (closest band first), with their best pair
-    (``best_sample`` and its stored image ``best_png``, workspace-relative)."""
-    bands, higher = stored_bands(db)
-    where, args = ("where s.method = ?", [method]) if method else ("", [])
-    rows = db.execute(f"select m.sample_id, m.train_idx, m.score, s.png from matches m join samples s "
-                      f"on s.id = m.sample_id {where}", args).fetchall()
-    if not rows:
+    (``best_sample`` and its stored image ``best_png``, workspace-relative). Once the metrics
+    stage has run, its stored ranking (all methods); before, or per method, from the pairs."""
+    from .storage import get_kv, stage_rows
+
+    done = any(r["name"] == "metrics" and r["status"] == "done" for r in stage_rows(db))
+    if method is None and done and get_kv(db, "exposure_stored"):
+        q = "select * from exposure order by rank" + (f" limit {int(limit)}" if limit else "")
+        out = [{k: r[k] for k in EXPOSURE_COLUMNS} for r in db.query(q)]
+    else:
+        out = _exposure_rows(db, method)[:limit] if limit else _exposure_rows(db, method)
+    if not out:
         return []
-    a = np.array([r[:3] for r in rows], dtype=np.float64)
-    out = measures.exposure(a[:, 0].astype(int), a[:, 1].astype(int), a[:, 2], bands, higher)
-    paths = {r["idx"]: r["path"] for r in db.query("select idx, path from train_images")}
-    pngs = {int(r[0]): r[3] for r in rows}
+    train = ",".join(str(int(r["train_idx"])) for r in out)
+    samples = ",".join(str(int(r["best_sample"])) for r in out)
+    paths = {r[0]: r[1] for r in db.execute(f"select idx, path from train_images where idx in ({train})")}
+    pngs = {r[0]: r[1] for r in db.execute(f"select id, png from samples where id in ({samples})")}
     for r in out:
         r["path"] = paths.get(r["train_idx"])
         r["best_png"] = pngs.get(int(r["best_sample"]))
-    return out[:limit] if limit else out
+    return out
+
+
+def _exposure_rows(db: sqlite_utils.Database, method: str | None = None) -> list[dict]:
+    """``measures.exposure`` of every stored in-band pair (of one method)."""
+    bands, higher = stored_bands(db)
+    where, args = ("where s.method = ?", [method]) if method else ("", [])
+    rows = db.execute(f"select m.sample_id, m.train_idx, m.score from matches m join samples s "
+                      f"on s.id = m.sample_id {where}", args).fetchall()
+    if not rows:
+        return []
+    a = np.array(rows, dtype=np.float64)
+    return measures.exposure(a[:, 0].astype(int), a[:, 1].astype(int), a[:, 2], bands, higher)
 
 
 def metrics_json(db: sqlite_utils.Database) -> dict:

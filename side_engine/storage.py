@@ -95,6 +95,14 @@ def m004_stage_memory(db: sqlite_utils.Database) -> None:
     db["stages"].add_column("peak_rss_mb", float)
     db["stages"].add_column("peak_device_mb", float)
 
+
+@migrations()
+def m005_exposure(db: sqlite_utils.Database) -> None:
+    """The training images at risk, ranked, as the metrics stage computed them: the app, the
+    reports and the JSON read them instead of grouping every stored pair again."""
+    db["exposure"].create({"rank": int, "train_idx": int, "high": int, "mid": int, "low": int, "total": int,
+                           "best_score": float, "best_sample": int}, pk="rank")
+
 OPEN_TRIES = 40  # ~10 s of retries: see ``connect``
 
 
