@@ -63,10 +63,10 @@ def run_point(work: Path, n: int, n_syn: int, code: Path, size: int = 32) -> dic
 
         faces = paper.training_images(work / f"train{n}-{size}", n, size)
         model = paper.tiny_model(work / f"model-{size}", size)
-        extra = {"scorer": "pixel", "classifier_width": 16}
+        extra = {"scorer": "pixel", "classifier_width": 16, "steps": 2}  # steps cost time, not memory
     root = work / f"ws-{code.name}-{size}-{n}-{n_syn}"
     shutil.rmtree(root, ignore_errors=True)  # every point is measured from the start
-    ws = init_workspace(root, str(model), str(faces), n_syn=n_syn, **SETTINGS, **extra)
+    ws = init_workspace(root, str(model), str(faces), n_syn=n_syn, **{**SETTINGS, **extra})
     env = dict(os.environ, PYTHONPATH=str(code))
     t0 = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--quiet"],

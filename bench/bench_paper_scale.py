@@ -144,7 +144,7 @@ def fill_samples(ws, n_train: int, per_lambda: int, seed: int = 0, pool: int = 5
             for j in rng.choice(n_train, extra, replace=False):
                 if j != nearest[i]:
                     pairs.append((int(ids[i]), int(j), float(rng.uniform(lo_low, best[i]))))
-        with conn:
+        with db.atomic():  # one transaction per (method, λ), as the sampling stage's batches
             conn.executemany("insert into samples (id, method, lam, sample_index, seed, cls, best, nearest, "
                              "second, gu_ratio, png, steered, guidance_ratio) values (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                              rows)
