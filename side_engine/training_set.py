@@ -29,7 +29,7 @@ MAX_PIXELS = 16_000 * 16_000  # larger files are refused, not decompressed
 
 @dataclass
 class ImportedSet:
-    pixels: np.ndarray  # (N, H, W, C) uint8
+    pixels: np.ndarray  # (N, H, W, C) uint8 (an ``image_rows.NpyFile`` when imported ``into`` a file)
     paths: list[str]  # relative to the root, POSIX style
     hashes: list[str]
     labels: list[str | None]
@@ -111,11 +111,58 @@ def import_training_set(
     labels_csv: str | Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     resize_filter: str = "bicubic",
+    into: Path | None = None,
 ) -> ImportedSet:
+    """Decode, convert and hash every training image. ``into``: the pixels are written to that
+    ``.npy`` as they are decoded and ``pixels`` reads them from disk (at the paper's 25 000
+    images of 128 px a list of them and its stacked copy held 2.4 GB); else they stay in memory."""
     root = Path(root).expanduser()
     files = list_images(root)
     csv_labels = read_labels_csv(Path(labels_csv), root) if labels_csv else None
-    pixels, paths, hashes, labels, unreadable, file_hashes = [], [], [], [], [], []
+    pixels = _PixelSink(into, (size, size, channels))
+    try:
+        return _import(root, files, size, channels, csv_labels, on_progress, resize_filter, pixels)
+    finally:
+        pixels.close()
+
+
+class _PixelSink:
+    """Where imported pixels go: a list in memory, or a raw file that becomes a ``.npy``."""
+
+    def __init__(self, into: Path | None, row_shape: tuple[int, ...]) -> None:
+        self.into, self.row_shape, self.rows, self.count = into, row_shape, [], 0
+        self.raw = open(into.with_suffix(".raw"), "wb") if into is not None else None  # noqa: SIM115
+
+    def add(self, arr: np.ndarray) -> None:
+        self.count += 1
+        if self.raw is None:
+            self.rows.append(arr)
+        else:
+            self.raw.write(np.ascontiguousarray(arr, np.uint8).tobytes())
+
+    def finish(self):
+        if self.raw is None:
+            return np.stack(self.rows)
+        self.raw.close()
+        tmp = self.into.with_suffix(".tmp.npy")
+        with open(tmp, "wb") as f, open(self.into.with_suffix(".raw"), "rb") as src:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "|u1", "fortran_order": False, "shape": (self.count, *self.row_shape)})
+            while block := src.read(1 << 26):  # copied in chunks, never the whole set in memory
+                f.write(block)
+        tmp.replace(self.into)
+        from .image_rows import NpyFile
+
+        return NpyFile(self.into)
+
+    def close(self) -> None:
+        if self.raw is not None:
+            self.raw.close()
+            self.into.with_suffix(".raw").unlink(missing_ok=True)
+
+
+def _import(root, files, size, channels, csv_labels, on_progress, resize_filter, pixels: _PixelSink) -> ImportedSet:
+    paths, hashes, labels, unreadable, file_hashes = [], [], [], [], []
     converted = resized = 0
     for i, p in enumerate(files):
         rel = p.relative_to(root).as_posix()
@@ -137,7 +184,7 @@ def import_training_set(
             unreadable.append((rel, str(e) or type(e).__name__))
         else:
             converted += conv
-            pixels.append(arr)
+            pixels.add(arr)
             paths.append(rel)
             hashes.append(file_hashes[-1])
             if csv_labels is not None:
@@ -147,11 +194,11 @@ def import_training_set(
                 labels.append(None if parent == "." else parent.split("/")[0])
         if on_progress and (i % 16 == 15 or i == len(files) - 1):
             on_progress(i + 1, len(files))
-    if not pixels:
+    if not paths:
         listed = "; ".join(f"{p}: {why}" for p, why in unreadable[:5])
         raise InputError(f"training data {root}: none of {len(files)} image files is readable ({listed})")
     return ImportedSet(
-        pixels=np.stack(pixels), paths=paths, hashes=hashes, labels=labels,
+        pixels=pixels.finish(), paths=paths, hashes=hashes, labels=labels,
         fingerprint=fingerprint(hashes), unreadable=unreadable, converted=converted,
         files_fingerprint=fingerprint(file_hashes), resized=resized,
     )

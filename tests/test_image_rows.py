@@ -78,3 +78,38 @@ def test_the_ti_classifier_trained_from_stored_pixels_is_the_one_trained_from_fl
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert ra.accuracy == rb.accuracy and ra.final_loss == rb.final_loss
     assert ra.details["noise_0.2_accuracy"] == rb.details["noise_0.2_accuracy"]
+
+
+def test_an_npy_file_reads_rows_from_disk_as_the_array_holds_them(tmp_path):
+    """Rows read with pread, never mapped (a memory map's read pages stay resident: the whole
+    set again after one epoch): ints, slices and any rows, in any order."""
+    from side_engine.image_rows import NpyFile
+
+    a = _pixels(50, size=4, channels=3)
+    np.save(tmp_path / "a.npy", a)
+    f = NpyFile(tmp_path / "a.npy")
+    assert len(f) == 50 and f.shape == a.shape and f.dtype == a.dtype
+    assert np.array_equal(f[3], a[3]) and np.array_equal(f[-1], a[-1]) and np.array_equal(f[5:17], a[5:17])
+    idx = np.array([7, 3, 4, 5, 49, 0, 3])
+    assert np.array_equal(f[idx], a[idx]) and np.array_equal(ImageRows(f).rows(idx), a[idx])
+    b = np.random.default_rng(0).standard_normal((10, 4, 2, 2)).astype(np.float32)
+    np.save(tmp_path / "b.npy", b)
+    assert np.array_equal(NpyFile(tmp_path / "b.npy")[[9, 1]], b[[9, 1]])
+    with pytest.raises(IndexError):
+        f[50]
+
+
+def test_the_import_written_to_a_file_holds_the_pixels_it_would_keep_in_memory(tmp_path, faces):
+    from side_engine.image_rows import NpyFile
+    from side_engine.training_set import import_training_set
+
+    (faces_dir := tmp_path / "f").mkdir()
+    for p in sorted(faces.iterdir())[:6]:
+        (faces_dir / p.name).write_bytes(p.read_bytes())
+    (faces_dir / "broken.png").write_bytes(b"not an image")
+    kept = import_training_set(faces_dir, 16, 1)
+    written = import_training_set(faces_dir, 16, 1, into=tmp_path / "pixels.npy")
+    assert isinstance(written.pixels, NpyFile) and written.paths == kept.paths and len(written.unreadable) == 1
+    assert np.array_equal(written.pixels[0:len(written.pixels)], kept.pixels)
+    assert np.array_equal(np.load(tmp_path / "pixels.npy"), kept.pixels)  # a plain .npy
+    assert not (tmp_path / "pixels.raw").exists()

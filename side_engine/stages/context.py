@@ -25,7 +25,7 @@ import torch
 from .. import labels, memory, storage
 from ..classifiers import for_guidance
 from ..config import AuditConfig
-from ..image_rows import ImageRows
+from ..image_rows import ImageRows, NpyFile
 from ..progress import Progress
 from ..sampler import target_classes
 from ..training_set import to_model_tensor_range
@@ -47,7 +47,7 @@ class Artifacts:
     """What stages hand to the stages after them. None until the producing stage has run (or
     has loaded what it stored on an earlier run)."""
 
-    train_pixels: np.ndarray | None = None  # import: uint8 (N, H, W, C) at the model's size, memory-mapped
+    train_pixels: np.ndarray | NpyFile | None = None  # import: uint8 (N, H, W, C) at the model's size, on disk
     scorer: Scorer | None = None  # embed: the scorer that embeds generated and training images
     train_vectors: np.ndarray | None = None  # embed: the training images' embeddings (N, D)
     index: TrainIndex | None = None  # embed: the nearest-neighbour index over them
@@ -176,7 +176,7 @@ class StageContext(SamplingContext):
             return ImageRows(pixels)
         cache = self.ws.cache_dir / "train_latents.npy"
         if cache.exists():
-            return ImageRows(np.load(cache, mmap_mode="r"))
+            return ImageRows(NpyFile(cache))
         tmp = cache.with_suffix(".tmp.npy")
         out = None
         for i in range(0, len(pixels), 32):
@@ -189,7 +189,7 @@ class StageContext(SamplingContext):
         out.flush()
         del out
         tmp.replace(cache)
-        return ImageRows(np.load(cache, mmap_mode="r"))
+        return ImageRows(NpyFile(cache))
 
     def n_syn(self) -> int:
         """The synthetic set's size: at least 20 images a class unless set (K known from the

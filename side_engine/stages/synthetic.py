@@ -20,7 +20,7 @@ import torch
 
 from ..config import AuditConfig
 from ..errors import WorkspaceError
-from ..image_rows import ImageRows
+from ..image_rows import ImageRows, NpyFile
 from ..sampler import SYNTHETIC_STREAM, sample_inputs, sample_seed, to_uint8
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def rows_of(folder: Path, n: int) -> ImageRows:
     for start, arr in sorted(chunks, key=lambda c: c[0]):
         if start != at:  # chunks that overlap (not written by this stage): one array instead
             return ImageRows(load_folder(folder, n))
-        parts.append(arr[:n - start])
+        parts.append(arr if start + len(arr) <= n else arr[:n - start])  # a cut chunk: one batch, read
         at = start + len(parts[-1])
     return ImageRows(parts)
 
@@ -118,14 +118,14 @@ def load_folder(folder: Path, n: int) -> np.ndarray:
 
 
 def _stored_chunks(folder: Path, n: int) -> list[tuple[int, np.ndarray]]:
-    """(first index, images) of every chunk file, memory-mapped."""
+    """(first index, images) of every chunk file, read from disk when asked (``NpyFile``)."""
     chunks = []
     for path in sorted(folder.glob("chunk_*.npy")):
         if path.name.endswith(".tmp.npy"):
             continue
         try:
             start = int(path.stem.split("_")[1])
-            chunks.append((start, np.load(path, mmap_mode="r")))
+            chunks.append((start, NpyFile(path)))
         except (ValueError, IndexError, OSError):
             raise WorkspaceError(f"{path}: not a synthetic chunk this audit wrote; delete it and run again") from None
     return [c for c in chunks if c[0] < n]

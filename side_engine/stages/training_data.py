@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from .. import storage
+from ..image_rows import NpyFile
 from ..training_set import import_training_set
 
 if TYPE_CHECKING:
@@ -22,13 +21,14 @@ def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
     cache = ctx.ws.cache_dir / "train_pixels.npy"
     if ctx.is_done("import") and cache.exists():
-        ctx.artifacts.train_pixels = np.load(cache, mmap_mode="r")
+        ctx.artifacts.train_pixels = NpyFile(cache)
         return
     with ctx.timed("import"):
         root = Path(cfg.train_data).expanduser()
         imported = import_training_set(
             root, ctx.target.image_size, ctx.target.image_channels, cfg.labels_csv or None,
-            on_progress=lambda d, t: (ctx.update("import", d, t), ctx.check()), resize_filter=cfg.resize_filter)
+            on_progress=lambda d, t: (ctx.update("import", d, t), ctx.check()), resize_filter=cfg.resize_filter,
+            into=cache)  # written as decoded, read back from disk a batch at a time
         for path, why in imported.unreadable:
             ctx.log(f"unreadable training image skipped: {root / path} ({why})")
         if imported.unreadable:
@@ -47,9 +47,6 @@ def run(ctx: StageContext) -> None:
         if dup:
             ctx.log(f"{dup} training image(s) are exact duplicates of another; kept (each is "
                     "a separate training index)")
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, imported.pixels)
-        tmp.replace(cache)
         with ctx.db.atomic():
             ctx.db["train_images"].delete_where()
             ctx.db["train_images"].insert_all(
