@@ -72,8 +72,14 @@ def mcnemar_exact(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return min(1.0, 2 * tail)
+    if n <= 1000:  # exact in integers
+        return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+    # thousands of discordant pairs (the paper's 50 000 samples a λ): 2**n overflows a float, so
+    # the tail is summed in logs, log C(n, i) accumulated term by term
+    i = np.arange(1, k + 1)
+    log_terms = np.concatenate([[0.0], np.cumsum(np.log(n - i + 1) - np.log(i))]) - n * math.log(2)
+    top = float(log_terms.max())
+    return min(1.0, 2 * math.exp(top) * float(np.exp(log_terms - top).sum()))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -35,6 +35,11 @@ def test_mcnemar_exact_is_the_two_sided_binomial_tail_of_discordant_pairs():
     assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
     assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
     assert mcnemar_exact(4, 4) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    # thousands of discordant pairs (50 000 samples a λ): 2**n overflowed a float; the values are
+    # scipy.stats.binomtest's two-sided p
+    assert mcnemar_exact(600, 500) == pytest.approx(0.00281954499143643, rel=1e-9)
+    assert mcnemar_exact(20000, 19000) == pytest.approx(4.216841447373e-07, rel=1e-6)
+    assert mcnemar_exact(5000, 5100) == pytest.approx(0.324581546331, rel=1e-6)
 
 
 def test_holm_adjusts_in_rank_order_and_stays_monotone():
