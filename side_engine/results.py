@@ -286,10 +286,13 @@ def exposure(db: sqlite_utils.Database, method: str | None = None, limit: int | 
 
     done = any(r["name"] == "metrics" and r["status"] == "done" for r in stage_rows(db))
     if method is None and done and get_kv(db, "exposure_stored"):
-        q = "select * from exposure order by rank" + (f" limit {int(limit)}" if limit else "")
-        out = [{k: r[k] for k in EXPOSURE_COLUMNS} for r in db.query(q)]
-    else:
-        out = _exposure_rows(db, method)[:limit] if limit else _exposure_rows(db, method)
+        # one query: the ranking with each image's path and its closest copy's stored PNG
+        cols = ", ".join(f"e.{c}" for c in EXPOSURE_COLUMNS)
+        rows = db.execute(f"select {cols}, t.path, s.png from exposure e left join train_images t on t.idx = "
+                          f"e.train_idx left join samples s on s.id = e.best_sample order by e.rank"
+                          + (f" limit {int(limit)}" if limit else "")).fetchall()
+        return [{**dict(zip(EXPOSURE_COLUMNS, r[:-2])), "path": r[-2], "best_png": r[-1]} for r in rows]
+    out = _exposure_rows(db, method)[:limit] if limit else _exposure_rows(db, method)
     if not out:
         return []
     train = ",".join(str(int(r["train_idx"])) for r in out)

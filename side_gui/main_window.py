@@ -229,21 +229,21 @@ class MainWindow(QMainWindow):
                 stored, device = self.store.estimate()
                 self.run_view.show_estimate(stored, device, " (estimated at the last start)")
             if self.store.complete():
-                data = self.store.metrics()  # the tables the metrics stage stored
-            else:
+                self._show_metrics(self.store.metrics(), cfg)  # the tables the metrics stage stored
+            else:  # live tables come from a worker; until its first answer the views are empty
                 self._start_live()
-                data = self._live.get(str(self.store.ws.root)) or self.store.metrics()
-            self._show_metrics(data, cfg)
+                live = self._live.get(str(self.store.ws.root))
+                self._show_metrics(live["metrics"] if live else {"rows": []}, cfg, live and live["exposure"])
         except SideError as e:
             self.statusBar().showMessage(str(e), 10000)
 
-    def _show_metrics(self, data: dict, cfg) -> None:
+    def _show_metrics(self, data: dict, cfg, exposure: list[dict] | None = None) -> None:
         if data.get("audit"):
             bands, higher = self.store.bands()
             hist = data.get("best_histogram") or self.store.best_histogram()  # older audits stored none
             self.results_view.set_data(data, hist, bands, higher,
                                        draw=self.tabs.currentWidget() is self.results_view)
-            exposure = self.store.exposure()
+            exposure = self.store.exposure() if exposure is None else exposure
             self.risk.set_rows(exposure)
             self.summary.set_data(data, exposure, bands, self._train_path, self._workspace_file)
             if cfg:
@@ -266,12 +266,12 @@ class MainWindow(QMainWindow):
 
     @Slot(dict)
     def _live_ready(self, result: dict) -> None:
-        self._live[result["workspace"]] = result["metrics"]
+        self._live[result["workspace"]] = result
         self._live_due = time.monotonic() + 4 * result["seconds"]
         if self.store is None or str(self.store.ws.root) != result["workspace"] or self.store.complete():
             return
         try:
-            self._show_metrics(result["metrics"], self.store.config())
+            self._show_metrics(result["metrics"], self.store.config(), result["exposure"])
         except SideError as e:
             self.statusBar().showMessage(str(e), 10000)
 

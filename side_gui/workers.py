@@ -190,8 +190,9 @@ class EstimateWorker(_EngineWorker):
 
 class LiveMetricsWorker(_EngineWorker):
     """The tables of an audit that is not complete, every interval bootstrapped from the samples
-    stored so far (``results.live_metrics``): seconds at the paper's scale, so never on the
-    window's thread. Reads through a connection of its own; writes nothing."""
+    stored so far (``results.live_metrics``), and its training images at risk: seconds at the
+    paper's scale, so never on the window's thread. Reads through a connection of its own;
+    writes nothing."""
 
     def work(self) -> dict:
         from side_engine import results, storage
@@ -200,9 +201,11 @@ class LiveMetricsWorker(_EngineWorker):
         db = storage.connect(Workspace(self.workspace).db_path, readonly=True)
         try:
             data = results.live_metrics(db)
+            exposure = results.exposure(db)  # grouped from every pair so far: seconds at scale
         finally:
             db.close()
-        return {"workspace": self.workspace, "metrics": data, "seconds": time.perf_counter() - t0}
+        return {"workspace": self.workspace, "metrics": data, "exposure": exposure,
+                "seconds": time.perf_counter() - t0}
 
 
 class ExportWorker(_EngineWorker):
