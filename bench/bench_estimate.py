@@ -36,15 +36,13 @@ from side_engine.demo import DEMO_MODEL  # noqa: E402
 
 BASE = {"n_train": 256, "nproc": 1, "settings": {
     "methods": ["random", "side"], "lambdas": [0, 5], "n_per_lambda": 32, "steps": 10, "classifier_epochs": 20,
-    "classifier_min_steps": 20, "tdkd_epochs": 10, "batch_size": 16}}
+    "classifier_min_steps": 20, "tdkd_epochs": 10, "batch_size": 16, "k": 32}}  # K 32: n_syn 640
 CASES = {
     "base": {},
     "steps 25": {"settings": {"steps": 25}},
     "N_G 128": {"settings": {"n_per_lambda": 128}},
     "N 1024": {"n_train": 1024},
-    "K 32": {"settings": {"k": 32}},
-    "TDKD 40 epochs": {"settings": {"tdkd_epochs": 40}},
-    "Random only": {"settings": {"methods": ["random"]}},
+    "K 96": {"settings": {"k": 96}},
     "2 processes": {"nproc": 2},
 }
 COVERED = ("embed", "classifier", "synthetic", "tdkd", "sample")

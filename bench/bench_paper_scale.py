@@ -248,6 +248,9 @@ def main() -> None:
     report: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "n_train": args.n_train,
                     "size": args.size, "lambdas": args.lambdas, "n_per_lambda": args.n_per_lambda, "steps": {}}
 
+    if args.json and Path(args.json).exists() and args.only:  # a partial rerun updates the record
+        report["steps"] = json.loads(Path(args.json).read_text()).get("steps", {})
+
     def step(name: str, value: dict) -> None:
         value.pop("stderr", None)
         report["steps"][name] = value
@@ -267,8 +270,6 @@ def main() -> None:
             adopt_early_stages(args.base, root, args.n_per_lambda)
     ws = Workspace(root)
     todo = set(args.only or ("early", "fill", "metrics", "json", "html", "pdf", "app"))
-    if args.json and Path(args.json).exists() and args.only:  # a partial rerun updates the record
-        report["steps"] = json.loads(Path(args.json).read_text()).get("steps", {})
     if "early" in todo:
         step("import, embed, labels", early_stages(ws))
     if args.fresh:
