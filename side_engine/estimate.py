@@ -200,22 +200,21 @@ def describe_seconds(seconds: float) -> str:
 
 
 def _some_training_images(root, target, n: int = 8):
-    """A few training images at the model's size, for timing the scorer (decoded here: the
-    estimate runs before the import)."""
+    """A few training images as the import prepares them (``to_model_pixels``), for timing the
+    scorer: the estimate runs before the import."""
     from pathlib import Path
 
     import numpy as np
     from PIL import Image
 
-    from .training_set import list_images
+    from .training_set import list_images, to_model_pixels
 
-    size, mode = target.image_size, ("L" if target.image_channels == 1 else "RGB")
+    size, channels = target.image_size, target.image_channels
     out = []
     for path in list_images(Path(root))[:n]:
         try:
-            img = Image.open(path).convert(mode).resize((size, size))
+            with Image.open(path) as img:
+                out.append(to_model_pixels(img, size, channels)[0])
         except OSError:
             continue
-        a = np.asarray(img, dtype=np.uint8)
-        out.append(a[:, :, None] if a.ndim == 2 else a)
-    return np.stack(out) if out else np.zeros((1, size, size, target.image_channels), np.uint8)
+    return np.stack(out) if out else np.zeros((1, size, size, channels), np.uint8)

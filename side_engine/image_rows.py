@@ -132,7 +132,7 @@ class NpyFile:
             start, stop, step = key.indices(len(self))
             if step != 1:
                 raise IndexError("slices of an NpyFile take step 1")
-            return self._read(start, stop).copy()
+            return self._read(start, stop)  # read-only, like a read-only memory map's rows
         idx = np.asarray(key, dtype=np.int64).reshape(-1)
         out = np.empty((len(idx), *self.shape[1:]), self.dtype)
         if not len(idx):

@@ -21,12 +21,23 @@ TOPK_FRACTIONS = (0.001, 0.005, 0.01, 0.05, 0.10)
 GU_THRESHOLD = 1 / 3
 
 
-def in_band(scores: np.ndarray, band: Band, bands: Sequence[Band], higher_is_closer: bool) -> np.ndarray:
-    s = np.asarray(scores, dtype=np.float64)
+def band_bounds(band: Band, bands: Sequence[Band], higher_is_closer: bool) -> tuple[float | None, float | None]:
+    """[lo, hi) of a band's scores; the closest band is open on its closer side (None)."""
     closest = max(bands, key=lambda b: b.hi) if higher_is_closer else min(bands, key=lambda b: b.lo)
     if band == closest:
-        return s >= band.lo if higher_is_closer else s < band.hi
-    return (s >= band.lo) & (s < band.hi)
+        return (band.lo, None) if higher_is_closer else (None, band.hi)
+    return band.lo, band.hi
+
+
+def in_band(scores: np.ndarray, band: Band, bands: Sequence[Band], higher_is_closer: bool) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    lo, hi = band_bounds(band, bands, higher_is_closer)
+    inside = np.ones(s.shape, bool)
+    if lo is not None:
+        inside &= s >= lo
+    if hi is not None:
+        inside &= s < hi
+    return inside
 
 
 def at_least(scores: np.ndarray, band: Band, higher_is_closer: bool) -> np.ndarray:

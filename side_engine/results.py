@@ -236,15 +236,16 @@ def _verdict(diff: float, p_adjusted: float) -> str:
     return "more than Random" if diff > 0 else "fewer than Random"
 
 
-def live_metrics(db: sqlite_utils.Database) -> dict:
-    """metrics_json, with the tables computed from what is stored now (the run may be going on)."""
+def live_metrics(db: sqlite_utils.Database, ranked: list[dict] | None = None) -> dict:
+    """metrics_json, with the tables computed from what is stored now (the run may be going on);
+    ``ranked``: the training images at risk, if the caller has grouped them already."""
     info = audit_info(db)
     if not info:
         return {"audit": {}, "rows": [], "topk": [], "summary": [], "classifiers": [], "exposure": []}
     cfg = AuditConfig.from_stored(info["config"])
     bands, higher = stored_bands(db)
     m, t, s = compute_tables(db, cfg, higher, bands, info.get("scorer") or "pixel")
-    out = metrics_json(db)
+    out = metrics_json(db, ranked)
     out["comparison"] = compare(db, cfg, higher, bands, coverage=False)  # coverage: at the end of the run
     out["best_histogram"] = best_histogram(db)
     started = {(r["method"], r["lam"]) for r in s if r["n_generated"]}  # (method, λ) with samples so far
@@ -317,7 +318,9 @@ def _exposure_rows(db: sqlite_utils.Database, method: str | None = None) -> list
     return measures.exposure(a[:, 0].astype(int), a[:, 1].astype(int), a[:, 2], bands, higher)
 
 
-def metrics_json(db: sqlite_utils.Database) -> dict:
+def metrics_json(db: sqlite_utils.Database, ranked: list[dict] | None = None) -> dict:
+    """Everything an audit stored, as JSON; ``ranked``: ``exposure(db)`` if already read (its
+    first 100 rows are the JSON's)."""
     info = audit_info(db)
     audit = {k: info.get(k) for k in ("created", "checkpoint_path", "checkpoint_sha256", "train_path",
                                       "train_fingerprint", "n_train", "device", "scorer", "scorer_source",
@@ -339,7 +342,8 @@ def metrics_json(db: sqlite_utils.Database) -> dict:
 
     audit["model"] = model_line(get_kv(db, "model", {}))
     return {"audit": audit, "rows": rows, "topk": topk, "summary": summary, "classifiers": classifiers,
-            "exposure": exposure(db, limit=100), "comparison": get_kv(db, "comparison", {}),
+            "exposure": ranked[:100] if ranked is not None else exposure(db, limit=100),
+            "comparison": get_kv(db, "comparison", {}),
             "warnings": get_kv(db, "warnings", []), "guide_check": get_kv(db, "guide_check"),
             "best_histogram": get_kv(db, "best_histogram"),
             "on_target_chance": (1 / get_kv(db, "k")) if get_kv(db, "k") else None}

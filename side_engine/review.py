@@ -51,14 +51,12 @@ def _gallery_where(bands, higher, band, method, lam, train_idx) -> tuple[list[st
         where.append("s.id in (select sample_id from matches where train_idx = ?)")
         args.append(train_idx)
     chosen = next((b for b in bands if b.name == band), None)
-    if chosen is not None:  # the band's own bounds (``measures.in_band``), so SQL reads only its rows
-        closest = max(bands, key=lambda b: b.hi) if higher else min(bands, key=lambda b: b.lo)
-        if chosen == closest:
-            where.append("s.best >= ?" if higher else "s.best < ?")
-            args.append(chosen.lo if higher else chosen.hi)
-        else:
-            where.append("s.best >= ? and s.best < ?")
-            args += [chosen.lo, chosen.hi]
+    if chosen is not None:  # the band's own bounds, so SQL reads only its rows
+        lo, hi = measures.band_bounds(chosen, bands, higher)
+        for bound, op in ((lo, ">="), (hi, "<")):
+            if bound is not None:
+                where.append(f"s.best {op} ?")
+                args.append(bound)
     return where, args
 
 

@@ -42,16 +42,14 @@ def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     k = 0 gives [0, 1 − (alpha/2)^(1/n)] — "at most a few percent", never a certain zero."""
     if n <= 0:
         return math.nan, math.nan
-    i = np.arange(n + 1)
-    log_comb = np.concatenate([[0.0], np.cumsum(np.log(n - i[1:] + 1) - np.log(i[1:]))])
+    log_comb = _log_comb(n, n)
 
-    def cdf(x: int, p: float) -> float:  # P(X <= x) under Binomial(n, p)
+    def cdf(x: int, p: float) -> float:
         if p <= 0:
             return 1.0
         if p >= 1:
             return 1.0 if x >= n else 0.0
-        terms = log_comb[:x + 1] + i[:x + 1] * math.log(p) + (n - i[:x + 1]) * math.log1p(-p)
-        return float(min(1.0, np.exp(terms - terms.max()).sum() * math.exp(terms.max())))
+        return _binom_cdf(log_comb, x, n, p)
 
     def solve(f, target: float) -> float:  # f decreasing in p on [0, 1]
         lo, hi = 0.0, 1.0
@@ -74,12 +72,22 @@ def mcnemar_exact(b: int, c: int) -> float:
     k = min(b, c)
     if n <= 1000:  # exact in integers
         return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
-    # thousands of discordant pairs (the paper's 50 000 samples a λ): 2**n overflows a float, so
-    # the tail is summed in logs, log C(n, i) accumulated term by term
+    # thousands of discordant pairs (the paper's 50 000 samples a λ): 2**n overflows a float
+    return min(1.0, 2 * _binom_cdf(_log_comb(n, k), k, n, 0.5))
+
+
+def _log_comb(n: int, k: int) -> np.ndarray:
+    """log C(n, i) for i = 0..k, accumulated term by term (no factorial overflows)."""
     i = np.arange(1, k + 1)
-    log_terms = np.concatenate([[0.0], np.cumsum(np.log(n - i + 1) - np.log(i))]) - n * math.log(2)
-    top = float(log_terms.max())
-    return min(1.0, 2 * math.exp(top) * float(np.exp(log_terms - top).sum()))
+    return np.concatenate([[0.0], np.cumsum(np.log(n - i + 1) - np.log(i))])
+
+
+def _binom_cdf(log_comb: np.ndarray, x: int, n: int, p: float) -> float:
+    """P(X <= x) under Binomial(n, p), 0 < p < 1, summed in logs; ``log_comb`` covers 0..x."""
+    i = np.arange(x + 1)
+    terms = log_comb[:x + 1] + i * math.log(p) + (n - i) * math.log1p(-p)
+    top = float(terms.max())
+    return float(min(1.0, math.exp(top) * np.exp(terms - top).sum()))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

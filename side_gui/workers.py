@@ -200,8 +200,8 @@ class LiveMetricsWorker(_EngineWorker):
         t0 = time.perf_counter()
         db = storage.connect(Workspace(self.workspace).db_path, readonly=True)
         try:
-            data = results.live_metrics(db)
             exposure = results.exposure(db)  # grouped from every pair so far: seconds at scale
+            data = results.live_metrics(db, exposure)
         finally:
             db.close()
         return {"workspace": self.workspace, "metrics": data, "exposure": exposure,

@@ -81,8 +81,8 @@ def run(ctx: StageContext) -> None:
 
 
 def load(ctx: StageContext) -> ImageRows:
-    """The whole synthetic set in index order, read from its memory-mapped chunks a batch at a
-    time (TDKD at the paper's scale: 25 000 images, never all in memory as floats)."""
+    """The whole synthetic set in index order, read from its chunk files a batch at a time
+    (TDKD at the paper's scale: 25 000 images, never all in memory as floats)."""
     return rows_of(ctx.ws.synthetic_dir, ctx.n_syn())
 
 
