@@ -190,21 +190,32 @@ class EstimateWorker(_EngineWorker):
 
 class LiveMetricsWorker(_EngineWorker):
     """The tables of an audit that is not complete, every interval bootstrapped from the samples
-    stored so far (``results.live_metrics``), and its training images at risk: seconds at the
-    paper's scale, so never on the window's thread. Reads through a connection of its own;
-    writes nothing."""
+    stored so far (``results.live_metrics``), its training images at risk and the gallery's
+    page for ``gallery_filters``: seconds at the paper's scale, so never on the window's thread.
+    Reads through a connection of its own; writes nothing."""
+
+    def __init__(self, workspace: str, gallery_filters: dict | None = None, parent: QObject | None = None) -> None:
+        super().__init__(workspace, parent)
+        self.gallery_filters = dict(gallery_filters or {})
 
     def work(self) -> dict:
-        from side_engine import results, storage
+        from side_engine import results, review, storage
+
+        from .store import GALLERY_LIMIT
 
         t0 = time.perf_counter()
         db = storage.connect(Workspace(self.workspace).db_path, readonly=True)
         try:
             exposure = results.exposure(db)  # grouped from every pair so far: seconds at scale
             data = results.live_metrics(db, exposure)
+            f = self.gallery_filters
+            args = (f.get("band"), f.get("method"), f.get("lam"), f.get("train_idx"))
+            rows = review.gallery_rows(db, *args, limit=GALLERY_LIMIT)
+            total = review.gallery_count(db, *args) if len(rows) >= GALLERY_LIMIT else len(rows)
         finally:
             db.close()
         return {"workspace": self.workspace, "metrics": data, "exposure": exposure,
+                "gallery": {"filters": f, "rows": rows, "total": total},
                 "seconds": time.perf_counter() - t0}
 
 

@@ -106,7 +106,7 @@ def test_run_through_worker_then_review(qtbot, window, demo_workspace):
     window.results_view.toggles["low"].setChecked(True)
     assert plot.curves[("side", "low")].isVisible()
     assert window.results_view.table1.rowCount() == 2
-    assert window.results_view.table1.item(1, 3).text().endswith("]")  # a rate with its interval
+    assert window.results_view.table1.text(1, 3).endswith("]")  # a rate with its interval
     assert window.results_view.compare.rowCount() > 0  # the paired comparison with Random
     # gallery holds the stored pairs (samples kept as PNG), closest first
     n_pairs = db.execute("select count(*) from samples where png is not null").fetchone()[0]
@@ -341,6 +341,21 @@ def test_a_complete_audit_opens_on_its_verdict_and_cannot_be_started_again(qtbot
     assert not window.run_view.start_button.isEnabled()
     assert "complete" in window.run_view.start_button.toolTip()
     assert window.run_view.log_pane.toPlainText().splitlines()[-1].split("  ", 1)[1].startswith("run complete")
+    # a running audit's live result (the worker's own, computed here in-thread): the view on
+    # screen is filled at once, every other view when it is shown, the gallery from the rows
+    # the worker read for the filters in effect
+    from side_gui.workers import LiveMetricsWorker
+
+    live = LiveMetricsWorker(str(demo_workspace.root), window.gallery.filters()).work()
+    assert live["gallery"]["total"] == len(live["gallery"]["rows"]) > 0
+    live["exposure"], live["gallery"]["rows"] = live["exposure"][:1], live["gallery"]["rows"][:2]
+    window.tabs.setCurrentWidget(window.run_view)
+    window._show_live(live, demo_workspace.load_config())
+    assert len(risk.model.rows) == len(exposure) > 1  # not on screen: not refilled yet
+    window.tabs.setCurrentWidget(window.risk)
+    assert [r["train_idx"] for r in risk.model.rows] == [exposure[0]["train_idx"]]
+    window.tabs.setCurrentWidget(window.gallery)
+    assert [r["id"] for r in window.gallery.model.rows] == [r["id"] for r in live["gallery"]["rows"]]
 
 
 def test_device_choice_offers_all_gpus_where_there_are_several(monkeypatch):

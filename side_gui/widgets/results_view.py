@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
     QLabel,
     QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
+    QTableView,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
+
+from .rows_model import _ROOT
 
 BAND_COLOURS = {"low": (90, 160, 220), "mid": (240, 170, 40), "high": (220, 60, 60)}
 BANDS = ("low", "mid", "high")
@@ -33,6 +34,80 @@ def ci_text(value, lo, hi, pct: bool = True) -> str:
     return f"{f(value)}{unit} [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else f"{f(value)}{unit}"
 
 
+class TextTableModel(QAbstractTableModel):
+    """Rows of ready-made text: a model, not one QTableWidgetItem per cell (the comparison table
+    of a 51-λ audit is ~3 000 cells, and making the items took a third of the view's redraw)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.headers: list[str] = []
+        self.cells: list[list[str]] = []
+
+    def set_cells(self, headers: list[str], cells: list[list[str]]) -> None:
+        self.beginResetModel()
+        self.headers, self.cells = headers, cells
+        self.endResetModel()
+
+    def rowCount(self, parent=_ROOT) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.cells)
+
+    def columnCount(self, parent=_ROOT) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.headers)
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.DisplayRole and index.isValid():
+            row = self.cells[index.row()]
+            return row[index.column()] if index.column() < len(row) else ""
+        return None
+
+    def headerData(self, section: int, orientation, role: int = Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.headers[section] if section < len(self.headers) else None
+        return super().headerData(section, orientation, role)
+
+
+class TextTable(QTableView):
+    """A read-only table of text whose columns fit their contents (measured on the first rows)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setModel(TextTableModel(self))
+        self.horizontalHeader().setResizeContentsPrecision(64)
+        self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
+
+    def set_cells(self, headers: list[str], cells: list[list[str]]) -> None:
+        self.model().set_cells(headers, cells)
+        # fitting the columns measures every cell shown: a hidden tab's table does it when shown
+        self._fit = True
+        if self.isVisible():
+            self._fit_columns()
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        if getattr(self, "_fit", False):
+            self._fit = False
+            self.resizeColumnsToContents()
+
+    def rowCount(self) -> int:  # noqa: N802
+        return self.model().rowCount()
+
+    def text(self, row: int, column: int) -> str:
+        return self.model().cells[row][column]
+
+
+def fix_axes(plot: pg.PlotWidget) -> None:
+    """Axes of a fixed size that fits their labels: sized by their tick labels, each axis re-laid
+    the plot out after its first paint, which painted it three times more."""
+    fm = plot.fontMetrics()
+    plot.getAxis("left").setWidth(fm.horizontalAdvance("100.00") + fm.height() + 16)
+    plot.getAxis("bottom").setHeight(2 * fm.height() + 14)
+    for side in ("left", "bottom"):  # similarities and percentages read as they are, never "(x0.001)"
+        plot.getAxis(side).enableAutoSIPrefix(False)
+
+
 class CurvePlot(pg.PlotWidget):
     """One metric (AMS or UMS) vs λ: SIDE per band with 95 % error bars; Random as a dashed line
     over its shaded 95 % interval. The legend is the row of toggles under the plots (outside the
@@ -42,64 +117,100 @@ class CurvePlot(pg.PlotWidget):
         super().__init__(parent)
         self.metric = metric
         self.setBackground("w")
-        self.showGrid(x=True, y=True, alpha=0.3)
+        # an opaque light grid item: the axes' own translucent grid cost ~10 ms a paint (of ~13)
+        grid = pg.GridItem(pen=pg.mkPen((225, 225, 225)), textPen=None)
+        grid.setTickSpacing(x=[None], y=[None])
+        grid.setZValue(-20)
+        self.addItem(grid, ignoreBounds=True)
         self.setLabel("bottom", "guidance scale λ")
         self.setLabel("left", f"{metric.upper()} (% of N_G)")
         self.setTitle(f"{metric.upper()} vs guidance scale λ (95 % intervals)", size="10pt")
+        fix_axes(self)
         self.hidden: set[str] = set()
-        self.curves: dict[tuple[str, str], pg.PlotDataItem] = {}
-        self.points: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self.curves: dict[tuple[str, ...], pg.GraphicsObject] = {}
+        self.points: dict[tuple[str, str], tuple[np.ndarray, ...]] = {}
         self.hover = pg.TextItem(color=(20, 20, 20), anchor=(0, 1))
         self.addItem(self.hover)
+        # the range is set from the data (fit_range): auto-ranging re-ran after every paint and
+        # painted each plot four times over on a 51-λ audit
+        self.plotItem.vb.disableAutoRange()
         self.scene().sigMouseMoved.connect(self._on_move)
 
     def set_rows(self, rows: list[dict], cumulative: bool) -> None:
-        for item in list(self.curves.values()):
-            self.removeItem(item)
-        self.curves.clear()
-        self.points.clear()
+        """Update the series in place: items are made once per (method, band) and given new data
+        on each refresh (making ~25 items a plot took most of a redraw)."""
         key = f"{self.metric}_cumulative" if cumulative else self.metric
 
         def pct(r, k):
             return 100 * r[k] if r.get(k) is not None else np.nan
 
-        for method in sorted({r["method"] for r in rows} - {"random"}):
-            for band in BANDS:
-                mine = sorted((r for r in rows if r["method"] == method and r["band"] == band),
-                              key=lambda r: r["lambda"])
-                if not mine:
-                    continue
-                x = np.array([r["lambda"] for r in mine], float)
-                y = np.array([pct(r, key) for r in mine])
-                lo = np.array([pct(r, f"{key}_lo") for r in mine])
-                hi = np.array([pct(r, f"{key}_hi") for r in mine])
-                style = Qt.PenStyle.SolidLine if method == "side" else Qt.PenStyle.DotLine
-                pen = pg.mkPen(BAND_COLOURS[band], width=2, style=style)
-                name = f"{method.upper()} {'≥ ' if cumulative else ''}{band}"
-                item = self.plot(x, y, pen=pen, symbol="o", symbolSize=7, symbolBrush=BAND_COLOURS[band], name=name)
-                bars = pg.ErrorBarItem(x=x, y=y, top=np.nan_to_num(hi - y), bottom=np.nan_to_num(y - lo),
-                                       beam=0.3, pen=pg.mkPen(BAND_COLOURS[band], width=1))
-                self.addItem(bars)
-                self.curves[(method, band)] = item
-                self.curves[(method, band, "bars")] = bars
-                self.points[(method, band)] = (x, y, lo, hi)
-        for band in BANDS:
-            ref = [r for r in rows if r["method"] == "random" and r["band"] == band]
-            if ref:
-                y, lo, hi = pct(ref[0], key), pct(ref[0], f"{key}_lo"), pct(ref[0], f"{key}_hi")
-                line = pg.InfiniteLine(pos=y, angle=0, pen=pg.mkPen(BAND_COLOURS[band], width=1,
-                                                                     style=Qt.PenStyle.DashLine))
-                self.addItem(line)
-                self.curves[("random", band)] = line
-                if np.isfinite(lo) and np.isfinite(hi):  # Random's 95 % interval, shaded
-                    region = pg.LinearRegionItem(values=(lo, hi), orientation="horizontal", movable=False,
-                                                 brush=pg.mkBrush(*BAND_COLOURS[band], 40),
-                                                 pen=pg.mkPen(None))
-                    region.setZValue(-10)
-                    self.addItem(region)
-                    self.curves[("random", band, "region")] = region
-                self.points[("random", band)] = (np.array([0.0]), np.array([y]), np.array([lo]), np.array([hi]))
+        by_series: dict[tuple[str, str], list[dict]] = {}
+        for r in rows:
+            by_series.setdefault((r["method"], r["band"]), []).append(r)
+        points: dict[tuple[str, str], tuple[np.ndarray, ...]] = {}
+        for (method, band), mine in by_series.items():
+            if band not in BAND_COLOURS:
+                continue
+            mine.sort(key=lambda r: r["lambda"])
+            if method == "random":
+                mine = mine[:1]
+            x = np.array([0.0 if method == "random" else r["lambda"] for r in mine], float)
+            points[(method, band)] = (x, np.array([pct(r, key) for r in mine]),
+                                      np.array([pct(r, f"{key}_lo") for r in mine]),
+                                      np.array([pct(r, f"{key}_hi") for r in mine]))
+        for k in [k for k in self.curves if k[:2] not in points]:
+            self.removeItem(self.curves.pop(k))
+        for (method, band), (x, y, lo, hi) in points.items():
+            if method == "random":
+                self._set_reference(band, y[0], lo[0], hi[0])
+            else:
+                self._set_series(method, band, x, y, lo, hi)
+        self.points = points
         self.apply_visibility()
+        self.fit_range()
+
+    def _set_series(self, method: str, band: str, x, y, lo, hi) -> None:
+        colour = BAND_COLOURS[band]
+        item = self.curves.get((method, band))
+        if item is None:
+            style = Qt.PenStyle.SolidLine if method == "side" else Qt.PenStyle.DotLine
+            item = self.plot(pen=pg.mkPen(colour, width=2, style=style), symbol="o", symbolSize=7,
+                             symbolBrush=colour)
+            self.curves[(method, band)] = item
+            bars = pg.ErrorBarItem(x=x, y=y, beam=0.3, pen=pg.mkPen(colour, width=1))
+            self.addItem(bars)
+            self.curves[(method, band, "bars")] = bars
+        item.setData(x, y)
+        self.curves[(method, band, "bars")].setData(x=x, y=y, top=np.nan_to_num(hi - y),
+                                                    bottom=np.nan_to_num(y - lo))
+
+    def _set_reference(self, band: str, y: float, lo: float, hi: float) -> None:
+        """Random: a dashed line at its rate over its shaded 95 % interval."""
+        colour = BAND_COLOURS[band]
+        line = self.curves.get(("random", band))
+        if line is None:
+            line = pg.InfiniteLine(angle=0, pen=pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine))
+            self.addItem(line)
+            self.curves[("random", band)] = line
+        line.setValue(y if np.isfinite(y) else 0.0)
+        region = self.curves.get(("random", band, "region"))
+        if np.isfinite(lo) and np.isfinite(hi):
+            if region is None:
+                region = pg.LinearRegionItem(orientation="horizontal", movable=False,
+                                             brush=pg.mkBrush(*colour, 40), pen=pg.mkPen(None))
+                region.setZValue(-10)
+                self.addItem(region)
+                self.curves[("random", band, "region")] = region
+            region.setRegion((lo, hi))
+        elif region is not None:
+            self.removeItem(self.curves.pop(("random", band, "region")))
+
+    def fit_range(self) -> None:
+        """λ from 0 to the grid's largest, the rate from 0 to the highest interval bound."""
+        x_max = max((float(np.max(x)) for x, *_ in self.points.values()), default=1.0)
+        tops = [float(np.nanmax(np.r_[y, hi])) for _, y, _, hi in self.points.values()
+                if np.isfinite(np.r_[y, hi]).any()]
+        self.setRange(xRange=(0.0, max(x_max, 1.0)), yRange=(0.0, max(tops, default=1.0) or 1.0), padding=0.05)
 
     def set_hidden(self, series: str, hidden: bool) -> None:
         """``series``: a band name, or "random" for the reference lines and their intervals."""
@@ -137,6 +248,7 @@ class ResultsView(QWidget):
         self.hist.setLabel("bottom", "best similarity of each generated image")
         self.hist.setLabel("left", "generated images")
         self.hist.setTitle("Best match of each generated image", size="10pt")
+        fix_axes(self.hist)
         self.cumulative = QCheckBox("cumulative (at least the band)")
         self.cumulative.toggled.connect(lambda _: self._redraw())
         self.note = QLabel("")
@@ -145,9 +257,9 @@ class ResultsView(QWidget):
         self.warnings.setWordWrap(True)
         self.warnings.setStyleSheet("color: #a00000;")
         self.warnings.hide()
-        self.table1 = QTableWidget()
-        self.table2 = QTableWidget()
-        self.compare = QTableWidget()
+        self.table1 = TextTable()
+        self.table2 = TextTable()
+        self.compare = TextTable()
         self.tables = tables = QTabWidget()
         tables.addTab(self.table1, "AMS / UMS per band, 95 % intervals (Table 1)")
         tables.addTab(self.compare, "Against Random (paired, Holm)")
@@ -232,7 +344,7 @@ class ResultsView(QWidget):
         self.hist.clear()
         scorer = self._data.get("audit", {}).get("scorer") or ""
         self.hist.setLabel("bottom", "best match: cosine (higher = closer)" if self._higher
-                           else "best match: Gu ratio nearest / second-nearest (lower = closer)" if scorer == "pixel"
+                           else "best match: Gu ratio (lower = closer)" if scorer == "pixel"
                            else "best match: calibrated l2 ratio (lower = closer)")
         y, x = np.asarray(self._hist.get("counts") or []), np.asarray(self._hist.get("edges") or [])
         if not len(y):
@@ -242,65 +354,57 @@ class ResultsView(QWidget):
             edge = b.lo if self._higher else b.hi
             # labels at staggered heights: thresholds close together would print over each other
             self.hist.addItem(pg.InfiniteLine(pos=edge, angle=90, pen=pg.mkPen(BAND_COLOURS[b.name], width=2),
-                                              label=f"{b.name} band", labelOpts={"position": 0.92 - 0.1 * i,
-                                                                                 "color": BAND_COLOURS[b.name]}))
+                                              label=f"{b.name} band", labelOpts={
+                                                  "position": 0.92 - 0.1 * i, "color": BAND_COLOURS[b.name],
+                                                  "fill": (255, 255, 255, 220)}))  # readable over bars
 
     def _fill_table1(self, rows: list[dict]) -> None:
-        keys = sorted({(r["method"], r["lambda"]) for r in rows}, key=lambda k: (k[0] != "random", k[0], k[1]))
+        cells: dict[tuple[str, float], dict[str, dict]] = {}
+        for r in rows:
+            cells.setdefault((r["method"], r["lambda"]), {})[r["band"]] = r
+        keys = sorted(cells, key=lambda k: (k[0] != "random", k[0], k[1]))
         headers = ["method", "λ", "N_G"] + [f"{m} {b}" for b in BANDS for m in ("AMS", "UMS")]
-        self.table1.clear()
-        self.table1.setColumnCount(len(headers))
-        self.table1.setHorizontalHeaderLabels(headers)
-        self.table1.setRowCount(len(keys))
-        for i, (method, lam) in enumerate(keys):
-            cells = {r["band"]: r for r in rows if r["method"] == method and r["lambda"] == lam}
-            values = [method, f"{lam:g}", str(next(iter(cells.values()))["n_generated"])]
+        table = []
+        for method, lam in keys:
+            bands = cells[(method, lam)]
+            values = [method, f"{lam:g}", str(next(iter(bands.values()))["n_generated"])]
             for b in BANDS:
-                c = cells.get(b)
+                c = bands.get(b)
                 values += ([ci_text(c["ams"], c.get("ams_lo"), c.get("ams_hi")),
                             ci_text(c["ums"], c.get("ums_lo"), c.get("ums_hi"))] if c else ["", ""])
-            for j, v in enumerate(values):
-                self.table1.setItem(i, j, QTableWidgetItem(v))
-        self.table1.resizeColumnsToContents()
+            table.append(values)
+        self.table1.set_cells(headers, table)
 
     def _fill_compare(self, comp: dict) -> None:
         """Each guided method against Random on the cumulative bands, per λ and over the declared range."""
         rows = [c for c in comp.get("per_lambda", []) + comp.get("range", []) if c["cumulative"]]
         headers = ["method", "λ", "band", "metric", "method rate", "Random", "ratio", "verdict", "p (Holm)", "p"]
-        self.compare.clear()
-        self.compare.setColumnCount(len(headers))
-        self.compare.setHorizontalHeaderLabels(headers)
-        self.compare.setRowCount(2 * len(rows))
-        i = 0
+        table = []
         for c in rows:
             lam = f"{c['lambda']:g}" if "lambda" in c else "range " + ", ".join(f"{x:g}" for x in c["lambdas"])
             for key in ("ams", "ums"):
                 holm_p = c.get(f"{key}_p_holm")
-                values = [c["method"].upper(), lam, f"≥ {c['band']}", key.upper(),
-                          ci_text(c[f"{key}_method"], c.get(f"{key}_method_lo"), c.get(f"{key}_method_hi")),
-                          ci_text(c[f"{key}_random"], c.get(f"{key}_random_lo"), c.get(f"{key}_random_hi")),
-                          ci_text(c[f"{key}_ratio"], c[f"{key}_ratio_lo"], c[f"{key}_ratio_hi"], pct=False),
-                          c[f"{key}_verdict"], "single declared test" if holm_p is None else f"{holm_p:.3g}",
-                          f"{c[f'{key}_p']:.3g} ({c[f'{key}_test']})"]
-                for j, v in enumerate(values):
-                    self.compare.setItem(i, j, QTableWidgetItem(v))
-                i += 1
-        self.compare.resizeColumnsToContents()
+                table.append([c["method"].upper(), lam, f"≥ {c['band']}", key.upper(),
+                              ci_text(c[f"{key}_method"], c.get(f"{key}_method_lo"), c.get(f"{key}_method_hi")),
+                              ci_text(c[f"{key}_random"], c.get(f"{key}_random_lo"), c.get(f"{key}_random_hi")),
+                              ci_text(c[f"{key}_ratio"], c[f"{key}_ratio_lo"], c[f"{key}_ratio_hi"], pct=False),
+                              c[f"{key}_verdict"], "single declared test" if holm_p is None else f"{holm_p:.3g}",
+                              f"{c[f'{key}_p']:.3g} ({c[f'{key}_test']})"])
+        self.compare.set_cells(headers, table)
 
     def _fill_table2(self, topk: list[dict]) -> None:
         fracs = sorted({r["fraction"] for r in topk})
-        keys = sorted({(r["method"], r["lambda"]) for r in topk}, key=lambda k: (k[0] != "random", k[0], k[1]))
-        self.table2.clear()
-        self.table2.setColumnCount(2 + len(fracs))
-        self.table2.setHorizontalHeaderLabels(["method", "λ"] + [f"top {100 * f:g} %" for f in fracs])
-        self.table2.setRowCount(len(keys))
-        for i, (method, lam) in enumerate(keys):
-            self.table2.setItem(i, 0, QTableWidgetItem(method))
-            self.table2.setItem(i, 1, QTableWidgetItem(f"{lam:g}"))
-            for j, f in enumerate(fracs):
-                r = next((r for r in topk if (r["method"], r["lambda"], r["fraction"]) == (method, lam, f)), None)
-                text = "" if r is None or r["mean_best"] is None else (
+        by_key: dict[tuple[str, float], dict[float, dict]] = {}
+        for r in topk:
+            by_key.setdefault((r["method"], r["lambda"]), {})[r["fraction"]] = r
+        keys = sorted(by_key, key=lambda k: (k[0] != "random", k[0], k[1]))
+        table = []
+        for method, lam in keys:
+            values = [method, f"{lam:g}"]
+            for f in fracs:
+                r = by_key[(method, lam)].get(f)
+                values.append("" if r is None or r["mean_best"] is None else (
                     f"{r['mean_best']:.3f} [{r['mean_best_lo']:.3f}, {r['mean_best_hi']:.3f}]"
-                    if r.get("mean_best_lo") is not None else f"{r['mean_best']:.3f}")
-                self.table2.setItem(i, 2 + j, QTableWidgetItem(text))
-        self.table2.resizeColumnsToContents()
+                    if r.get("mean_best_lo") is not None else f"{r['mean_best']:.3f}"))
+            table.append(values)
+        self.table2.set_cells(["method", "λ"] + [f"top {100 * f:g} %" for f in fracs], table)
