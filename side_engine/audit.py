@@ -190,6 +190,7 @@ class AuditRunner:
         per.update(scoring_probe(ctx.scorer_name, cfg.sscd_model, ctx.threads, ctx.artifacts.train_pixels, n))
         est = estimate(per, cfg, n, left)
         storage.set_kv(ctx.db, "estimate", est)
+        storage.set_kv(ctx.db, "estimate_per_image", per)  # the budget planner's seconds per image
         storage.set_kv(ctx.db, "estimate_device", describe(ctx.device))
         ctx.log(f"estimated time left ≈ {describe_seconds(est['total'])} on {describe(ctx.device)} "
                 f"(probe: UNet {1e3 * per['unet']:.2f} ms, guidance {1e3 * per['guidance']:.2f} ms "

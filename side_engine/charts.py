@@ -87,3 +87,37 @@ def histogram(values: Sequence[float], edges: Sequence[dict], title: str, xlabel
     if edges:
         fig.legend(loc="outside right upper", fontsize=7.5, frameon=False)
     return _png(fig)
+
+
+def budget_chart(curves: Sequence[dict], title: str, xlabel: str, ylabel: str) -> bytes:
+    """Expected distinct training images as the budget grows, one curve per strategy ({label,
+    colour, points: [{budget, expected, lo, hi, extrapolated}], asymptote?}): solid where it was
+    observed, dashed where extrapolated, each over its shaded 95 % interval; the unlimited-budget
+    estimate as a dotted level. One legend entry a strategy: the styles are said in the title."""
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = _figure()
+    for c in curves:
+        pts = c["points"]
+        for extrapolated, style in ((False, "-"), (True, "--")):
+            # the dashed part starts at the observed end so the two parts join
+            seg = [p for i, p in enumerate(pts) if p["extrapolated"] == extrapolated
+                   or (extrapolated and i + 1 < len(pts) and pts[i + 1]["extrapolated"] and not p["extrapolated"])]
+            if not seg:
+                continue
+            x = [p["budget"] for p in seg]
+            ax.fill_between(x, [p["lo"] for p in seg], [p["hi"] for p in seg], color=c["colour"], alpha=0.12,
+                            linewidth=0)
+            ax.plot(x, [p["expected"] for p in seg], style, color=c["colour"], linewidth=1.6,
+                    label=None if extrapolated else c["label"])
+        if c.get("asymptote") is not None:
+            ax.axhline(c["asymptote"], color=c["colour"], linestyle=":", linewidth=1.0)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_ylim(bottom=0)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if curves:
+        fig.legend(loc="outside right upper", fontsize=7.5, frameon=False)
+    return _png(fig)

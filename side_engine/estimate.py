@@ -141,6 +141,28 @@ def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | No
     return stages
 
 
+def per_sample_seconds(db, cfg: AuditConfig) -> dict | None:
+    """Seconds one generated image costs per method on the audit's device: the probe's split
+    (UNet steps, guidance's extra, decoding, scoring) scaled so that the whole matches what the
+    sampling stage measured. None when the audit kept no probe."""
+    from . import storage
+
+    per = storage.get_kv(db, "estimate_per_image")
+    if not per:
+        return None
+    score = per.get("decode", 0.0) + per.get("embed", 0.0) + per.get("search", 0.0)
+    out = {"random": cfg.steps * per["unet"] + score}
+    for method in ("side", "ti"):
+        out[method] = cfg.steps * (per["unet"] + per["guidance"]) + score
+    stage = {r["name"]: r for r in storage.stage_rows(db)}.get("sample")
+    counts = dict(db.execute("select method, count(*) from samples group by method").fetchall())
+    predicted = sum(out.get(m, 0.0) * n for m, n in counts.items())
+    if stage and stage.get("seconds") and predicted > 0:
+        scale = stage["seconds"] / predicted
+        out = {m: v * scale for m, v in out.items()}
+    return out
+
+
 def work_left(db, cfg: AuditConfig) -> dict:
     """What a (resumed) run still has to do, from what the workspace database holds."""
     from . import storage

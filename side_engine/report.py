@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -93,6 +94,9 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
                 item["training_png"] = _thumbnail(Path(info["train_path"]) / r["train_path"])
             model["pairs"].append(item)
         model["charts"] = _charts(data["rows"], best_all, bands, higher, info.get("scorer"))
+        model["unseen"] = data.get("unseen") or {}
+        if model["unseen"].get("strategies"):
+            model["charts"]["budget"] = _budget_chart(model["unseen"])
         return model
     finally:
         db.close()
@@ -170,8 +174,53 @@ def headline(data: dict, exposure: list[dict], n_train: int, bands) -> list[str]
                 f"≥mid; half Random + half {cov['method'].upper()} reached {pt['mixed']:.1f} "
                 f"[{pt['mixed_lo']:.0f}, {pt['mixed_hi']:.0f}]; {cov['method'].upper()} alone "
                 f"{pt['method']:.1f} [{pt['method_lo']:.0f}, {pt['method_hi']:.0f}].")
+    lines += unseen_lines(data.get("unseen"))
     lines += data.get("warnings", [])
     return lines
+
+
+STRATEGY_WORDS = {"random": "Random sampling", "side": "SIDE", "ti": "TI guidance",
+                  "side+random": "half Random, half SIDE", "ti+random": "half Random, half TI guidance"}
+
+
+def unseen_lines(unseen: dict | None, band: str = "mid") -> list[str]:
+    """The unlimited-budget estimate at ≥``band`` per strategy, and the budget planner, in words."""
+    if not unseen:
+        return []
+    est = unseen.get("estimator", "chao2")
+    rows = [r for r in unseen.get("strategies", []) if r["band"] == band and r["cumulative"]]
+    lines = []
+    for r in rows:
+        lines.append(f"{STRATEGY_WORDS.get(r['strategy'], r['strategy'])}: {r['observed']} training images found "
+                     f"at ≥{band} in {r['generated']} generated images; an estimated {r[est]:.0f} "
+                     # the interval rounded outwards: 21.3 is "at most 22", never "[21, 21]"
+                     f"[{math.floor(r[est + '_lo'])}, {math.ceil(r[est + '_hi'])}] would be found with an "
+                     f"unlimited budget ({ESTIMATOR_WORDS.get(est, est)}).")
+    plan = [p for p in unseen.get("planner", []) if p["band"] == band]
+    if plan:
+        parts = []
+        for p in plan:
+            who = STRATEGY_WORDS.get(p["strategy"], p["strategy"])
+            if p.get("unreachable"):
+                parts.append(f"{who} does not get there (an estimated {p['own_estimate']:.0f} at most)")
+            elif p.get("budget") is None:
+                parts.append(f"{who} more than {p['at_least']} (beyond what the estimate can extrapolate)")
+            else:
+                hours = f" (≈ {_duration(p['seconds'])})" if p.get("seconds") else ""
+                parts.append(f"{who} ≈ {p['budget']}{hours}")
+        lines.append(f"To reach ≈ {100 * unseen.get('share', 0.9):.0f} % of the {plan[0]['target']:.0f} training "
+                     f"images this audit's samples put within reach at ≥{band}, generated images needed: "
+                     + "; ".join(parts) + ".")
+    return lines
+
+
+ESTIMATOR_WORDS = {"chao2": "Chao2 estimate, 95 % interval", "ichao2": "iChao2 estimate, 95 % interval"}
+
+
+def _duration(seconds: float) -> str:
+    from .estimate import describe_seconds
+
+    return describe_seconds(seconds) + " on this audit's device"
 
 
 def _table1(data: dict) -> list[dict]:
@@ -244,6 +293,19 @@ def _charts(rows, best_all, bands, higher, scorer) -> dict[str, bytes]:
     return out
 
 
+CURVE_COLOURS = {"random": "#555555", "side": "#d23c3c", "ti": "#4c9bd9", "side+random": "#e8a317",
+                 "ti+random": "#7a5cc2"}
+
+
+def _budget_chart(unseen: dict, band: str = "mid") -> bytes:
+    est = unseen.get("estimator", "chao2")
+    curves = [{"label": STRATEGY_WORDS.get(r["strategy"], r["strategy"]), "colour": CURVE_COLOURS.get(r["strategy"],
+               "#333333"), "points": r["curve"], "asymptote": r[est]}
+              for r in unseen["strategies"] if r["band"] == band and r["cumulative"]]
+    return charts.budget_chart(curves, f"Training images found at ≥{band}, by budget",
+                               "generated images (budget)", "training images")
+
+
 def _pct(v):
     return None if v is None else 100 * v
 
@@ -257,6 +319,7 @@ def render_html(model: dict, image_src=_b64) -> str:
                       autoescape=select_autoescape(["html", "j2"]))
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.2f} %"
     env.filters["num"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}"
+    env.filters["duration"] = lambda v: "—" if v is None else _duration(v).replace(" on this audit's device", "")
     env.filters["img"] = lambda data, name="": image_src(data, name)
     env.filters["ci"] = lambda row, key: _ci(row.get(key), row.get(f"{key}_lo"), row.get(f"{key}_hi"))
     return env.get_template("report.html.j2").render(m=model, json=json)

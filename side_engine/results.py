@@ -57,6 +57,9 @@ def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clo
                       bands: list[Band], scorer: str) -> None:
     metric_rows, topk_rows, summary_rows = compute_tables(db, cfg, higher_is_closer, bands, scorer)
     verdict = compare(db, cfg, higher_is_closer, bands)
+    from .estimate import per_sample_seconds
+
+    unseen = unseen_estimates(db, cfg, higher_is_closer, bands, per_sample_seconds(db, cfg))
     ranked = _exposure_rows(db)
     with db.atomic():
         for table in ("metrics", "topk", "summary", "exposure"):
@@ -70,6 +73,7 @@ def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clo
 
         set_kv(db, "comparison", verdict)
         set_kv(db, "best_histogram", best_histogram(db))  # the app reads 40 counts, not 2.5 M scores
+        set_kv(db, "unseen", unseen)
         set_kv(db, "exposure_stored", True)  # audits from before m005 have an empty table, not a ranking
 
 
@@ -230,6 +234,67 @@ def _coverage(rnd: dict, pooled: list[dict], mask, keep: np.ndarray, nearest_onl
     return statistics.coverage_curve(r, m, statistics.budgets_for(r.n))
 
 
+def unseen_estimates(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
+                     bands: list[Band], per_sample: dict | None = None) -> dict:
+    """Per strategy (Random; each guided method over the declared λ range; half Random and half
+    the method) and band (exact and at least): what was found, what an unlimited budget would
+    find and the expected count as the budget grows (``side_engine.unseen``); and the budget
+    each strategy needs for 90 % of the images the whole audit's samples say are extractable.
+    ``per_sample``: seconds per generated image by method, for the planner's hours."""
+    from . import unseen
+
+    nearest_only = cfg.ums == "nearest-only"
+    out: dict = {"estimator": unseen.DEFAULT, "cap": unseen.EXTRAPOLATION_CAP, "share": unseen.PLAN_SHARE,
+                 "lambdas": cfg.table_grid(), "strategies": [], "planner": []}
+    n_train = db["train_images"].count
+    loaded = {(m, lam): _load(db, m, lam) for m, lam in cfg.grid()
+              if m == "random" or lam in cfg.table_grid()}
+    for name, cumulative, mask in band_masks(bands, higher_is_closer):
+        arms = {key: arm(d, mask, None, nearest_only) for key, d in loaded.items() if len(d["index"])}
+        strategies: dict[str, statistics.Arm] = {}
+        rnd = arms.get(("random", 0.0))
+        if rnd is not None:
+            strategies["random"] = rnd
+        for method in COMPARED:
+            guided = [a for (m, _), a in sorted(arms.items()) if m == method]
+            if not guided:
+                continue
+            strategies[method] = unseen.pooled(guided)
+            if rnd is not None:  # equal halves: Random's first h, the method's first h over its λ
+                h = min(rnd.n, strategies[method].n)
+                per = max(1, h // len(guided))
+                strategies[f"{method}+random"] = unseen.pooled([unseen.head(rnd, h)]
+                                                               + [unseen.head(a, per) for a in guided])
+        if not strategies:
+            continue
+        rows = {}
+        for key, a in strategies.items():
+            est = unseen.estimate(unseen.incidence(a), ceiling=n_train)
+            rows[key] = est
+            out["strategies"].append({"strategy": key, "band": name, "cumulative": cumulative, **est})
+        if cumulative and name == "mid":
+            everything = unseen.incidence(unseen.pooled(list(arms.values())))
+            target = min(unseen.estimate_of(everything), float(n_train))
+            for key, a in strategies.items():
+                inc = unseen.incidence(a)
+                need = unseen.budget_for(inc, unseen.PLAN_SHARE, target)
+                seconds = _plan_seconds(key, need, per_sample)
+                out["planner"].append({"strategy": key, "band": name, "cumulative": True, "target": target,
+                                       "own_estimate": rows[key][unseen.DEFAULT], **need, "seconds": seconds})
+    return out
+
+
+def _plan_seconds(strategy: str, need: dict, per_sample: dict | None) -> float | None:
+    if not per_sample or need.get("budget") is None:
+        return None
+    if strategy == "random":
+        return need["budget"] * per_sample.get("random", 0.0)
+    method = strategy.split("+")[0]
+    if strategy.endswith("+random"):
+        return need["budget"] / 2 * (per_sample.get("random", 0.0) + per_sample.get(method, 0.0))
+    return need["budget"] * per_sample.get(method, 0.0)
+
+
 def _verdict(diff: float, p_adjusted: float) -> str:
     if p_adjusted is None or math.isnan(p_adjusted) or p_adjusted >= ALPHA:
         return "no difference shown"
@@ -346,6 +411,7 @@ def metrics_json(db: sqlite_utils.Database, ranked: list[dict] | None = None) ->
             "comparison": get_kv(db, "comparison", {}),
             "warnings": get_kv(db, "warnings", []), "guide_check": get_kv(db, "guide_check"),
             "best_histogram": get_kv(db, "best_histogram"),
+            "unseen": get_kv(db, "unseen"),
             "on_target_chance": (1 / get_kv(db, "k")) if get_kv(db, "k") else None}
 
 

@@ -50,6 +50,17 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert {(r["method"], r["lambda"]) for r in data["rows"]} == {("random", 0.0), ("side", 3.0)}
     assert all(r["n_generated"] == 8 for r in data["rows"])
+    # what an unlimited budget would find, per strategy and band: at least what was found, at
+    # most the training set; the count found is the UMS row's distinct images
+    unseen = data["unseen"]
+    assert {r["strategy"] for r in unseen["strategies"]} == {"random", "side", "side+random"}
+    ums = {(r["method"], r["band"]): r["ums_cumulative"] for r in data["rows"]}
+    for r in unseen["strategies"]:
+        assert r["observed"] <= r["chao2_lo"] <= r["chao2"] <= r["chao2_hi"] <= data["audit"]["n_train"]
+        if r["strategy"] == "random" and r["cumulative"]:
+            assert r["observed"] == round(ums[("random", r["band"])] * r["generated"])
+    assert [p["strategy"] for p in unseen["planner"]] == ["random", "side", "side+random"]
+    assert all(p["budget"] is not None or p["beyond_cap"] or p["unreachable"] for p in unseen["planner"])
     # running it again resumes (nothing to do) instead of starting over
     assert main(["demo", "--quick", "--no-gui", "--workspace", str(ws)]) == 0
     assert "resuming" in capsys.readouterr().err

@@ -132,8 +132,8 @@ def test_pdf_pairs_never_straddle_a_page(audited, tmp_path):
     text = re.sub(r"\s+", " ", " ".join(page.extract_text() for page in pypdf.PdfReader(str(out)).pages))
     assert text.count("training image #") == 40
     # nothing lost on the way (an in-place relayout once dropped whole sections): every section, in order
-    sections = ["1. Summary", "2. Training images at risk", "3. Top pairs", "4. SIDE against Random", "5. Curves",
-                "Appendix", "A.1 Method", "A.2 Identi", "processes = 1"]
+    sections = ["1. Summary", "2. Training images at risk", "3. Top pairs", "4. SIDE against Random",
+                "5. Beyond the budget", "6. Curves", "Appendix", "A.1 Method", "A.2 Identi", "processes = 1"]
     assert [text.find(h) for h in sections] == sorted(text.find(h) for h in sections) and text.find(sections[0]) >= 0
     assert all(h in text for h in sections)
 
@@ -143,9 +143,9 @@ def test_redacted_report_holds_no_image_pixels(audited, tmp_path):
     assert main(["report", str(audited.root), "--format", "html", "--out", str(out), "--redact"]) == 0
     html = out.read_text()
     assert "REDACTED REPORT" in html
-    # only the three charts are embedded; no thumbnail of any pair
+    # only the four charts are embedded (AMS, UMS, the budget curve, the histogram); no thumbnail
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert len(images) == 3
+    assert len(images) == 4
     import base64
     import io
 

@@ -239,6 +239,55 @@ class CurvePlot(pg.PlotWidget):
         self.hover.setPos(p.x(), p.y())
 
 
+CURVE_COLOURS = {"random": (85, 85, 85), "side": (210, 60, 60), "ti": (76, 155, 217), "side+random": (232, 163, 23),
+                 "ti+random": (122, 92, 194)}
+
+
+class BudgetPlot(pg.PlotWidget):
+    """Distinct training images at ≥mid as the budget grows, per strategy: solid where the audit
+    observed it, dashed where extrapolated (to the estimator's cap), each over its 95 % band;
+    the unlimited-budget estimate dotted. x is log2 of the budget, labelled in budgets."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setBackground("w")
+        self.setLabel("bottom", "generated images (budget)")
+        self.setLabel("left", "training images")
+        self.setTitle("Training images found at ≥mid, by budget", size="10pt")
+        fix_axes(self)
+        self.curves: dict[str, list] = {}
+
+    def set_unseen(self, unseen: dict, band: str = "mid") -> None:
+        self.clear()
+        self.curves = {}
+        est = unseen.get("estimator", "chao2")
+        budgets: set[int] = set()
+        for r in unseen.get("strategies", []):
+            if r["band"] != band or not r["cumulative"]:
+                continue
+            colour = CURVE_COLOURS.get(r["strategy"], (60, 60, 60))
+            pts = r["curve"]
+            items = []
+            for extrapolated, style in ((False, Qt.PenStyle.SolidLine), (True, Qt.PenStyle.DashLine)):
+                # the dashed part starts at the observed end, so the two parts join
+                seg = [p for i, p in enumerate(pts) if p["extrapolated"] == extrapolated
+                       or (extrapolated and not p["extrapolated"] and i + 1 < len(pts) and pts[i + 1]["extrapolated"])]
+                if not seg:
+                    continue
+                budgets.update(p["budget"] for p in seg)
+                x = np.log2([p["budget"] for p in seg])
+                fill = pg.FillBetweenItem(pg.PlotCurveItem(x, [p["lo"] for p in seg]),
+                                          pg.PlotCurveItem(x, [p["hi"] for p in seg]), brush=pg.mkBrush(*colour, 35))
+                self.addItem(fill)
+                items += [fill, self.plot(x, [p["expected"] for p in seg],
+                                          pen=pg.mkPen(colour, width=2, style=style))]
+            level = pg.InfiniteLine(pos=r[est], angle=0, pen=pg.mkPen(colour, width=1, style=Qt.PenStyle.DotLine))
+            self.addItem(level)
+            self.curves[r["strategy"]] = [*items, level]
+        ticks = sorted(b for b in budgets if b & (b - 1) == 0)  # powers of two: evenly spaced, never crowded
+        self.getAxis("bottom").setTicks([[(float(np.log2(b)), f"{b}") for b in ticks]])
+
+
 class ResultsView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -260,10 +309,22 @@ class ResultsView(QWidget):
         self.table1 = TextTable()
         self.table2 = TextTable()
         self.compare = TextTable()
+        self.unseen_table = TextTable()
+        self.budget = BudgetPlot()
+        self.unseen_note = QLabel("")
+        self.unseen_note.setWordWrap(True)
+        unseen_page = QWidget()
+        unseen_layout = QHBoxLayout(unseen_page)
+        unseen_side = QVBoxLayout()
+        unseen_side.addWidget(self.unseen_note)
+        unseen_side.addWidget(self.unseen_table, 1)
+        unseen_layout.addLayout(unseen_side, 3)
+        unseen_layout.addWidget(self.budget, 2)
         self.tables = tables = QTabWidget()
         tables.addTab(self.table1, "AMS / UMS per band, 95 % intervals (Table 1)")
         tables.addTab(self.compare, "Against Random (paired, Holm)")
         tables.addTab(self.table2, "Top-k % mean similarity (Table 2)")
+        tables.addTab(unseen_page, "Beyond the budget (unlimited-budget estimate)")
         plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(self.ams_plot)
         plots.addWidget(self.ums_plot)
@@ -339,6 +400,7 @@ class ResultsView(QWidget):
         self._fill_table1(rows)
         self._fill_compare(self._data.get("comparison") or {})
         self._fill_table2(self._data.get("topk", []))
+        self._fill_unseen(self._data.get("unseen") or {})
 
     def _draw_hist(self) -> None:
         self.hist.clear()
@@ -391,6 +453,37 @@ class ResultsView(QWidget):
                               c[f"{key}_verdict"], "single declared test" if holm_p is None else f"{holm_p:.3g}",
                               f"{c[f'{key}_p']:.3g} ({c[f'{key}_test']})"])
         self.compare.set_cells(headers, table)
+
+    def _fill_unseen(self, unseen: dict) -> None:
+        """What an unlimited budget would find, per strategy and band, and the extrapolated
+        coverage: stored by the metrics stage at the end of a run."""
+        if not unseen.get("strategies"):
+            self.unseen_note.setText("No estimate yet: it is made by the metrics stage at the end of the run.")
+            self.unseen_table.set_cells([], [])
+            self.budget.set_unseen({})
+            return
+        est = unseen.get("estimator", "chao2")
+        cap = unseen.get("cap", 3.0)
+        self.unseen_note.setText(
+            f"Training images each strategy found, and how many it would find with an unlimited budget "
+            f"({'Chao2' if est == 'chao2' else 'iChao2'} on how often each image was found; 95 % intervals, "
+            f"never below what was found). The curve is extrapolated to {cap:g}× the budget, no further: "
+            f"beyond that the estimate's theory does not hold. Guided strategies pool λ "
+            f"{', '.join(f'{x:g}' for x in unseen.get('lambdas', []))}. Curves: Random grey, SIDE red, half and "
+            "half orange; solid observed, dashed extrapolated, dotted the unlimited-budget estimate.")
+        headers = ["strategy", "band", "found", "in N", "unlimited budget", "iChao2", "at 2×", "at 5×", "at 10×"]
+        rows = []
+        for r in unseen["strategies"]:
+            if not r["cumulative"]:
+                continue
+            cells = [r["strategy"], f"≥ {r['band']}", str(r["observed"]), str(r["generated"]),
+                     f"{r[est]:.1f} [{r[est + '_lo']:.1f}, {r[est + '_hi']:.1f}]",
+                     f"{r['ichao2']:.1f} [{r['ichao2_lo']:.1f}, {r['ichao2_hi']:.1f}]"]
+            cells += [f"beyond {cap:g}×" if m["beyond_cap"] else f"{m['expected']:.1f} [{m['lo']:.1f}, {m['hi']:.1f}]"
+                      for m in r["multiples"]]
+            rows.append(cells)
+        self.unseen_table.set_cells(headers, rows)
+        self.budget.set_unseen(unseen)
 
     def _fill_table2(self, topk: list[dict]) -> None:
         fracs = sorted({r["fraction"] for r in topk})

@@ -1,0 +1,297 @@
+"""How many training images a method would extract with an unlimited budget, and how the count
+grows with the budget: unseen-species estimators over the detections an audit stores.
+
+An audit's data are *incidence* data in the ecologists' sense: every generated image is one
+sampling unit, and it "detects" each training image it matches within a band (a generated image
+can match several). The number of generated images that detected training image i, Y_i, is
+what the estimators read; their frequency counts Q_k (training images detected exactly k times)
+carry the information about the images never detected. The paper's own expectation
+(E[N_umem] = Σ_i 1 − (1 − p_i)^{N_G}, Appendix) is this model with p_i the per-sample
+detection probability.
+
+Estimators (Chao 1987; Chiu, Wang, Walther & Chao 2014; Chao et al. 2014, incidence forms):
+- Chao2, bias-corrected: S_obs + (T−1)/T · Q1(Q1−1) / (2(Q2+1)), with the log-normal 95 %
+  interval on the undetected count (never below what was seen).
+- iChao2: Chao2 plus the Q3/Q4 correction; interval from Chao's bootstrap.
+- The expected count at budget t: interpolated exactly for t ≤ T, extrapolated for t > T with
+  Chao2's undetected count, intervals from Chao's bootstrap. Extrapolation is reported up to
+  ``EXTRAPOLATION_CAP`` × T only, where the estimator's theory holds.
+
+Which one is the product's default, and why, is decided by ``bench/results/extrapolation.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .statistics import SEED, Arm
+
+EXTRAPOLATION_CAP = 3.0  # Chao et al. 2014: reliable to about double, at most triple, the sample
+MULTIPLES = (2.0, 5.0, 10.0)  # budgets a reviewer asks about, as multiples of the observed one
+BOOTSTRAP = 200
+DEFAULT = "chao2"  # the estimator the Summary and the planner use (bench/results/extrapolation.md)
+PLAN_SHARE = 0.9  # the planner's goal: this share of the estimated extractable images
+ESTIMATORS = {"chao2": lambda inc: chao2(inc), "ichao2": lambda inc: ichao2(inc)}
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Incidence:
+    """Detections of one strategy in one band: ``freq[i]`` generated images detected the i-th
+    detected training image; ``t`` generated images in all."""
+
+    freq: np.ndarray
+    t: int
+
+    @property
+    def observed(self) -> int:
+        return int(len(self.freq))
+
+    def q(self, k: int) -> int:
+        return int(np.count_nonzero(self.freq == k))
+
+
+def incidence(arm: Arm) -> Incidence:
+    """Per training image, the number of distinct generated images with an in-band pair to it."""
+    if not len(arm.pair_train):
+        return Incidence(np.zeros(0, np.int64), arm.n)
+    pairs = np.unique(np.stack([arm.pair_train, arm.pair_pos]), axis=1)
+    _, freq = np.unique(pairs[0], return_counts=True)
+    return Incidence(freq.astype(np.int64), arm.n)
+
+
+def pooled(arms: Sequence[Arm]) -> Arm:
+    """Several arms as one strategy: their generated images one after another."""
+    offset = np.cumsum([0] + [a.n for a in arms[:-1]])
+    return Arm(np.concatenate([a.hit for a in arms]),
+               np.concatenate([a.pair_pos + o for a, o in zip(arms, offset)]),
+               np.concatenate([a.pair_train for a in arms]))
+
+
+def head(arm: Arm, n: int) -> Arm:
+    """The arm's first ``n`` generated images."""
+    keep = arm.pair_pos < n
+    return Arm(arm.hit[:n], arm.pair_pos[keep], arm.pair_train[keep])
+
+
+def undetected(inc: Incidence) -> float:
+    """Chao2's (bias-corrected) estimate of the training images no generated image detected."""
+    t, q1, q2 = inc.t, inc.q(1), inc.q(2)
+    if t <= 1 or q1 == 0:
+        return 0.0
+    return (t - 1) / t * q1 * (q1 - 1) / (2 * (q2 + 1))
+
+
+def chao2(inc: Incidence) -> float:
+    return inc.observed + undetected(inc)
+
+
+def ichao2(inc: Incidence) -> float:
+    """Chao2 with the tripleton/quadrupleton correction (Chiu et al. 2014, incidence form); a
+    zero Q4 is counted as one (their recommendation)."""
+    t, q1, q2, q3, q4 = inc.t, inc.q(1), inc.q(2), inc.q(3), max(inc.q(4), 1)
+    if t <= 3:
+        return chao2(inc)
+    return chao2(inc) + (t - 3) / (4 * t) * q3 / q4 * max(q1 - (t - 3) / (2 * (t - 1)) * q2 * q3 / q4, 0.0)
+
+
+def estimate_of(inc: Incidence, estimator: str | None = None) -> float:
+    return float(ESTIMATORS[estimator or DEFAULT](inc))
+
+
+def chao2_variance(inc: Incidence) -> float:
+    """Variance of the bias-corrected Chao2 (the EstimateS formulas, incidence form)."""
+    t, q1, q2 = inc.t, inc.q(1), inc.q(2)
+    a = (t - 1) / t if t > 0 else 1.0
+    if q1 == 0:
+        return 0.0
+    if q2 > 0:
+        return (a * q1 * (q1 - 1) / (2 * (q2 + 1)) + a * a * q1 * (2 * q1 - 1) ** 2 / (4 * (q2 + 1) ** 2)
+                + a * a * q1 * q1 * q2 * (q1 - 1) ** 2 / (4 * (q2 + 1) ** 4))
+    est = chao2(inc)
+    return (a * q1 * (q1 - 1) / 2 + a * a * q1 * (2 * q1 - 1) ** 2 / 4 - a * a * q1 ** 4 / (4 * est)
+            if est > 0 else 0.0)
+
+
+def chao2_interval(inc: Incidence, z: float = Z95) -> tuple[float, float]:
+    """95 % interval: log-normal on the undetected count (Chao 1987), so it never reaches below
+    what was seen; with no singleton, the EstimateS bound for that case."""
+    s, f0 = inc.observed, undetected(inc)
+    if inc.q(1) == 0 or f0 <= 0:
+        u = int(inc.freq.sum())
+        if s == 0 or u == 0:
+            return float(s), float(s)
+        p = math.exp(-u / s)
+        spread = z * math.sqrt(s * p / (1 - p)) if p < 1 else 0.0
+        return float(max(s, s / (1 - p) - spread)), float(s / (1 - p) + spread)
+    var = chao2_variance(inc)
+    k = math.exp(z * math.sqrt(math.log(1 + var / f0 ** 2)))
+    return s + f0 / k, s + f0 * k
+
+
+def expected_at(inc: Incidence, budgets: Sequence[float]) -> np.ndarray:
+    """Expected training images detected by ``t`` generated images: exact interpolation for
+    t ≤ T (each image detected unless none of its Y_i detections is among the t drawn), Chao2's
+    extrapolation beyond (Chao et al. 2014, Eq. for incidence data)."""
+    t_obs, s = inc.t, inc.observed
+    q1, f0 = inc.q(1), undetected(inc)
+    k, q_k = np.unique(inc.freq, return_counts=True)  # the curve depends on the counts Q_k only
+    out = []
+    for t in budgets:
+        if t <= t_obs:
+            t = int(round(t))
+            ok = k <= t_obs - t  # C(T − k, t) / C(T, t) is 0 otherwise
+            log_ratio = (_lgamma(t_obs - k[ok] + 1) + math.lgamma(t_obs - t + 1)
+                         - _lgamma(t_obs - k[ok] - t + 1) - math.lgamma(t_obs + 1))
+            out.append(float(s - (q_k[ok] * np.exp(log_ratio)).sum()))
+        elif q1 == 0 or f0 <= 0:
+            out.append(float(s))
+        else:
+            out.append(float(s + f0 * (1 - (1 - q1 / (t_obs * f0 + q1)) ** (t - t_obs))))
+    return np.asarray(out)
+
+
+def _lgamma(x: np.ndarray) -> np.ndarray:
+    """log Γ of a few values (one per distinct detection count)."""
+    return np.array([math.lgamma(float(v)) for v in x])
+
+
+def detection_probabilities(inc: Incidence) -> np.ndarray:
+    """Chao's bootstrap assemblage: a detection probability for every detected training image
+    (shrunk by the sample coverage) and for each of the estimated undetected ones."""
+    t, freq = inc.t, inc.freq.astype(np.float64)
+    u = float(freq.sum())
+    if not len(freq) or t == 0:
+        return np.zeros(0)
+    q1, q2 = inc.q(1), inc.q(2)
+    if q2 > 0:
+        coverage = 1 - q1 / u * ((t - 1) * q1 / ((t - 1) * q1 + 2 * q2))
+    elif q1 > 0:
+        coverage = 1 - q1 / u * ((t - 1) * (q1 - 1) / ((t - 1) * (q1 - 1) + 2))
+    else:
+        coverage = 1.0
+    p = freq / t
+    weight = np.sum(p * (1 - p) ** t)
+    shrink = (1 - coverage) / weight * (u / t) if weight > 0 else 0.0
+    p = p * (1 - shrink * (1 - p) ** t)
+    f0 = math.ceil(undetected(inc))
+    if f0 > 0 and coverage < 1:
+        p = np.concatenate([p, np.full(f0, (u / t) * (1 - coverage) / f0)])
+    return np.clip(p, 0.0, 1.0)
+
+
+def bootstrap(inc: Incidence, budgets: Sequence[float], resamples: int = BOOTSTRAP,
+              seed: int = SEED) -> dict[str, np.ndarray]:
+    """Chao's bootstrap: incidence vectors drawn from the estimated assemblage, the estimators
+    and the curve recomputed on each draw. Returns the draws (rows: resamples)."""
+    rng = np.random.default_rng(seed)
+    p = detection_probabilities(inc)
+    out: dict[str, list] = {"observed": [], "chao2": [], "ichao2": [], "curve": []}
+    for _ in range(resamples):
+        y = rng.binomial(inc.t, p) if len(p) else np.zeros(0, np.int64)
+        draw = Incidence(y[y > 0].astype(np.int64), inc.t)
+        out["observed"].append(draw.observed)
+        out["chao2"].append(chao2(draw))
+        out["ichao2"].append(ichao2(draw))
+        out["curve"].append(expected_at(draw, budgets))
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def estimate(inc: Incidence, ceiling: int | None = None, resamples: int = BOOTSTRAP, seed: int = SEED) -> dict:
+    """Everything the app, the report and the JSON show for one strategy and band: what was
+    seen, what an unlimited budget would reach (Chao2 and iChao2, each with its 95 % interval),
+    the expected count as the budget grows (observed up to T, extrapolated to the cap), and the
+    multiples a reviewer asks about (beyond the cap: not extrapolated, said so). ``ceiling``:
+    the training set's size — the estimators assume an unbounded population, no figure may
+    exceed the images there are."""
+    out = _estimate(inc, resamples, seed)
+    if ceiling is not None:
+        cap = float(ceiling)
+        for key in ("chao2", "chao2_lo", "chao2_hi", "ichao2", "ichao2_lo", "ichao2_hi"):
+            out[key] = min(out[key], cap)
+        for c in out["curve"] + [m for m in out["multiples"] if not m["beyond_cap"]]:
+            for key in ("expected", "lo", "hi"):
+                c[key] = min(c[key], cap)
+        out["ceiling"] = ceiling
+    return out
+
+
+def _estimate(inc: Incidence, resamples: int, seed: int) -> dict:
+    t, s = inc.t, inc.observed
+    observed_budgets = _doubling(t)
+    extra = [m * t for m in (1.5, 2.0, 2.5, 3.0) if m <= EXTRAPOLATION_CAP]
+    budgets = observed_budgets + extra
+    point = expected_at(inc, budgets)
+    draws = bootstrap(inc, budgets, resamples, seed)
+    curve = []
+    for j, (b, e) in enumerate(zip(budgets, point)):
+        if b <= t:  # what an audit of that budget would reach, and how much that varies
+            sd = float(draws["curve"][:, j].std(ddof=1)) if resamples > 1 else 0.0
+            lo, hi = max(0.0, e - Z95 * sd), e + Z95 * sd
+        else:  # continuing this audit: what it found stays found; the spread is of the gain
+            gain = np.clip(draws["curve"][:, j] - draws["observed"], 0.0, None)
+            lo, hi = (s + float(g) for g in np.percentile(gain, [2.5, 97.5]))
+        curve.append({"budget": int(round(b)), "expected": float(s if b == t else e), "lo": float(lo),
+                      "hi": float(hi), "extrapolated": bool(b > t)})
+    lo, hi = chao2_interval(inc)
+    ich = ichao2(inc)
+    ich_sd = float(draws["ichao2"].std(ddof=1)) if resamples > 1 else 0.0
+    i_lo, i_hi = _lognormal(s, ich - s, ich_sd ** 2)
+    by_budget = {c["budget"]: c for c in curve}
+    multiples = []
+    for m in MULTIPLES:
+        c = by_budget.get(int(round(m * t))) if m <= EXTRAPOLATION_CAP else None
+        multiples.append({"multiple": m, "budget": int(round(m * t)),
+                          "expected": c and c["expected"], "lo": c and c["lo"], "hi": c and c["hi"],
+                          "beyond_cap": c is None})
+    return {"generated": t, "observed": s, "q1": inc.q(1), "q2": inc.q(2),
+            "chao2": chao2(inc), "chao2_lo": lo, "chao2_hi": hi,
+            "ichao2": ich, "ichao2_lo": i_lo, "ichao2_hi": i_hi,
+            "curve": curve, "multiples": multiples, "cap": EXTRAPOLATION_CAP}
+
+
+def _lognormal(s: int, f0: float, var: float) -> tuple[float, float]:
+    if f0 <= 0 or var <= 0:
+        return float(s), float(s + max(f0, 0.0))
+    k = math.exp(Z95 * math.sqrt(math.log(1 + var / f0 ** 2)))
+    return s + f0 / k, s + f0 * k
+
+
+def _doubling(t: int) -> list[int]:
+    out, b = [], 8
+    while b < t:
+        out.append(b)
+        b *= 2
+    return out + [t] if t >= 1 else out
+
+
+def budget_for(inc: Incidence, share: float, target: float) -> dict:
+    """Generated images needed to reach ``share`` of ``target`` training images (an unlimited
+    budget's estimate): interpolated when the audit got there, extrapolated when the answer
+    lies within the cap; beyond it, only "more than cap × T" can be said; "unreachable" when
+    the strategy's own unlimited-budget estimate stays below the goal."""
+    t, goal = inc.t, share * target
+    if goal <= 0:
+        return {"budget": 0, "beyond_cap": False}
+    if inc.observed >= goal:
+        lo, hi = 1, t
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if expected_at(inc, [mid])[0] >= goal:
+                hi = mid
+            else:
+                lo = mid + 1
+        return {"budget": int(lo), "beyond_cap": False}
+    q1, f0 = inc.q(1), undetected(inc)
+    s = inc.observed
+    if q1 == 0 or f0 <= 0 or goal >= s + f0:  # its own unlimited budget stays short of the goal
+        return {"budget": None, "beyond_cap": False, "unreachable": True}
+    m = math.log(1 - (goal - s) / f0) / math.log(1 - q1 / (t * f0 + q1))
+    need = t + math.ceil(m)
+    if need > EXTRAPOLATION_CAP * t:
+        return {"budget": None, "beyond_cap": True, "at_least": int(EXTRAPOLATION_CAP * t)}
+    return {"budget": int(need), "beyond_cap": False}
