@@ -112,6 +112,10 @@ class AuditRunner:
         """What needs the imported training set before any long stage: the scorer's minimum
         set size, the batch, the audit's record and the duration estimate."""
         check_training_size(ctx.scorer_name, len(ctx.artifacts.train_pixels))
+        if ctx.cfg.heldout_data:  # a wrong folder is said now, not after the sampling budget is spent
+            from .stages.heldout import list_heldout
+
+            list_heldout(Path(ctx.cfg.heldout_data).expanduser())
         ctx.batch = self._choose_batch(ctx)
         self._record_audit(ctx)
         self._log_estimate(ctx)

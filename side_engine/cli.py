@@ -100,6 +100,8 @@ def cmd_init(args) -> int:
         settings["n_per_lambda"] = args.n_per_lambda
     if args.weights:
         settings["weights"] = args.weights
+    if args.heldout_data:
+        settings["heldout_data"] = args.heldout_data
     ws = init_workspace(args.workspace, args.checkpoint, args.train_data, args.labels or "",
                         overwrite=args.force, **settings)
     from .checkpoint import describe_checkpoint, inspect_checkpoint
@@ -449,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True, help="diffusers model folder")
     s.add_argument("--train-data", required=True, help="folder of training images")
     s.add_argument("--labels", help="CSV path,label (for label_source = original)")
+    s.add_argument("--heldout-data", help="folder of held-out images of the same kind, not in the training set: "
+                   "each band's false-alarm rate")
     s.add_argument("--label-source", choices=["original", "clusters", "random", "synthetic-clusters"])
     s.add_argument("--lambdas", help="guidance scales, e.g. 0,1,2,5,10")
     s.add_argument("--n-per-lambda", type=int)

@@ -53,7 +53,7 @@ RESUMABLE_CHANGES = frozenset({"batch_size", "device", "precision", "threads", "
 
 # Settings added after audits were stored: the value an audit stored without them ran with
 # (not today's default, which may differ), for resume checks and reports of older audits.
-LEGACY = {"guidance_schedule": "constant", "resize_filter": "bicubic"}
+LEGACY = {"guidance_schedule": "constant", "resize_filter": "bicubic", "heldout_data": ""}
 
 
 def _f(section: str, default: Any, help: str, choices: tuple[str, ...] | None = None,
@@ -80,6 +80,9 @@ class AuditConfig:
     # [data]
     train_data: str = _f("data", "", "folder of training images (searched recursively)")
     labels_csv: str = _f("data", "", "optional CSV 'path,label' (paths relative to train_data)")
+    heldout_data: str = _f("data", "", "optional folder of held-out images of the same kind that are not in the "
+                           "training set: scored like generated images, they give each band its false-alarm rate "
+                           "(empty: the bands are uncalibrated)")
     resize_filter: ResizeFilter = _f("data", "bicubic", "filter that brings training images of another size to the "
                                      "model's: use the one the model's own training pipeline used (a mismatch hides "
                                      "near-identical copies)", RESIZE_FILTERS)

@@ -12,6 +12,7 @@ from .config import AuditConfig
 from .stages import (
     classifier,
     embedding,
+    heldout,
     metrics,
     sampling,
     stage_names,
@@ -23,7 +24,7 @@ from .stages import (
 from .stages.base import Stage
 
 MODULES: tuple[Stage, ...] = (training_data, embedding, surrogate_labels, classifier, synthetic, tdkd, sampling,
-                              metrics)
+                              heldout, metrics)
 BY_NAME: dict[str, Stage] = {name: module for module in MODULES for name in module.NAMES}
 
 

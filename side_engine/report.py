@@ -95,6 +95,7 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
             model["pairs"].append(item)
         model["charts"] = _charts(data["rows"], best_all, bands, higher, info.get("scorer"))
         model["unseen"] = data.get("unseen") or {}
+        model["calibration"] = data.get("calibration") or {"calibrated": False}
         if model["unseen"].get("strategies"):
             model["charts"]["budget"] = _budget_chart(model["unseen"])
         return model
@@ -151,6 +152,7 @@ def headline(data: dict, exposure: list[dict], n_train: int, bands) -> list[str]
     method beats Random over the declared λ range (one pre-declared paired test; no best-λ pick)."""
     lines = []
     rows = data["rows"]
+    cal = data.get("calibration") or {}
     for band in reversed([b.name for b in bands]):
         hits = [e for e in exposure if e[band] > 0]
         text = (f"{len(hits)} of {n_train} training images were reproduced as {BAND_WORDS.get(band, band)} "
@@ -159,6 +161,7 @@ def headline(data: dict, exposure: list[dict], n_train: int, bands) -> list[str]
         if rnd:
             text += (f" Random sampling: AMS {_ci(rnd['ams'], rnd.get('ams_lo'), rnd.get('ams_hi'))}, "
                      f"UMS {_ci(rnd['ums'], rnd.get('ums_lo'), rnd.get('ums_hi'))} of {rnd['n_generated']} images.")
+        text += calibration_words(cal, band)
         lines.append(text)
     comp = data.get("comparison") or {}
     for c in comp.get("range", []):
@@ -175,8 +178,33 @@ def headline(data: dict, exposure: list[dict], n_train: int, bands) -> list[str]
                 f"[{pt['mixed_lo']:.0f}, {pt['mixed_hi']:.0f}]; {cov['method'].upper()} alone "
                 f"{pt['method']:.1f} [{pt['method_lo']:.0f}, {pt['method_hi']:.0f}].")
     lines += unseen_lines(data.get("unseen"))
+    if not cal.get("calibrated"):
+        lines.append("The bands are uncalibrated: no held-out images were given (setting heldout_data), so how often "
+                     "an image the model never trained on lands in each band is not known.")
     lines += data.get("warnings", [])
     return lines
+
+
+def calibration_words(cal: dict, band: str) -> str:
+    """The band's false-alarm rate, and whether the audit's rates there rise above it."""
+    if not cal.get("calibrated"):
+        return ""
+    row = next((r for r in cal["bands"] if r["band"] == band and not r["cumulative"]), None)
+    if row is None:
+        return ""
+    fa = _ci(row["false_alarm"], row["false_alarm_lo"], row["false_alarm_hi"])
+    text = f" Held-out non-members land in this band {fa} of the time ({cal['n']} images)"
+    above = [a for a in row["against"] if a["above"]]
+    if not row["against"]:
+        return text + "."
+    if not above:
+        return text + ("; no method's rate here is above that, so this band's matches are not evidence of "
+                       "copying.")
+    names = ", ".join("Random" if a["method"] == "random" else a["method"].upper() for a in above)
+    rest = [a for a in row["against"] if not a["above"]]
+    tail = ("; not above it: " + ", ".join("Random" if a["method"] == "random" else a["method"].upper()
+                                           for a in rest)) if rest else ""
+    return text + f"; above it: {names}{tail}."
 
 
 STRATEGY_WORDS = {"random": "Random sampling", "side": "SIDE", "ti": "TI guidance",
@@ -349,7 +377,18 @@ def write_csv(model: dict, workspace: str | Path, out: Path) -> Path:
             cols = ["train_idx", "hash", "high", "mid", "low", "total", "best_score", "best_sample"]
             if not model["redacted"]:
                 cols.insert(1, "path")
-            z.writestr("exposure.csv", _csv(cols, [[e.get(c) for c in cols] for e in exp]))
+            # per strategy and band (at least as close): hits, and the per-sample extraction
+            # probability hits / generated images with its Wilson 95 % interval
+            n = results.extraction_n(db)
+            keys = [f"{e['strategy']}_{e['band']}" for e in results.extraction(exp[0], n)] if exp else []
+            extra = [f"{k}_{part}" for k in keys for part in ("hits", "p", "p_lo", "p_hi")]
+
+            def extraction_cells(e: dict) -> list:
+                by = {f"{x['strategy']}_{x['band']}": x for x in results.extraction(e, n)}
+                return [v for k in keys for v in (by[k]["hits"], by[k]["p"], by[k]["lo"], by[k]["hi"])]
+
+            z.writestr("exposure.csv", _csv(cols + extra, [[e.get(c) for c in cols] + extraction_cells(e)
+                                                           for e in exp]))
             ident = {k: model[k] for k in ("tool", "date", "workspace", "redacted", "config", "bands", "stages")}
             ident["audit"] = {k: v for k, v in model["audit"].items() if k != "config"}
             if model["redacted"]:

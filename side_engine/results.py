@@ -64,7 +64,8 @@ def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clo
     with db.atomic():
         for table in ("metrics", "topk", "summary", "exposure"):
             db[table].delete_where()
-        db["exposure"].insert_all({"rank": i, **{k: r[k] for k in EXPOSURE_COLUMNS}} for i, r in enumerate(ranked))
+        # the per-strategy counts are columns of their own (alter): which exist depends on the methods
+        db["exposure"].insert_all(({"rank": i, **r} for i, r in enumerate(ranked)), alter=True)
         db["metrics"].insert_all(metric_rows)
         # alter: workspaces made before the intervals gain their columns
         db["topk"].insert_all(topk_rows, alter=True)
@@ -74,6 +75,8 @@ def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clo
         set_kv(db, "comparison", verdict)
         set_kv(db, "best_histogram", best_histogram(db))  # the app reads 40 counts, not 2.5 M scores
         set_kv(db, "unseen", unseen)
+        set_kv(db, "extraction_n", extraction_n(db))
+        set_kv(db, "calibration", calibration(db, metric_rows, verdict))
         set_kv(db, "exposure_stored", True)  # audits from before m005 have an empty table, not a ranking
 
 
@@ -284,6 +287,40 @@ def unseen_estimates(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clos
     return out
 
 
+def calibration(db: sqlite_utils.Database, metric_rows: list[dict], comparison: dict) -> dict:
+    """Each band's audit rates beside its false-alarm rate (the share of held-out non-members
+    that land in it, ``stages.heldout``): per band, exact and at least as close, Random's AMS
+    and each guided method's over the declared range, their difference from the false-alarm
+    rate with Newcombe's 95 % interval, and whether the band's rate is above it. Without
+    held-out images: ``{"calibrated": False}`` — the bands are uncalibrated."""
+    from .storage import get_kv
+
+    held = get_kv(db, "heldout")
+    if not held:
+        return {"calibrated": False}
+    out = {"calibrated": True, "n": held["n"], "folder": held.get("folder"), "bands": []}
+    n_by = {(m, lam): r["n_generated"] for r in metric_rows for m, lam in [(r["method"], r["lam"])]}
+    for fa in held["bands"]:
+        row = {**fa, "false_alarm": fa["rate"], "false_alarm_lo": fa["lo"], "false_alarm_hi": fa["hi"], "against": []}
+        for key in ("rate", "lo", "hi", "count"):
+            row.pop(key)
+        suffix = "_cumulative" if fa["cumulative"] else ""
+        rnd = next((r for r in metric_rows if r["method"] == "random" and r["band"] == fa["band"]), None)
+        rates = []
+        if rnd is not None and rnd.get(f"ams{suffix}") is not None:
+            rates.append(("random", [0.0], rnd[f"ams{suffix}"], n_by[("random", 0.0)]))
+        for c in comparison.get("range", []):
+            if c["band"] == fa["band"] and c["cumulative"] == fa["cumulative"] and c.get("ams_method") is not None:
+                rates.append((c["method"], c["lambdas"], c["ams_method"], c["n"] * len(c["lambdas"])))
+        for method, lambdas, rate, n in rates:
+            k = round(rate * n)
+            d, lo, hi = statistics.newcombe_difference(k, n, fa["count"], held["n"])
+            row["against"].append({"method": method, "lambdas": lambdas, "ams": rate, "n": n, "difference": d,
+                                   "difference_lo": lo, "difference_hi": hi, "above": bool(lo > 0)})
+        out["bands"].append(row)
+    return out
+
+
 def _plan_seconds(strategy: str, need: dict, per_sample: dict | None) -> float | None:
     if not per_sample or need.get("budget") is None:
         return None
@@ -353,11 +390,13 @@ def exposure(db: sqlite_utils.Database, method: str | None = None, limit: int | 
     done = any(r["name"] == "metrics" and r["status"] == "done" for r in stage_rows(db))
     if method is None and done and get_kv(db, "exposure_stored"):
         # one query: the ranking with each image's path and its closest copy's stored PNG
-        cols = ", ".join(f"e.{c}" for c in EXPOSURE_COLUMNS)
+        names = [*EXPOSURE_COLUMNS, *(c for c in db["exposure"].columns_dict
+                                     if c not in EXPOSURE_COLUMNS and c != "rank")]  # + per-strategy counts
+        cols = ", ".join(f"e.{c}" for c in names)
         rows = db.execute(f"select {cols}, t.path, s.png from exposure e left join train_images t on t.idx = "
                           f"e.train_idx left join samples s on s.id = e.best_sample order by e.rank"
                           + (f" limit {int(limit)}" if limit else "")).fetchall()
-        return [{**dict(zip(EXPOSURE_COLUMNS, r[:-2])), "path": r[-2], "best_png": r[-1]} for r in rows]
+        return [{**dict(zip(names, r[:-2])), "path": r[-2], "best_png": r[-1]} for r in rows]
     out = _exposure_rows(db, method)[:limit] if limit else _exposure_rows(db, method)
     if not out:
         return []
@@ -372,15 +411,69 @@ def exposure(db: sqlite_utils.Database, method: str | None = None, limit: int | 
 
 
 def _exposure_rows(db: sqlite_utils.Database, method: str | None = None) -> list[dict]:
-    """``measures.exposure`` of every stored in-band pair (of one method)."""
+    """``measures.exposure`` of every stored in-band pair (of one method), each training image
+    with its per-strategy detections (``extraction_counts``)."""
     bands, higher = stored_bands(db)
     where, args = ("where s.method = ?", [method]) if method else ("", [])
-    rows = db.execute(f"select m.sample_id, m.train_idx, m.score from matches m join samples s "
+    rows = db.execute(f"select m.sample_id, m.train_idx, m.score, s.method, s.lam from matches m join samples s "
                       f"on s.id = m.sample_id {where}", args).fetchall()
     if not rows:
         return []
-    a = np.array(rows, dtype=np.float64)
-    return measures.exposure(a[:, 0].astype(int), a[:, 1].astype(int), a[:, 2], bands, higher)
+    a = np.array([r[:3] for r in rows], dtype=np.float64)
+    out = measures.exposure(a[:, 0].astype(int), a[:, 1].astype(int), a[:, 2], bands, higher)
+    strategy = _strategies(db, [r[3] for r in rows], np.array([r[4] for r in rows], dtype=np.float64))
+    counts = extraction_counts(a[:, 1].astype(int), a[:, 2], strategy, bands, higher)
+    for r in out:
+        r.update({k: int(c[r["train_idx"]]) for k, c in counts.items()})
+    return out
+
+
+def _strategies(db: sqlite_utils.Database, methods: list[str], lams: np.ndarray) -> np.ndarray:
+    """Each pair's strategy: "random", or a guided method within the declared λ range ("" outside)."""
+    info = audit_info(db)
+    declared = set(AuditConfig.from_stored(info["config"]).table_grid()) if info else set()
+    return np.array([m if m == "random" or lam in declared else "" for m, lam in zip(methods, lams)])
+
+
+def extraction_counts(pair_train: np.ndarray, pair_score: np.ndarray, strategy: np.ndarray,
+                      bands: list[Band], higher: bool) -> dict[str, np.ndarray]:
+    """Per training image (indexed by its idx): how many generated images of each strategy
+    matched it at least as close as each band — the numerator of its per-sample extraction
+    probability. Keys ``"{strategy}_{band}"``."""
+    size = int(pair_train.max()) + 1 if len(pair_train) else 0
+    out = {}
+    for name in sorted(set(strategy.tolist()) - {""}):
+        mine = strategy == name
+        for b in bands:
+            hit = mine & measures.at_least(pair_score, b, higher)
+            out[f"{name}_{b.name}"] = np.bincount(pair_train[hit], minlength=size)
+    return out
+
+
+def extraction_n(db: sqlite_utils.Database) -> dict[str, int]:
+    """The generated images behind each strategy's counts (Random; guided: the declared range)."""
+    info = audit_info(db)
+    if not info:
+        return {}
+    declared = AuditConfig.from_stored(info["config"]).table_grid()
+    out = {}
+    for method, lam, n in db.execute("select method, lam, count(*) from samples group by method, lam"):
+        if method == "random" or lam in declared:
+            out[method] = out.get(method, 0) + n
+    return out
+
+
+def extraction(row: dict, n: dict[str, int]) -> list[dict]:
+    """A training image's per-sample extraction probability per strategy and band (at least as
+    close), each with its Wilson 95 % interval: hits / generated images."""
+    out = []
+    for key, hits in row.items():
+        strategy, _, band = key.rpartition("_")
+        if strategy in n and band in ("high", "mid", "low") and isinstance(hits, int):
+            lo, hi = statistics.wilson(hits, n[strategy])
+            out.append({"strategy": strategy, "band": band, "hits": hits, "n": n[strategy],
+                        "p": hits / n[strategy] if n[strategy] else None, "lo": lo, "hi": hi})
+    return out
 
 
 def metrics_json(db: sqlite_utils.Database, ranked: list[dict] | None = None) -> dict:
@@ -406,13 +499,23 @@ def metrics_json(db: sqlite_utils.Database, ranked: list[dict] | None = None) ->
     from .checkpoint import model_line
 
     audit["model"] = model_line(get_kv(db, "model", {}))
+    top = ranked[:100] if ranked is not None else exposure(db, limit=100)
+    n = get_kv(db, "extraction_n") or extraction_n(db)
+    top = [dict(r, extraction=extraction(r, n)) for r in top]
     return {"audit": audit, "rows": rows, "topk": topk, "summary": summary, "classifiers": classifiers,
-            "exposure": ranked[:100] if ranked is not None else exposure(db, limit=100),
+            "exposure": top, "extraction_n": n,
             "comparison": get_kv(db, "comparison", {}),
             "warnings": get_kv(db, "warnings", []), "guide_check": get_kv(db, "guide_check"),
             "best_histogram": get_kv(db, "best_histogram"),
             "unseen": get_kv(db, "unseen"),
+            "calibration": get_kv(db, "calibration") or {"calibrated": False},
+            "heldout": _heldout_summary(get_kv(db, "heldout")),
             "on_target_chance": (1 / get_kv(db, "k")) if get_kv(db, "k") else None}
+
+
+def _heldout_summary(record: dict | None) -> dict | None:
+    """The held-out record without its per-image list (in the CSV export)."""
+    return None if not record else {k: v for k, v in record.items() if k != "images"}
 
 
 def best_scores(db: sqlite_utils.Database, method: str | None = None) -> np.ndarray:

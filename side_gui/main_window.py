@@ -253,7 +253,7 @@ class MainWindow(QMainWindow):
             self.results_view.set_data(data, hist, bands, higher,
                                        draw=self.tabs.currentWidget() is self.results_view)
             exposure = self.store.exposure() if exposure is None else exposure
-            self.risk.set_rows(exposure)
+            self.risk.set_rows(exposure, data.get("extraction_n"))
             self.summary.set_data(data, exposure, bands, self._train_path, self._workspace_file)
             if cfg:
                 self.gallery.set_lambdas([lam for _, lam in cfg.grid()])
@@ -284,7 +284,7 @@ class MainWindow(QMainWindow):
                 self._load_gallery()
 
         self._pending = {
-            self.risk: lambda: self.risk.set_rows(exposure),
+            self.risk: lambda: self.risk.set_rows(exposure, data.get("extraction_n")),
             self.summary: lambda: self.summary.set_data(data, exposure, bands, self._train_path,
                                                         self._workspace_file),
             self.gallery: fill_gallery}

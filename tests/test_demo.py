@@ -61,6 +61,24 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
             assert r["observed"] == round(ums[("random", r["band"])] * r["generated"])
     assert [p["strategy"] for p in unseen["planner"]] == ["random", "side", "side+random"]
     assert all(p["budget"] is not None or p["beyond_cap"] or p["unreachable"] for p in unseen["planner"])
+    # each training image at risk: its per-sample extraction probability per strategy and band,
+    # hits / generated images, the hits counted again here from the stored pairs
+    assert data["extraction_n"] == {"random": 8, "side": 8}
+    from side_engine import results, storage
+
+    db = storage.connect(ws / "audit.db")
+    bands, higher = results.stored_bands(db)
+    for e in data["exposure"][:5]:
+        assert {(x["strategy"], x["band"]) for x in e["extraction"]} == {(m, b.name) for m in ("random", "side")
+                                                                         for b in bands}
+        for x in e["extraction"]:
+            band = next(b for b in bands if b.name == x["band"])
+            closer = ("m.score >= ?", band.lo) if higher else ("m.score < ?", band.hi)
+            hits = db.execute("select count(*) from matches m join samples s on s.id = m.sample_id where "
+                              f"m.train_idx = ? and s.method = ? and {closer[0]}",
+                              [e["train_idx"], x["strategy"], closer[1]]).fetchone()[0]
+            assert x["hits"] == hits and x["p"] == hits / 8 and x["lo"] <= x["p"] <= x["hi"]
+    db.close()
     # running it again resumes (nothing to do) instead of starting over
     assert main(["demo", "--quick", "--no-gui", "--workspace", str(ws)]) == 0
     assert "resuming" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 This module is light on purpose (no torch, no diffusers): the app's run view reads the stage
 titles and the stages an audit runs from here without loading the engine. The modules
 themselves (``training_data``, ``embedding``, ``surrogate_labels``, ``classifier``,
-``synthetic``, ``tdkd``, ``sampling``, ``metrics``) each have a ``run(ctx)`` taking the
+``synthetic``, ``tdkd``, ``sampling``, ``heldout``, ``metrics``) each have a ``run(ctx)`` taking the
 :class:`~side_engine.stages.context.StageContext`, the only thing a stage may touch;
 :func:`side_engine.pipeline.stage_order` maps :func:`stage_names` to them.
 """
@@ -33,6 +33,7 @@ STAGES: tuple[StageInfo, ...] = (
     StageInfo("tdkd", "TDKD (TD classifier)"),
     StageInfo("sample", "Guided sampling"),
     StageInfo("score", "Scoring"),
+    StageInfo("heldout", "Held-out images (false alarms)"),
     StageInfo("metrics", "Metrics"),
 )
 NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
@@ -56,4 +57,6 @@ def stage_names(cfg: AuditConfig) -> list[str]:
             middle.append("classifier")
         if "side" in cfg.methods:
             middle += ["synthetic", "tdkd"]
-    return ["import", "embed", *middle, "sample", "score", "metrics"]
+    # held-out images (given): scored after the samples, so a fork that adds a folder reuses the rest
+    heldout = ["heldout"] if cfg.heldout_data else []
+    return ["import", "embed", *middle, "sample", "score", *heldout, "metrics"]

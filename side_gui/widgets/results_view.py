@@ -435,6 +435,14 @@ class ResultsView(QWidget):
                 values += ([ci_text(c["ams"], c.get("ams_lo"), c.get("ams_hi")),
                             ci_text(c["ums"], c.get("ums_lo"), c.get("ums_hi"))] if c else ["", ""])
             table.append(values)
+        cal = self._data.get("calibration") or {}
+        if cal.get("calibrated"):  # the false-alarm rate of each band, as a row of its own
+            fa = {r["band"]: r for r in cal["bands"] if not r["cumulative"]}
+            values = ["held-out (false alarms)", "—", str(cal["n"])]
+            for b in BANDS:
+                r = fa.get(b)
+                values += [ci_text(r["false_alarm"], r["false_alarm_lo"], r["false_alarm_hi"]) if r else "", ""]
+            table.append(values)
         self.table1.set_cells(headers, table)
 
     def _fill_compare(self, comp: dict) -> None:

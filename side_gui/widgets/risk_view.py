@@ -14,8 +14,20 @@ from .gallery import ThumbnailCache
 from .rows_model import _ROOT, RowsMixin
 
 THUMB = 72
-COLUMNS = ("train_thumb", "copy_thumb", "train_idx", "path", "high", "mid", "low", "total", "best_score")
-TITLES = ("training image", "closest copy", "#", "file", "high", "mid", "low", "matches", "best score")
+COLUMNS = ("train_thumb", "copy_thumb", "train_idx", "path", "high", "mid", "low", "total", "best_score",
+           "random_mid", "side_mid")
+TITLES = ("training image", "closest copy", "#", "file", "high", "mid", "low", "matches", "best score",
+          "per sample ≥mid: Random", "per sample ≥mid: SIDE")
+
+
+def probability_text(hits: int | None, n: int | None) -> str:
+    """hits / n as a percentage with its Wilson 95 % interval: the image's extraction probability."""
+    if hits is None or not n:
+        return ""
+    from side_engine.statistics import wilson
+
+    lo, hi = wilson(hits, n)
+    return f"{100 * hits / n:.2f} % [{100 * lo:.2f}, {100 * hi:.2f}]"
 
 
 class ExposureModel(RowsMixin, QAbstractTableModel):
@@ -23,6 +35,7 @@ class ExposureModel(RowsMixin, QAbstractTableModel):
                  resolve_png: Callable[[str], Path] | None = None, parent=None) -> None:
         super().__init__(parent)
         self.rows: list[dict] = []
+        self.n: dict[str, int] = {}  # generated images behind each strategy's counts
         self.resolve_train, self.resolve_png = resolve_train, resolve_png
         self.thumbs = ThumbnailCache(size=THUMB)
 
@@ -46,8 +59,14 @@ class ExposureModel(RowsMixin, QAbstractTableModel):
             if col == "copy_thumb" and self.resolve_png and row.get("best_png"):
                 return self.thumbs.get(self.resolve_png(row["best_png"]))
             return None
+        if role == Qt.ItemDataRole.ToolTipRole and col in ("random_mid", "side_mid"):
+            strategy = col.split("_")[0]
+            return (f"{row.get(col)} of {self.n.get(strategy)} {strategy} generated images matched it at ≥mid: its "
+                    "per-sample extraction probability, 95 % Wilson interval")
         if role != Qt.ItemDataRole.DisplayRole:
             return None
+        if col in ("random_mid", "side_mid"):
+            return probability_text(row.get(col), self.n.get(col.split("_")[0]))
         v = row[col]
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -84,8 +103,10 @@ class RiskView(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.table)
 
-    def set_rows(self, rows: list[dict]) -> None:
+    def set_rows(self, rows: list[dict], n: dict[str, int] | None = None) -> None:
+        """``n``: the generated images behind each strategy's counts (the probabilities' denominators)."""
         self.all_rows = rows
+        self.model.n = dict(n or {})
         self._apply()
 
     def _apply(self) -> None:
