@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import zipfile
 
@@ -93,9 +95,16 @@ def test_csv_zip_tables_match_database(audited, tmp_path):
         assert {"samples.csv", "matches.csv", "metrics.csv", "exposure.csv", "decisions.csv"} <= names
         samples = z.read("samples.csv").decode().splitlines()
         decisions = z.read("decisions.csv").decode().splitlines()
+        exposure = list(csv.DictReader(io.StringIO(z.read("exposure.csv").decode())))
     db = storage.connect(audited.db_path)
     assert len(samples) - 1 == db["samples"].count and samples[0].startswith("id,method,lam")
     assert len(decisions) == 2 and "memorised" in decisions[1]
+    # each training image's per-sample extraction probability: hits over the strategy's generated images
+    n = {m: c for m, c in db.execute("select method, count(*) from samples group by method")}
+    assert exposure and {"random_mid_hits", "random_mid_p", "random_mid_p_lo", "random_mid_p_hi"} <= set(exposure[0])
+    for row in exposure:
+        assert float(row["random_mid_p"]) == pytest.approx(int(row["random_mid_hits"]) / n["random"])
+        assert float(row["random_mid_p_lo"]) <= float(row["random_mid_p"]) <= float(row["random_mid_p_hi"])
     db.close()
 
 
