@@ -219,6 +219,11 @@ def unseen_lines(unseen: dict | None, band: str = "mid") -> list[str]:
     rows = [r for r in unseen.get("strategies", []) if r["band"] == band and r["cumulative"]]
     lines = []
     for r in rows:
+        if r.get("no_detections"):
+            lines.append(f"{STRATEGY_WORDS.get(r['strategy'], r['strategy'])}: no training image found at ≥{band} in "
+                         f"{r['generated']} generated images; with none found the estimate cannot say how many a "
+                         f"larger budget would find (anywhere up to all {r.get('ceiling', 'the')} training images).")
+            continue
         lines.append(f"{STRATEGY_WORDS.get(r['strategy'], r['strategy'])}: {r['observed']} training images found "
                      f"at ≥{band} in {r['generated']} generated images; an estimated {r[est]:.0f} "
                      # the interval rounded outwards: 21.3 is "at most 22", never "[21, 21]"

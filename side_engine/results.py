@@ -278,7 +278,7 @@ def unseen_estimates(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clos
         if cumulative and name == "mid":
             everything = unseen.incidence(unseen.pooled(list(arms.values())))
             target = min(unseen.estimate_of(everything), float(n_train))
-            for key, a in strategies.items():
+            for key, a in strategies.items() if target > 0 else ():  # nothing found by anyone: no plan
                 inc = unseen.incidence(a)
                 need = unseen.budget_for(inc, unseen.PLAN_SHARE, target)
                 seconds = _plan_seconds(key, need, per_sample)

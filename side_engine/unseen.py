@@ -208,6 +208,8 @@ def estimate(inc: Incidence, ceiling: int | None = None, resamples: int = BOOTST
     multiples a reviewer asks about (beyond the cap: not extrapolated, said so). ``ceiling``:
     the training set's size — the estimators assume an unbounded population, no figure may
     exceed the images there are."""
+    if inc.observed == 0:
+        return _nothing_found(inc, ceiling)
     out = _estimate(inc, resamples, seed)
     if ceiling is not None:
         cap = float(ceiling)
@@ -218,6 +220,18 @@ def estimate(inc: Incidence, ceiling: int | None = None, resamples: int = BOOTST
                 c[key] = min(c[key], cap)
         out["ceiling"] = ceiling
     return out
+
+
+def _nothing_found(inc: Incidence, ceiling: int | None) -> dict:
+    """No detection at all: the frequency counts say nothing about how many images there are
+    to find, so the interval runs from 0 to the whole training set (never a certain zero), and
+    no curve is drawn."""
+    top = float(ceiling) if ceiling is not None else None
+    return {"generated": inc.t, "observed": 0, "q1": 0, "q2": 0, "no_detections": True,
+            "chao2": 0.0, "chao2_lo": 0.0, "chao2_hi": top, "ichao2": 0.0, "ichao2_lo": 0.0, "ichao2_hi": top,
+            "curve": [], "multiples": [{"multiple": m, "budget": int(round(m * inc.t)), "expected": None, "lo": None,
+                                        "hi": None, "beyond_cap": m > EXTRAPOLATION_CAP} for m in MULTIPLES],
+            "cap": EXTRAPOLATION_CAP, **({"ceiling": ceiling} if ceiling is not None else {})}
 
 
 def _estimate(inc: Incidence, resamples: int, seed: int) -> dict:

@@ -538,3 +538,22 @@ def test_a_latent_model_audits_from_the_app(qtbot, window, tmp_path, tiny_ldm, f
     window.refresh_views()
     assert "latent: VQModel + UNet on 2×16×16 latents" in window.summary.provenance.text()
     assert "latent shape = 2×16×16" in window.settings_view.resolved.text()
+
+
+def test_the_budget_tab_reads_a_strategy_that_found_nothing(qtbot):
+    import numpy as np
+
+    from side_engine import unseen
+    from side_gui.widgets.results_view import ResultsView
+
+    view = ResultsView()
+    qtbot.addWidget(view)
+    found = unseen.estimate(unseen.Incidence(np.array([1, 1, 2, 4]), 64), ceiling=50, resamples=20)
+    none = unseen.estimate(unseen.Incidence(np.zeros(0, np.int64), 64), ceiling=50)
+    view._fill_unseen({"estimator": "chao2", "cap": 3.0, "lambdas": [5.0],
+                       "strategies": [{"strategy": "random", "band": "mid", "cumulative": True, **found},
+                                      {"strategy": "side", "band": "mid", "cumulative": True, **none}]})
+    assert view.unseen_table.rowCount() == 2
+    assert view.unseen_table.text(1, 4) == "none found: no estimate (0 to 50)"
+    assert view.unseen_table.text(0, 4).startswith(f"{found['chao2']:.1f} [")
+    assert set(view.budget.curves) == {"random", "side"}

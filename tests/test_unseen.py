@@ -108,3 +108,24 @@ def test_on_simulated_audits_the_estimates_correct_towards_the_truth_and_cover_i
     assert np.mean(seen) < np.mean(chao) <= 200  # closer than what was seen; a lower bound on average
     assert covered >= 0.8 * runs
     assert abs(np.mean(ext_err)) < 0.05 * truth_600  # doubling the budget: within 5 % on average
+
+
+def test_nothing_found_is_no_certain_zero():
+    est = unseen.estimate(unseen.Incidence(np.zeros(0, np.int64), 64), ceiling=100)
+    assert est["no_detections"] and est["observed"] == 0 and est["curve"] == []
+    assert (est["chao2_lo"], est["chao2_hi"]) == (0.0, 100.0)  # anything up to the training set
+    assert all(m["expected"] is None for m in est["multiples"])
+
+
+def test_every_reader_says_none_found_instead_of_a_number():
+    from side_engine.report import unseen_lines
+
+    found = unseen.estimate(unseen.Incidence(np.array([1, 1, 2, 4]), 64), ceiling=50, resamples=20)
+    none = unseen.estimate(unseen.Incidence(np.zeros(0, np.int64), 64), ceiling=50)
+    record = {"estimator": "chao2", "cap": 3.0, "share": 0.9, "lambdas": [5.0], "planner": [],
+              "strategies": [{"strategy": "random", "band": "mid", "cumulative": True, **found},
+                             {"strategy": "side", "band": "mid", "cumulative": True, **none}]}
+    lines = unseen_lines(record)
+    assert lines[0].startswith("Random sampling: 4 training images found at ≥mid in 64 generated images")
+    assert "no training image found" in lines[1] and "up to all 50 training images" in lines[1]
+    assert "[0, 0]" not in " ".join(lines)

@@ -484,11 +484,14 @@ class ResultsView(QWidget):
         for r in unseen["strategies"]:
             if not r["cumulative"]:
                 continue
-            cells = [r["strategy"], f"≥ {r['band']}", str(r["observed"]), str(r["generated"]),
-                     f"{r[est]:.1f} [{r[est + '_lo']:.1f}, {r[est + '_hi']:.1f}]",
-                     f"{r['ichao2']:.1f} [{r['ichao2_lo']:.1f}, {r['ichao2_hi']:.1f}]"]
-            cells += [f"beyond {cap:g}×" if m["beyond_cap"] else f"{m['expected']:.1f} [{m['lo']:.1f}, {m['hi']:.1f}]"
-                      for m in r["multiples"]]
+            cells = [r["strategy"], f"≥ {r['band']}", str(r["observed"]), str(r["generated"])]
+            if r.get("no_detections"):  # nothing to estimate from: no certain zero either
+                cells += [f"none found: no estimate (0 to {r.get('ceiling', '?')})", ""]
+            else:
+                cells += [f"{r[est]:.1f} [{r[est + '_lo']:.1f}, {r[est + '_hi']:.1f}]",
+                          f"{r['ichao2']:.1f} [{r['ichao2_lo']:.1f}, {r['ichao2_hi']:.1f}]"]
+            cells += [f"beyond {cap:g}×" if m["beyond_cap"] else "—" if m["expected"] is None
+                      else f"{m['expected']:.1f} [{m['lo']:.1f}, {m['hi']:.1f}]" for m in r["multiples"]]
             rows.append(cells)
         self.unseen_table.set_cells(headers, rows)
         self.budget.set_unseen(unseen)
