@@ -204,11 +204,14 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cump
 
 
 @torch.no_grad()
-def soft_labels(ti: ResNetClassifier, x0: ImageRows | torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """The TI classifier's class probabilities for every row (on the host: n x K floats)."""
+def soft_labels(ti: ResNetClassifier, x0: ImageRows | torch.Tensor, batch: int = 256,
+                temperature: float = 1.0) -> torch.Tensor:
+    """The TI classifier's class probabilities for every row (on the host: n x K floats), its
+    logits divided by ``temperature`` first (Hinton et al.'s distillation temperature)."""
     ti.eval()
     device = next(ti.parameters()).device
-    return torch.cat([F.softmax(ti(x).float(), 1).cpu() for _, x in as_rows(x0).batches(batch, device=device)])
+    return torch.cat([F.softmax(ti(x).float() / temperature, 1).cpu()
+                      for _, x in as_rows(x0).batches(batch, device=device)])
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):

@@ -53,7 +53,7 @@ RESUMABLE_CHANGES = frozenset({"batch_size", "device", "precision", "threads", "
 
 # Settings added after audits were stored: the value an audit stored without them ran with
 # (not today's default, which may differ), for resume checks and reports of older audits.
-LEGACY = {"guidance_schedule": "constant", "resize_filter": "bicubic", "heldout_data": ""}
+LEGACY = {"guidance_schedule": "constant", "resize_filter": "bicubic", "heldout_data": "", "tdkd_temperature": 1.0}
 
 
 def _f(section: str, default: Any, help: str, choices: tuple[str, ...] | None = None,
@@ -105,6 +105,8 @@ class AuditConfig:
                     "0 = max(1024, 20 x K) (at least 20 a class)", automatic=True)
     tdkd_epochs: int = _f("tdkd", 50,
                           "epochs of time-dependent knowledge distillation (too few: guidance barely steers)")
+    tdkd_temperature: float = _f("tdkd", 1.0, "temperature of the TI classifier's soft labels that TDKD distils "
+                                 "(1 = its probabilities as they are; > 1 softens near one-hot labels)")
     tdkd_lr: float = _f("tdkd", 1e-3, "AdamW learning rate of TDKD (paper: 1e-4, with far more steps; at 1e-4 "
                         "and this budget the TD classifier barely steered)")
     # [sampling]
@@ -229,7 +231,7 @@ class AuditConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"setting '{name}' = {v!r}: must be an integer >= 0")
-        for name in ("classifier_lr", "tdkd_lr"):
+        for name in ("classifier_lr", "tdkd_lr", "tdkd_temperature"):
             v = getattr(self, name)
             if not isinstance(v, int | float) or not v > 0:
                 raise ConfigError(f"setting '{name}' = {v!r}: must be a positive number")

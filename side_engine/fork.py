@@ -32,7 +32,7 @@ REUSABLE: tuple[tuple[str, frozenset[str]], ...] = (
     ("classifier", frozenset({"classifier_width", "classifier_stem", "classifier_epochs", "classifier_lr",
                               "classifier_min_steps"})),
     ("synthetic", frozenset({"n_syn", "sampler", "steps", "eta", "sampler_convention"})),
-    ("tdkd", frozenset({"tdkd_epochs", "tdkd_lr"})),
+    ("tdkd", frozenset({"tdkd_epochs", "tdkd_lr", "tdkd_temperature"})),
 )
 FILES = {"import": ["cache/train_pixels.npy", "cache/train_latents.npy"], "embed": ["cache/train_*.npy"],
          "labels": ["cache/synthetic_labels.npy"], "classifier": ["classifiers/ti.safetensors"],

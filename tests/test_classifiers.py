@@ -67,3 +67,17 @@ def test_folded_guidance_copy_has_same_logits_and_input_gradient_and_leaves_orig
             grads.append((logits.detach(), g))
         assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-4, atol=1e-4)
         assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-6 * grads[0][1].abs().max())
+
+
+def test_a_distillation_temperature_softens_the_labels_and_keeps_their_order():
+    from side_engine.classifier_training import soft_labels
+
+    torch.manual_seed(0)
+    ti = ResNetClassifier(6, 1, 8).eval()
+    x = torch.randn(12, 1, 16, 16)
+    plain, warm = soft_labels(ti, x), soft_labels(ti, x, temperature=4.0)
+    with torch.no_grad():
+        assert torch.allclose(plain, torch.softmax(ti(x), 1), atol=1e-6)
+        assert torch.allclose(warm, torch.softmax(ti(x) / 4.0, 1), atol=1e-6)
+    entropy = lambda p: -(p * p.log()).sum(1)  # noqa: E731
+    assert bool((entropy(warm) > entropy(plain)).all()) and torch.equal(warm.argmax(1), plain.argmax(1))

@@ -56,7 +56,7 @@ def run(ctx: StageContext) -> None:
         else:
             td = time_dependent_from(art.ti)
             with distributed.owner_alone(ctx.device, cfg.threads):  # the others wait: their cores too
-                targets = soft_labels(art.ti, syn)
+                targets = soft_labels(art.ti, syn, temperature=cfg.tdkd_temperature)
             hard = False
         ranks = distributed.world_size() if distributed.tdkd_data_parallel(ctx.device) else 1
         # one process reads the synthetic set from its chunks a batch at a time; other
