@@ -40,7 +40,10 @@ WORK = ROOT / "bench" / "work" / "study"
 BASE = {"n_per_lambda": 8, "lambdas": [0, 5], "seed": 0}
 # each arm's declared guided λ (its range is their span; study-guidance-declared.md)
 ARMS = {"reliability": ("reliability", [5.0, 10.0]), "constant": ("constant", [5.0, 10.0]),
-        "reliability-hi": ("reliability", [10.0, 20.0])}
+        "reliability-hi": ("reliability", [10.0, 20.0]), "temperature": ("reliability", [5.0, 10.0])}
+# arms that change the guide itself: the fork retrains TDKD (seeded by the arm's seed, so every
+# seed is another draw of the TD classifier) and keeps the reliability arm's Random samples
+EXTRA = {"temperature": {"tdkd_temperature": 4.0}}
 
 
 def base_workspace(model: str) -> Path:
@@ -55,7 +58,8 @@ def base_workspace(model: str) -> Path:
 def arm_settings(arm: str, seed: int, n: int) -> dict:
     schedule, lambdas = ARMS[arm]
     return {"seed": seed, "n_per_lambda": n, "lambdas": [0, *lambdas], "methods": ["random", "side"],
-            "guidance_schedule": schedule, "guidance_max_t": 1.0, "table_lambdas": [min(lambdas), max(lambdas)]}
+            "guidance_schedule": schedule, "guidance_max_t": 1.0, "table_lambdas": [min(lambdas), max(lambdas)],
+            **EXTRA.get(arm, {})}
 
 
 def run_arm(model: str, arm: str, seed: int, n: int) -> dict:
