@@ -193,6 +193,9 @@ class AuditRunner:
                     ctx.device, ctx.batch, target.decode if target.latent else None)
         per.update(scoring_probe(ctx.scorer_name, cfg.sscd_model, ctx.threads, ctx.artifacts.train_pixels, n))
         est = estimate(per, cfg, n, left)
+        from .memory import release
+
+        release()  # the probe's training step freed ~1 GB at 128 px: give it back before the stages
         storage.set_kv(ctx.db, "estimate", est)
         storage.set_kv(ctx.db, "estimate_per_image", per)  # the budget planner's seconds per image
         storage.set_kv(ctx.db, "estimate_device", describe(ctx.device))
