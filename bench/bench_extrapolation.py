@@ -47,17 +47,24 @@ SEEDS = (0, 1, 2)
 SIZES = (64, 128, 256)
 BANDS = ("mid", "high")  # at least the band (cumulative), the headline's
 MULTIPLES = (2, 3)
+CURVES = ("chao2", "ichao2")  # whose undetected count the curve extrapolates with
 
 
 def extra_random(model: str, seed: int, n: int = 512) -> Path:
     """A Random-only audit of ``model`` with another seed, forked from the study's base audit."""
+    from study_guidance import MODELS as PATHS
+
     from side_engine.audit import AuditRunner
     from side_engine.fork import fork
     from side_engine.progress import Progress
 
     ws = WORK / f"{model}-random-s{seed}"
     if not (ws / "audit.toml").exists():
-        fork(WORK / f"{model}-base", ws, {"seed": seed, "n_per_lambda": n, "lambdas": [0], "methods": ["random"]})
+        # the model and its faces where they lie now (the copier was the demo when its base audit
+        # ran: it then imports again — the same weights and faces — and samples Random anew)
+        settings = {"seed": seed, "n_per_lambda": n, "lambdas": [0], "methods": ["random"],
+                    "checkpoint": str(PATHS[model] / "model"), "train_data": str(PATHS[model] / "faces")}
+        fork(WORK / f"{model}-base", ws, settings)
     AuditRunner(ws, Progress()).run()
     return ws
 
@@ -124,23 +131,25 @@ def check(blocks: list[list[Arm]], truth_asymptote: float, pool_observed: int, n
     rows = []
     for i, own in enumerate(blocks):
         inc = unseen.incidence(unseen.pooled(own))
-        est = unseen.estimate(inc, ceiling=n_train, resamples=200)
+        # the curve extrapolated with each estimator's undetected count (the asymptotes are both in each)
+        est = {name: unseen.estimate(inc, ceiling=n_train, resamples=200, estimator=name) for name in CURVES}
         row = {"observed": inc.observed, "t": inc.t}
         for name in ("chao2", "ichao2"):
-            lo, hi = est[f"{name}_lo"], est[f"{name}_hi"]
-            row[name] = {"estimate": est[name], "lo": lo, "hi": hi,
+            e = est["chao2"]
+            lo, hi = e[f"{name}_lo"], e[f"{name}_hi"]
+            row[name] = {"estimate": e[name], "lo": lo, "hi": hi,
                          "covers_pool_chao2": lo <= truth_asymptote <= hi,
                          "at_least_pool_observed": hi >= pool_observed}
         others = [b for j, b in enumerate(blocks) if j != i]
         for m in MULTIPLES:
-            ext = [own + list(itertools.chain(*combo)) for combo in
-                   _combos(others, m - 1)]
+            ext = [own + list(itertools.chain(*combo)) for combo in _combos(others, m - 1)]
             if not ext:
                 continue
             reached = float(np.mean([detected(e) for e in ext]))
-            c = next(c for c in est["curve"] if c["budget"] == m * inc.t)
-            row[f"x{m}"] = {"expected": c["expected"], "lo": c["lo"], "hi": c["hi"], "reached": reached,
-                            "covers": c["lo"] <= reached <= c["hi"]}
+            for name in CURVES:
+                c = next(c for c in est[name]["curve"] if c["budget"] == m * inc.t)
+                row[f"x{m}_{name}"] = {"expected": c["expected"], "lo": c["lo"], "hi": c["hi"], "reached": reached,
+                                       "covers": c["lo"] <= reached <= c["hi"]}
         rows.append(row)
     return _summarise(rows, truth_asymptote)
 
@@ -164,12 +173,13 @@ def _summarise(rows: list[dict], truth: float) -> dict:
                      "coverage": float(np.mean([x["covers_pool_chao2"] for x in e])),
                      "upper_at_least_pool_observed": float(np.mean([x["at_least_pool_observed"] for x in e]))}
     for m in MULTIPLES:
-        e = [r[f"x{m}"] for r in rows if f"x{m}" in r]
-        if e:
-            out[f"x{m}"] = {"expected": float(np.mean([x["expected"] for x in e])),
-                            "reached": float(np.mean([x["reached"] for x in e])),
-                            "bias": float(np.mean([x["expected"] - x["reached"] for x in e])),
-                            "coverage": float(np.mean([x["covers"] for x in e])), "n": len(e)}
+        for name in CURVES:
+            e = [r[f"x{m}_{name}"] for r in rows if f"x{m}_{name}" in r]
+            if e:
+                out[f"x{m}_{name}"] = {"expected": float(np.mean([x["expected"] for x in e])),
+                                       "reached": float(np.mean([x["reached"] for x in e])),
+                                       "bias": float(np.mean([x["expected"] - x["reached"] for x in e])),
+                                       "coverage": float(np.mean([x["covers"] for x in e])), "n": len(e)}
     return out
 
 
@@ -195,14 +205,15 @@ def run(models: list[str]) -> dict:
                     t = truths[name]
                     res = check(blocks, t["chao2"], t["observed"], n_train)
                     entry["checks"].append({"strategy": name, "n_per_lambda": n, **res})
-                    print(model, band, name, n, json.dumps({k: res[k] for k in ("replicates", "chao2", "x2")
+                    print(model, band, name, n, json.dumps({k: res[k] for k in ("replicates", "chao2", "x2_chao2")
                                                              if k in res}), flush=True)
     return report
 
 
 def markdown(report: dict) -> str:
-    lines = ["| model | band | strategy | n a λ | runs | seen | Chao2 (pool) | Chao2: mean, bias, coverage "
-             "| iChao2: mean, bias, coverage | 2×: expected / reached, coverage | 3×: expected / reached, coverage |",
+    lines = ["| model | band | strategy | n a λ | runs | seen | pool: Chao2 (seen in T) | Chao2: mean, bias, coverage "
+             "| iChao2: mean, bias, coverage | 2× (Chao2 / iChao2 curve): expected, reached, coverage "
+             "| 3× (Chao2 / iChao2 curve) |",
              "|---|---|---|---:|---:|---:|---:|---|---|---|---|"]
     for model, bands in report["models"].items():
         for band, entry in bands.items():
@@ -210,11 +221,17 @@ def markdown(report: dict) -> str:
                 pool = entry["pools"][c["strategy"]]
                 est = lambda k, c=c: (f"{c[k]['mean']:.1f}, {c[k]['bias']:+.1f}, "  # noqa: E731
                                       f"{100 * c[k]['coverage']:.0f} %")
-                ext = lambda k, c=c: "—" if not c.get(k) else (  # noqa: E731
-                    f"{c[k]['expected']:.1f} / {c[k]['reached']:.1f}, {100 * c[k]['coverage']:.0f} % (of {c[k]['n']})")
+
+                def ext(m, c=c):
+                    a, b = c.get(f"x{m}_chao2"), c.get(f"x{m}_ichao2")
+                    if not a:
+                        return "—"
+                    return (f"{a['expected']:.1f} / {b['expected']:.1f}, {a['reached']:.1f}, "
+                            f"{100 * a['coverage']:.0f} / {100 * b['coverage']:.0f} % (of {a['n']})")
+
                 lines.append(f"| {model} | ≥{band} | {c['strategy']} | {c['n_per_lambda']} | {c['replicates']} "
-                             f"| {c['observed']:.1f} | {pool['chao2']:.1f} ({pool['observed']} seen in "
-                             f"{pool['t']}) | {est('chao2')} | {est('ichao2')} | {ext('x2')} | {ext('x3')} |")
+                             f"| {c['observed']:.1f} | {pool['chao2']:.1f} ({pool['observed']} in "
+                             f"{pool['t']}) | {est('chao2')} | {est('ichao2')} | {ext(2)} | {ext(3)} |")
     return "\n".join(lines)
 
 

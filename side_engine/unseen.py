@@ -133,12 +133,18 @@ def chao2_interval(inc: Incidence, z: float = Z95) -> tuple[float, float]:
     return s + f0 / k, s + f0 * k
 
 
-def expected_at(inc: Incidence, budgets: Sequence[float]) -> np.ndarray:
+def gap(inc: Incidence, estimator: str | None = None) -> float:
+    """The undetected count the curve extrapolates with: the estimator's total less what was seen."""
+    name = estimator or DEFAULT
+    return undetected(inc) if name == "chao2" else max(estimate_of(inc, name) - inc.observed, 0.0)
+
+
+def expected_at(inc: Incidence, budgets: Sequence[float], estimator: str | None = None) -> np.ndarray:
     """Expected training images detected by ``t`` generated images: exact interpolation for
     t ≤ T (each image detected unless none of its Y_i detections is among the t drawn), Chao2's
     extrapolation beyond (Chao et al. 2014, Eq. for incidence data)."""
     t_obs, s = inc.t, inc.observed
-    q1, f0 = inc.q(1), undetected(inc)
+    q1, f0 = inc.q(1), gap(inc, estimator or DEFAULT)
     k, q_k = np.unique(inc.freq, return_counts=True)  # the curve depends on the counts Q_k only
     out = []
     for t in budgets:
@@ -185,7 +191,7 @@ def detection_probabilities(inc: Incidence) -> np.ndarray:
 
 
 def bootstrap(inc: Incidence, budgets: Sequence[float], resamples: int = BOOTSTRAP,
-              seed: int = SEED) -> dict[str, np.ndarray]:
+              seed: int = SEED, estimator: str | None = None) -> dict[str, np.ndarray]:
     """Chao's bootstrap: incidence vectors drawn from the estimated assemblage, the estimators
     and the curve recomputed on each draw. Returns the draws (rows: resamples)."""
     rng = np.random.default_rng(seed)
@@ -197,11 +203,12 @@ def bootstrap(inc: Incidence, budgets: Sequence[float], resamples: int = BOOTSTR
         out["observed"].append(draw.observed)
         out["chao2"].append(chao2(draw))
         out["ichao2"].append(ichao2(draw))
-        out["curve"].append(expected_at(draw, budgets))
+        out["curve"].append(expected_at(draw, budgets, estimator))
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
-def estimate(inc: Incidence, ceiling: int | None = None, resamples: int = BOOTSTRAP, seed: int = SEED) -> dict:
+def estimate(inc: Incidence, ceiling: int | None = None, resamples: int = BOOTSTRAP, seed: int = SEED,
+             estimator: str | None = None) -> dict:
     """Everything the app, the report and the JSON show for one strategy and band: what was
     seen, what an unlimited budget would reach (Chao2 and iChao2, each with its 95 % interval),
     the expected count as the budget grows (observed up to T, extrapolated to the cap), and the
@@ -210,7 +217,7 @@ def estimate(inc: Incidence, ceiling: int | None = None, resamples: int = BOOTST
     exceed the images there are."""
     if inc.observed == 0:
         return _nothing_found(inc, ceiling)
-    out = _estimate(inc, resamples, seed)
+    out = _estimate(inc, resamples, seed, estimator or DEFAULT)
     if ceiling is not None:
         cap = float(ceiling)
         for key in ("chao2", "chao2_lo", "chao2_hi", "ichao2", "ichao2_lo", "ichao2_hi"):
@@ -234,13 +241,13 @@ def _nothing_found(inc: Incidence, ceiling: int | None) -> dict:
             "cap": EXTRAPOLATION_CAP, **({"ceiling": ceiling} if ceiling is not None else {})}
 
 
-def _estimate(inc: Incidence, resamples: int, seed: int) -> dict:
+def _estimate(inc: Incidence, resamples: int, seed: int, estimator: str) -> dict:
     t, s = inc.t, inc.observed
     observed_budgets = _doubling(t)
     extra = [m * t for m in (1.5, 2.0, 2.5, 3.0) if m <= EXTRAPOLATION_CAP]
     budgets = observed_budgets + extra
-    point = expected_at(inc, budgets)
-    draws = bootstrap(inc, budgets, resamples, seed)
+    point = expected_at(inc, budgets, estimator)
+    draws = bootstrap(inc, budgets, resamples, seed, estimator)
     curve = []
     for j, (b, e) in enumerate(zip(budgets, point)):
         if b <= t:  # what an audit of that budget would reach, and how much that varies
@@ -265,7 +272,7 @@ def _estimate(inc: Incidence, resamples: int, seed: int) -> dict:
     return {"generated": t, "observed": s, "q1": inc.q(1), "q2": inc.q(2),
             "chao2": chao2(inc), "chao2_lo": lo, "chao2_hi": hi,
             "ichao2": ich, "ichao2_lo": i_lo, "ichao2_hi": i_hi,
-            "curve": curve, "multiples": multiples, "cap": EXTRAPOLATION_CAP}
+            "curve": curve, "multiples": multiples, "cap": EXTRAPOLATION_CAP, "curve_estimator": estimator}
 
 
 def _lognormal(s: int, f0: float, var: float) -> tuple[float, float]:
@@ -283,7 +290,7 @@ def _doubling(t: int) -> list[int]:
     return out + [t] if t >= 1 else out
 
 
-def budget_for(inc: Incidence, share: float, target: float) -> dict:
+def budget_for(inc: Incidence, share: float, target: float, estimator: str | None = None) -> dict:
     """Generated images needed to reach ``share`` of ``target`` training images (an unlimited
     budget's estimate): interpolated when the audit got there, extrapolated when the answer
     lies within the cap; beyond it, only "more than cap × T" can be said; "unreachable" when
@@ -295,12 +302,12 @@ def budget_for(inc: Incidence, share: float, target: float) -> dict:
         lo, hi = 1, t
         while lo < hi:
             mid = (lo + hi) // 2
-            if expected_at(inc, [mid])[0] >= goal:
+            if expected_at(inc, [mid], estimator)[0] >= goal:
                 hi = mid
             else:
                 lo = mid + 1
         return {"budget": int(lo), "beyond_cap": False}
-    q1, f0 = inc.q(1), undetected(inc)
+    q1, f0 = inc.q(1), gap(inc, estimator or DEFAULT)
     s = inc.observed
     if q1 == 0 or f0 <= 0 or goal >= s + f0:  # its own unlimited budget stays short of the goal
         return {"budget": None, "beyond_cap": False, "unreachable": True}

@@ -126,7 +126,9 @@ def test_freed_heap_goes_back_before_a_stage_measures_its_peak():
         pytest.skip("VmRSS and malloc_trim are Linux's")
 
     def rss_mb() -> float:
-        line = next(s for s in open("/proc/self/status") if s.startswith("VmRSS:"))
+        from pathlib import Path
+
+        line = next(s for s in Path("/proc/self/status").read_text().splitlines() if s.startswith("VmRSS:"))
         return int(line.split()[1]) / 1024
 
     memory.release()

@@ -55,7 +55,7 @@ def test_interpolation_is_the_mean_over_every_subset_and_extrapolation_tends_to_
         exact = np.mean([sum(bool(v & set(c)) for v in detections.values())
                          for c in itertools.combinations(range(t), size)])
         assert unseen.expected_at(inc, [size])[0] == pytest.approx(exact)
-    far = unseen.expected_at(inc, [t * 10, t * 1000, t * 10**6])
+    far = unseen.expected_at(inc, [t * 10, t * 1000, t * 10**6], "chao2")
     assert np.all(np.diff(far) >= 0) and far[-1] == pytest.approx(unseen.chao2(inc), rel=1e-6)
 
 
@@ -76,16 +76,17 @@ def test_estimate_caps_at_the_training_set_keeps_what_was_found_and_refuses_beyo
 
 def test_budget_for_a_share_interpolates_extrapolates_or_says_beyond_range():
     inc = unseen.Incidence(np.array([1, 1, 1, 2, 2, 3, 5, 8]), 64)
-    reached = unseen.budget_for(inc, 0.5, 8)  # 4 of 8: reached inside the run
+    reached = unseen.budget_for(inc, 0.5, 8, "chao2")  # 4 of 8: reached inside the run
     assert not reached["beyond_cap"] and reached["budget"] < 64
-    assert unseen.expected_at(inc, [reached["budget"]])[0] >= 4 > unseen.expected_at(inc, [reached["budget"] - 1])[0]
-    more = unseen.budget_for(inc, 0.9, unseen.chao2(inc))
+    at = [reached["budget"] - 1, reached["budget"]]
+    assert unseen.expected_at(inc, at, "chao2")[1] >= 4 > unseen.expected_at(inc, at, "chao2")[0]
+    more = unseen.budget_for(inc, 0.9, unseen.chao2(inc), "chao2")
     assert not more["beyond_cap"] and more["budget"] > 64
-    assert unseen.expected_at(inc, [more["budget"]])[0] >= 0.9 * unseen.chao2(inc) - 1e-9
-    assert unseen.budget_for(inc, 1.0, unseen.chao2(inc))["unreachable"]  # the asymptote itself: never
-    assert unseen.budget_for(inc, 0.9, 2 * unseen.chao2(inc))["unreachable"]  # more than it can ever find
+    assert unseen.expected_at(inc, [more["budget"]], "chao2")[0] >= 0.9 * unseen.chao2(inc) - 1e-9
+    assert unseen.budget_for(inc, 1.0, unseen.chao2(inc), "chao2")["unreachable"]  # the asymptote: never
+    assert unseen.budget_for(inc, 0.9, 2 * unseen.chao2(inc), "chao2")["unreachable"]  # more than it can find
     sparse = unseen.Incidence(np.array([1] * 20 + [2]), 64)  # mostly singletons: far from saturation
-    far = unseen.budget_for(sparse, 0.9, unseen.chao2(sparse))
+    far = unseen.budget_for(sparse, 0.9, unseen.chao2(sparse), "chao2")
     assert far["beyond_cap"] and far["budget"] is None and far["at_least"] == unseen.EXTRAPOLATION_CAP * 64
 
 
@@ -104,7 +105,7 @@ def test_on_simulated_audits_the_estimates_correct_towards_the_truth_and_cover_i
         covered += lo <= 200 <= hi
         seen.append(inc.observed)
         chao.append(unseen.chao2(inc))
-        ext_err.append(unseen.expected_at(inc, [600])[0] - truth_600)
+        ext_err.append(unseen.expected_at(inc, [600], "chao2")[0] - truth_600)
     assert np.mean(seen) < np.mean(chao) <= 200  # closer than what was seen; a lower bound on average
     assert covered >= 0.8 * runs
     assert abs(np.mean(ext_err)) < 0.05 * truth_600  # doubling the budget: within 5 % on average
