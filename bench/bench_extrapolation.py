@@ -147,7 +147,9 @@ def check(blocks: list[list[Arm]], truth_asymptote: float, pool_observed: int, n
                 continue
             reached = float(np.mean([detected(e) for e in ext]))
             for name in CURVES:
-                c = next(c for c in est[name]["curve"] if c["budget"] == m * inc.t)
+                c = next((c for c in est[name]["curve"] if c["budget"] == m * inc.t), None)
+                if c is None:  # nothing found in this block: no curve to check
+                    continue
                 row[f"x{m}_{name}"] = {"expected": c["expected"], "lo": c["lo"], "hi": c["hi"], "reached": reached,
                                        "covers": c["lo"] <= reached <= c["hi"]}
         rows.append(row)

@@ -21,9 +21,8 @@ def release() -> None:
     """Hand freed heap back to the operating system. glibc keeps what a large computation freed
     (the duration probe's training step at 128 px: ~1.3 GB) in the process, so every later
     stage's resident set — and its recorded peak — carried it; ``malloc_trim`` returns it."""
-    import gc
-
-    gc.collect()
+    # no gc.collect(): it holds the GIL for a tenth of a second on a large heap, which froze the
+    # app's window once a stage (the engine runs on its worker thread); ctypes releases the GIL
     if sys.platform.startswith("linux"):
         try:
             import ctypes

@@ -299,7 +299,7 @@ def calibration(db: sqlite_utils.Database, metric_rows: list[dict], comparison: 
     if not held:
         return {"calibrated": False}
     out = {"calibrated": True, "n": held["n"], "folder": held.get("folder"), "bands": []}
-    n_by = {(m, lam): r["n_generated"] for r in metric_rows for m, lam in [(r["method"], r["lam"])]}
+    n_by = {(r["method"], r["lam"]): r["n_generated"] for r in metric_rows}
     for fa in held["bands"]:
         row = {**fa, "false_alarm": fa["rate"], "false_alarm_lo": fa["lo"], "false_alarm_hi": fa["hi"], "against": []}
         for key in ("rate", "lo", "hi", "count"):

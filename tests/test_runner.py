@@ -23,7 +23,8 @@ def test_every_stage_runs_and_is_stored(tiny_workspace):
     result = AuditRunner(tiny_workspace, progress).run()
     db = storage.connect(tiny_workspace.db_path)
     stages = {r["name"]: r for r in storage.stage_rows(db)}
-    assert set(stages) == set(STAGES) and all(r["status"] == "done" for r in stages.values())
+    # every stage but heldout, which runs only with a held-out folder
+    assert set(stages) == set(STAGES) - {"heldout"} and all(r["status"] == "done" for r in stages.values())
     assert stages["classifier"]["done"] == TINY_SETTINGS["classifier_epochs"]
     # each stage's own peak memory: at least the process it ran in (torch alone is > 100 MiB)
     assert all(100 < r["peak_rss_mb"] < 8192 for r in stages.values()), stages

@@ -475,11 +475,14 @@ class ResultsView(QWidget):
         self.unseen_note.setText(
             f"Training images each strategy found, and how many it would find with an unlimited budget "
             f"({'Chao2' if est == 'chao2' else 'iChao2'} on how often each image was found; 95 % intervals, "
-            f"never below what was found). The curve is extrapolated to {cap:g}× the budget, no further: "
+            "never below what was found; a lower bound: on small audits it fell 17-37 % short of large runs). "
+            f"The curve is extrapolated to {cap:g}× the budget, no further: "
             f"beyond that the estimate's theory does not hold. Guided strategies pool λ "
             f"{', '.join(f'{x:g}' for x in unseen.get('lambdas', []))}. Curves: Random grey, SIDE red, half and "
             "half orange; solid observed, dashed extrapolated, dotted the unlimited-budget estimate.")
-        headers = ["strategy", "band", "found", "in N", "unlimited budget", "iChao2", "at 2×", "at 5×", "at 10×"]
+        alt = "chao2" if est == "ichao2" else "ichao2"  # the other estimator, beside it
+        headers = ["strategy", "band", "found", "in N", "unlimited budget", "Chao2" if alt == "chao2" else "iChao2",
+                   "at 2×", "at 5×", "at 10×"]
         rows = []
         for r in unseen["strategies"]:
             if not r["cumulative"]:
@@ -489,7 +492,7 @@ class ResultsView(QWidget):
                 cells += [f"none found: no estimate (0 to {r.get('ceiling', '?')})", ""]
             else:
                 cells += [f"{r[est]:.1f} [{r[est + '_lo']:.1f}, {r[est + '_hi']:.1f}]",
-                          f"{r['ichao2']:.1f} [{r['ichao2_lo']:.1f}, {r['ichao2_hi']:.1f}]"]
+                          f"{r[alt]:.1f} [{r[alt + '_lo']:.1f}, {r[alt + '_hi']:.1f}]"]
             cells += [f"beyond {cap:g}×" if m["beyond_cap"] else "—" if m["expected"] is None
                       else f"{m['expected']:.1f} [{m['lo']:.1f}, {m['hi']:.1f}]" for m in r["multiples"]]
             rows.append(cells)
