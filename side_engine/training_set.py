@@ -40,14 +40,15 @@ class ImportedSet:
     files_fingerprint: str = ""  # over every image file, readable or not (see files_fingerprint)
 
 
-def list_images(root: Path) -> list[Path]:
+def list_images(root: Path, what: str = "training data") -> list[Path]:
+    """Every image file under ``root``; ``what`` names the folder in the errors (a setting's)."""
     if not root.exists():
-        raise InputError(f"training data {root}: no such folder")
+        raise InputError(f"{what} {root}: no such folder")
     if not root.is_dir():
-        raise InputError(f"training data {root}: not a folder")
+        raise InputError(f"{what} {root}: not a folder")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise InputError(f"training data {root}: no image files (png, jpg, webp, bmp) found")
+        raise InputError(f"{what} {root}: no image files (png, jpg, webp, bmp) found")
     return files
 
 

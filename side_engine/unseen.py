@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .statistics import SEED, Arm
+from .statistics import SEED, Arm, budgets_for
 
 EXTRAPOLATION_CAP = 3.0  # Chao et al. 2014: reliable to about double, at most triple, the sample
 MULTIPLES = (2.0, 5.0, 10.0)  # budgets a reviewer asks about, as multiples of the observed one
@@ -133,9 +133,7 @@ def chao2_interval(inc: Incidence, z: float = Z95) -> tuple[float, float]:
         p = math.exp(-u / s)
         spread = z * math.sqrt(s * p / (1 - p)) if p < 1 else 0.0
         return float(max(s, s / (1 - p) - spread)), float(s / (1 - p) + spread)
-    var = chao2_variance(inc)
-    k = math.exp(z * math.sqrt(math.log(1 + var / f0 ** 2)))
-    return s + f0 / k, s + f0 * k
+    return _lognormal(s, f0, chao2_variance(inc), z)
 
 
 def gap(inc: Incidence, estimator: str | None = None) -> float:
@@ -248,7 +246,7 @@ def _nothing_found(inc: Incidence, ceiling: int | None) -> dict:
 
 def _estimate(inc: Incidence, resamples: int, seed: int, estimator: str) -> dict:
     t, s = inc.t, inc.observed
-    observed_budgets = _doubling(t)
+    observed_budgets = budgets_for(t)  # the coverage curve's: 8, 16, ... and the audit's own
     extra = [m * t for m in (1.5, 2.0, 2.5, 3.0) if m <= EXTRAPOLATION_CAP]
     budgets = observed_budgets + extra
     point = expected_at(inc, budgets, estimator)
@@ -280,19 +278,12 @@ def _estimate(inc: Incidence, resamples: int, seed: int, estimator: str) -> dict
             "curve": curve, "multiples": multiples, "cap": EXTRAPOLATION_CAP, "curve_estimator": estimator}
 
 
-def _lognormal(s: int, f0: float, var: float) -> tuple[float, float]:
+def _lognormal(s: int, f0: float, var: float, z: float = Z95) -> tuple[float, float]:
+    """Chao's log-normal interval on the undetected count ``f0``: [s + f0 / K, s + f0 · K]."""
     if f0 <= 0 or var <= 0:
         return float(s), float(s + max(f0, 0.0))
-    k = math.exp(Z95 * math.sqrt(math.log(1 + var / f0 ** 2)))
+    k = math.exp(z * math.sqrt(math.log(1 + var / f0 ** 2)))
     return s + f0 / k, s + f0 * k
-
-
-def _doubling(t: int) -> list[int]:
-    out, b = [], 8
-    while b < t:
-        out.append(b)
-        b *= 2
-    return out + [t] if t >= 1 else out
 
 
 def budget_for(inc: Incidence, share: float, target: float, estimator: str | None = None) -> dict:

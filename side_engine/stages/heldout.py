@@ -21,7 +21,7 @@ from PIL import Image
 from .. import measures, storage
 from ..errors import InputError
 from ..statistics import wilson
-from ..training_set import IMAGE_SUFFIXES, to_model_pixels
+from ..training_set import list_images, to_model_pixels
 
 if TYPE_CHECKING:
     from .context import StageContext
@@ -105,14 +105,7 @@ def summarise(best: np.ndarray, bands, higher_is_closer: bool) -> dict:
 
 
 def list_heldout(folder: Path) -> list[Path]:
-    if not folder.exists():
-        raise InputError(f"setting 'heldout_data' = {folder}: no such folder")
-    if not folder.is_dir():
-        raise InputError(f"setting 'heldout_data' = {folder}: not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"setting 'heldout_data' = {folder}: no image files (png, jpg, webp, bmp) found")
-    return files
+    return list_images(folder, what="setting 'heldout_data' =")
 
 
 def _digest(pixels: np.ndarray) -> bytes:
