@@ -55,9 +55,12 @@ def base_workspace(model: str) -> Path:
     return ws
 
 
-def arm_settings(arm: str, seed: int, n: int) -> dict:
+def arm_settings(model: str, arm: str, seed: int, n: int) -> dict:
     schedule, lambdas = ARMS[arm]
-    return {"seed": seed, "n_per_lambda": n, "lambdas": [0, *lambdas], "methods": ["random", "side"],
+    # the model and its faces where they lie now (the copier's base audit ran when it was the demo;
+    # the runner verifies they are the same content, so the classifiers are still reused)
+    where = {"checkpoint": str(MODELS[model] / "model"), "train_data": str(MODELS[model] / "faces")}
+    return {**where, "seed": seed, "n_per_lambda": n, "lambdas": [0, *lambdas], "methods": ["random", "side"],
             "guidance_schedule": schedule, "guidance_max_t": 1.0, "table_lambdas": [min(lambdas), max(lambdas)],
             **EXTRA.get(arm, {})}
 
@@ -70,7 +73,7 @@ def run_arm(model: str, arm: str, seed: int, n: int) -> dict:
         src = WORK / f"{model}-reliability-s{seed}" if arm != "reliability" else WORK / f"{model}-base"
         if arm != "reliability" and not (src / "audit.db").exists():
             run_arm(model, "reliability", seed, n)
-        fork(src, ws, arm_settings(arm, seed, n))
+        fork(src, ws, arm_settings(model, arm, seed, n))
     t0 = time.time()
     AuditRunner(ws, Progress()).run()
     db = storage.connect(ws / "audit.db")

@@ -139,11 +139,28 @@ class AuditRunner:
         stored = json.loads(audit["config"])
         adopt_legacy(cfg, stored)
         old = AuditConfig.from_stored(stored).to_dict()
-        changed = [k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and old.get(k) != v]
+        # a folder moved with its content unchanged (verified just above) is the same audit
+        verified = {"checkpoint"} | ({"train_data"} if stored_files else set())
+        changed = [k for k, v in cfg.to_dict().items()
+                   if k not in RESUMABLE_CHANGES | verified and old.get(k) != v]
         if changed:
             was = "; ".join(f"{k} = {json.dumps(old.get(k))}" for k in changed)
             raise WorkspaceError(f"{self.ws.config_path}: settings changed since this audit started: "
                                  f"{', '.join(changed)}; restore them ({was}) or start a new workspace")
+        moved = sorted(k for k in verified if old.get(k) != getattr(cfg, k))
+        if moved:
+            self._record_move(ctx, stored, moved)
+
+    def _record_move(self, ctx: StageContext, stored: dict, moved: list[str]) -> None:
+        """Point the audit's record at the folders where the same model and images now lie
+        (the report finds training thumbnails through it); the log says what moved."""
+        cfg = ctx.cfg
+        for key in moved:
+            ctx.progress.write(f"{key} moved: {stored.get(key)} -> {getattr(cfg, key)} (same content, verified)")
+            stored[key] = getattr(cfg, key)
+        with ctx.db.atomic():
+            ctx.db["audits"].update(1, {"config": json.dumps(stored), "checkpoint_path": str(ctx.target.path),
+                                        "train_path": str(Path(cfg.train_data).expanduser().resolve())})
 
     def _record_audit(self, ctx: StageContext) -> None:
         cfg, db = ctx.cfg, ctx.db

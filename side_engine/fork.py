@@ -51,11 +51,18 @@ RANDOM_DEPENDS = frozenset({"seed", "sampler", "steps", "eta", "sampler_conventi
 GUIDED_DEPENDS = RANDOM_DEPENDS | {"n_per_lambda", "guidance_schedule", "guidance_max_t"}
 
 
-def reusable_stages(base: AuditConfig, new: AuditConfig, done: set[str]) -> list[str]:
+# folders whose content the runner verifies against the base audit's record before any stage
+# (checkpoint SHA-256, training files' fingerprint): pointing a fork at where they lie now is no
+# change, and a different content is refused there with the file named
+MOVABLE = frozenset({"checkpoint", "train_data"})
+
+
+def reusable_stages(base: AuditConfig, new: AuditConfig, done: set[str],
+                    verified: frozenset[str] = frozenset()) -> list[str]:
     """The leading stages whose settings are unchanged and which the base audit finished."""
     from .stages import stage_names
 
-    changed = {k for k, v in new.to_dict().items() if base.to_dict().get(k) != v}
+    changed = {k for k, v in new.to_dict().items() if base.to_dict().get(k) != v} - verified
     depends = dict(REUSABLE)
     out = []
     for name in stage_names(new):  # the order they run in (synthetic-clusters: synthetic first)
@@ -85,12 +92,14 @@ def fork(base_dir: str | Path, new_dir: str | Path, changes: dict[str, Any]) -> 
         base_cfg = AuditConfig.from_stored(json.loads(rows[0]["config"]))
         done = {r["name"] for r in storage.stage_rows(db) if r.get("status") == "done"}
         tdkd_seed = storage.get_kv(db, "tdkd_seed", base_cfg.seed)
+        # without a stored fingerprint of the training files a moved folder cannot be verified
+        verified = MOVABLE if storage.get_kv(db, "train_files_fingerprint") else MOVABLE - {"train_data"}
     finally:
         db.close()
     cfg = dataclasses.replace(base_cfg, **changes)
     cfg.validate()
-    reused = reusable_stages(base_cfg, cfg, done)
-    changed = {k for k, v in cfg.to_dict().items() if base_cfg.to_dict().get(k) != v}
+    reused = reusable_stages(base_cfg, cfg, done, verified)
+    changed = {k for k, v in cfg.to_dict().items() if base_cfg.to_dict().get(k) != v} - verified
     keep_random = ("random" in cfg.methods and {"import", "embed", "labels"} <= set(reused)
                    and not changed & RANDOM_DEPENDS)
     keep_guided = keep_random and "tdkd" in reused and not changed & GUIDED_DEPENDS
@@ -137,7 +146,9 @@ def fork(base_dir: str | Path, new_dir: str | Path, changes: dict[str, Any]) -> 
                 out["kv"].delete_where("key = ?", [key])
             marks = ",".join("?" * len(reused))
             out["stages"].delete_where(f"name not in ({marks})" if reused else "1 = 1", reused)
-            out["audits"].update(1, {"config": json.dumps(cfg.to_dict()), "created": storage.now()})
+            out["audits"].update(1, {"config": json.dumps(cfg.to_dict()), "created": storage.now(),
+                                     "checkpoint_path": str(Path(cfg.checkpoint).expanduser()),
+                                     "train_path": str(Path(cfg.train_data).expanduser().resolve())})
             if "tdkd" in reused:
                 storage.set_kv(out, "tdkd_seed", tdkd_seed)
             storage.set_kv(out, "forked_from", record)

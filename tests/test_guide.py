@@ -153,6 +153,34 @@ def test_a_fork_retrains_what_its_changes_touch_and_refuses_bad_requests(finishe
         fork(tmp_path / "nothing", tmp_path / "y", {})
 
 
+def test_moved_folders_keep_the_audit_and_changed_content_is_refused(finished, tiny_model, faces, tmp_path):
+    import shutil
+
+    model, data = tmp_path / "model", tmp_path / "faces"
+    shutil.copytree(tiny_model, model)
+    shutil.copytree(faces, data)
+    record = fork(finished.root, tmp_path / "moved", {"seed": 7, "checkpoint": str(model), "train_data": str(data)})
+    assert record["reused"][-1] == "tdkd"  # the same content elsewhere: nothing retrained
+    moved = Workspace(tmp_path / "moved")
+    AuditRunner(moved).run(until="tdkd")
+    again = tmp_path / "again"  # and a finished audit resumed after its model moved once more
+    shutil.copytree(model, again)
+    moved.write_config(AuditConfig.from_stored(dict(moved.load_config().to_dict(), checkpoint=str(again))), overwrite=True)
+    AuditRunner(moved).run(until="tdkd")
+    db = storage.connect(moved.db_path)
+    try:
+        audit = next(iter(db["audits"].rows))
+    finally:
+        db.close()
+    assert audit["checkpoint_path"] == str(again) and audit["train_path"] == str(data.resolve())
+    assert json.loads(audit["config"])["checkpoint"] == str(again)
+    assert "checkpoint moved" in moved.log_path.read_text()
+    first = sorted(data.iterdir())[0]
+    first.write_bytes(sorted(faces.iterdir())[1].read_bytes())
+    with pytest.raises(WorkspaceError, match="training data .* changed"):
+        AuditRunner(moved).run(until="tdkd")
+
+
 def test_the_paper_preset_is_named_and_older_audits_keep_what_they_ran_with():
     cfg = AuditConfig(checkpoint="m", train_data="d", **PRESETS["paper"])
     assert "paper" in method_name(cfg)
