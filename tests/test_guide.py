@@ -165,7 +165,8 @@ def test_moved_folders_keep_the_audit_and_changed_content_is_refused(finished, t
     AuditRunner(moved).run(until="tdkd")
     again = tmp_path / "again"  # and a finished audit resumed after its model moved once more
     shutil.copytree(model, again)
-    moved.write_config(AuditConfig.from_stored(dict(moved.load_config().to_dict(), checkpoint=str(again))), overwrite=True)
+    cfg = AuditConfig.from_stored(dict(moved.load_config().to_dict(), checkpoint=str(again)))
+    moved.write_config(cfg, overwrite=True)
     AuditRunner(moved).run(until="tdkd")
     db = storage.connect(moved.db_path)
     try:
