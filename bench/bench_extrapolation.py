@@ -52,7 +52,7 @@ CURVES = ("chao2", "ichao2")  # whose undetected count the curve extrapolates wi
 
 def extra_random(model: str, seed: int, n: int = 512) -> Path:
     """A Random-only audit of ``model`` with another seed, forked from the study's base audit."""
-    from study_guidance import MODELS as PATHS
+    from study_guidance import located
 
     from side_engine.audit import AuditRunner
     from side_engine.fork import fork
@@ -60,10 +60,7 @@ def extra_random(model: str, seed: int, n: int = 512) -> Path:
 
     ws = WORK / f"{model}-random-s{seed}"
     if not (ws / "audit.toml").exists():
-        # the model and its faces where they lie now (the copier was the demo when its base audit
-        # ran: it then imports again — the same weights and faces — and samples Random anew)
-        settings = {"seed": seed, "n_per_lambda": n, "lambdas": [0], "methods": ["random"],
-                    "checkpoint": str(PATHS[model] / "model"), "train_data": str(PATHS[model] / "faces")}
+        settings = {**located(model), "seed": seed, "n_per_lambda": n, "lambdas": [0], "methods": ["random"]}
         fork(WORK / f"{model}-base", ws, settings)
     AuditRunner(ws, Progress()).run()
     return ws

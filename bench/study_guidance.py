@@ -55,12 +55,15 @@ def base_workspace(model: str) -> Path:
     return ws
 
 
+def located(model: str) -> dict:
+    """The model and its faces where they lie now (the copier's base audit ran when it was the
+    demo): the runner verifies they are the same content, so a fork still reuses the classifiers."""
+    return {"checkpoint": str(MODELS[model] / "model"), "train_data": str(MODELS[model] / "faces")}
+
+
 def arm_settings(model: str, arm: str, seed: int, n: int) -> dict:
     schedule, lambdas = ARMS[arm]
-    # the model and its faces where they lie now (the copier's base audit ran when it was the demo;
-    # the runner verifies they are the same content, so the classifiers are still reused)
-    where = {"checkpoint": str(MODELS[model] / "model"), "train_data": str(MODELS[model] / "faces")}
-    return {**where, "seed": seed, "n_per_lambda": n, "lambdas": [0, *lambdas], "methods": ["random", "side"],
+    return {**located(model), "seed": seed, "n_per_lambda": n, "lambdas": [0, *lambdas], "methods": ["random", "side"],
             "guidance_schedule": schedule, "guidance_max_t": 1.0, "table_lambdas": [min(lambdas), max(lambdas)],
             **EXTRA.get(arm, {})}
 
