@@ -12,6 +12,7 @@ result-affecting settings are compared with those the audit started with.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -206,19 +207,28 @@ class AuditRunner:
         if "metrics" in left["done"]:
             return
         k = cfg.k or labels.default_k(n)
-        per = probe(target.unet, target.scheduler, cfg, k, target.channels, target.sample_size,
-                    ctx.device, ctx.batch, target.decode if target.latent else None)
-        per.update(scoring_probe(ctx.scorer_name, cfg.sscd_model, ctx.threads, ctx.artifacts.train_pixels, n))
-        est = estimate(per, cfg, n, left)
-        from .memory import release
+        # a resumed run on the same machine, device, threads and batch reuses its first probe: the
+        # probe takes seconds (5 s for the demo on a CPU), every resume paid them again, and what it
+        # measures has not changed (a fork clears it with the other stored estimates)
+        key = {"device": describe(ctx.device), "host": platform.node(), "cpus": os.cpu_count(),
+               "threads": ctx.threads, "batch": ctx.batch, "k": k}
+        per = storage.get_kv(ctx.db, "estimate_per_image")
+        reused = bool(per) and storage.get_kv(ctx.db, "estimate_probe") == key
+        if not reused:
+            per = probe(target.unet, target.scheduler, cfg, k, target.channels, target.sample_size,
+                        ctx.device, ctx.batch, target.decode if target.latent else None)
+            per.update(scoring_probe(ctx.scorer_name, cfg.sscd_model, ctx.threads, ctx.artifacts.train_pixels, n))
+            from .memory import release
 
-        release()  # the probe's training step freed ~1 GB at 128 px: give it back before the stages
+            release()  # the probe's training step freed ~1 GB at 128 px: give it back before the stages
+        est = estimate(per, cfg, n, left)
+        storage.set_kv(ctx.db, "estimate_probe", key)
         storage.set_kv(ctx.db, "estimate", est)
         storage.set_kv(ctx.db, "estimate_per_image", per)  # the budget planner's seconds per image
         storage.set_kv(ctx.db, "estimate_device", describe(ctx.device))
         ctx.log(f"estimated time left ≈ {describe_seconds(est['total'])} on {describe(ctx.device)} "
-                f"(probe: UNet {1e3 * per['unet']:.2f} ms, guidance {1e3 * per['guidance']:.2f} ms "
-                "per image and step)")
+                f"({'the run’s first probe' if reused else 'probe'}: UNet {1e3 * per['unet']:.2f} ms, "
+                f"guidance {1e3 * per['guidance']:.2f} ms per image and step)")
 
 
 def probe_step(ctx: StageContext):

@@ -75,7 +75,9 @@ def probe(unet, scheduler, cfg: AuditConfig, k: int, channels: int, size: int, d
         loss.backward()
         opt.step()
 
-    train_s = _timed(step, device) / len(xt)
+    # two timed steps, not five: one 64-image step is long beside a load blip (0.5 s on the demo's
+    # CPU), and five of them were 3.2 of the probe's 5 s
+    train_s = _timed(step, device, repeat=2) / len(xt)
     decode_s = _timed(lambda: decode(x), device, repeat=1) / b if decode is not None else 0.0
     return {"unet": unet_s, "guidance": max(guided_s - unet_s, 0.0), "train": train_s, "decode": decode_s}
 

@@ -39,8 +39,8 @@ FILES = {"import": ["cache/train_pixels.npy", "cache/train_latents.npy"], "embed
          "synthetic": ["synthetic/*"], "tdkd": ["classifiers/td.safetensors"]}
 # stored results that belong to sampling and after: never carried into a fork
 CLEARED_TABLES = ("decisions", "matches", "samples", "metrics", "topk", "summary")
-CLEARED_KEYS = ("comparison", "warnings", "guide_check", "estimate", "estimate_device", "estimate_per_image", "unseen",
-                "extraction_n", "heldout", "calibration")
+CLEARED_KEYS = ("comparison", "warnings", "guide_check", "estimate", "estimate_device", "estimate_per_image",
+                "estimate_probe", "unseen", "extraction_n", "heldout", "calibration")
 # Random's samples (λ = 0) are the same images when these hold and the labels stage (K, which
 # fixes every sample's noise stream) and the scorer are reused: a fork then keeps them
 RANDOM_DEPENDS = frozenset({"seed", "sampler", "steps", "eta", "sampler_convention", "bands_sscd", "bands_pixel",

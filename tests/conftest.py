@@ -5,13 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
-
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(int(os.environ.get("SIDE_TEST_THREADS", "2")))
+# the suite runs on two workers (pyproject: pytest-xdist): OpenMP threads that spin while they
+# wait would take the other worker's core (two spinning torch processes were measured ~40x slower
+# each); set before torch loads OpenMP, and inherited by every process a test starts
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(int(os.environ.get("SIDE_TEST_THREADS", max(1, (os.cpu_count() or 2) // _WORKERS))))
 
 
 def make_tiny_pipeline(path: Path, channels: int = 1, size: int = 16, seed: int = 0) -> Path:

@@ -374,14 +374,18 @@ def test_device_choice_offers_all_gpus_where_there_are_several(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_multi_process_audit_from_the_app_relays_progress_stops_and_resumes(qtbot, window, tmp_path):
+def test_a_multi_process_audit_from_the_app_relays_progress_stops_and_resumes(qtbot, window, tmp_path,
+                                                                                tiny_model, faces):
     """With processes = 2 the app runs `side-audit run --nproc 2` (torchrun) and relays what the
     processes store; Stop becomes the workspace's stop request, which stops every rank after its
-    batch; Resume finishes the audit. Sixteen rounds of sampling: the stop, sent within a poll
-    or two of the first relayed batch, must land before the run could finish on a fast machine
-    (with three rounds CI once finished the audit before the request was read)."""
-    ws = init_workspace(tmp_path / "ws2", str(DEMO_MODEL), str(DEMO_FACES),
-                        **dict(GUI_SETTINGS, n_per_lambda=128, processes=2))
+    batch; Resume finishes the audit. Eighteen rounds of sampling on the tiny model (the demo
+    model's training and sampling took a minute of this test and tested nothing more): the stop,
+    sent within a poll or two of the first relayed batch, must land before the run could finish
+    on a fast machine (with three rounds CI once finished the audit before the request was read)."""
+    from tests.conftest import TINY_SETTINGS
+
+    ws = init_workspace(tmp_path / "ws2", str(tiny_model), str(faces),
+                        **dict(TINY_SETTINGS, n_per_lambda=144, lambdas=[0, 2], processes=2))
     window.open_workspace(str(ws.root))
     worker = window.start_run()
     with qtbot.waitSignal(worker.progress.signals.progress, timeout=180_000,
@@ -397,14 +401,14 @@ def test_a_multi_process_audit_from_the_app_relays_progress_stops_and_resumes(qt
     partial = db["samples"].count
     keys = [tuple(r.values()) for r in db.query("select method, lam, sample_index from samples")]
     db.close()
-    assert 0 < partial < 256 and len(set(keys)) == len(keys)
+    assert 0 < partial < 288 and len(set(keys)) == len(keys)
     assert not ws.stop_path.exists()
     worker = window.start_run()
     with qtbot.waitSignal(worker.succeeded, timeout=240_000):
         pass
     worker.wait()
     db = storage.connect(ws.db_path)
-    assert db["samples"].count == 256
+    assert db["samples"].count == 288
     db.close()
     assert "sampling on 2 processes" in ws.log_path.read_text()
 

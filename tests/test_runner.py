@@ -79,6 +79,9 @@ def test_cancel_mid_sampling_then_resume_equals_uninterrupted(tmp_path, tiny_mod
     assert outcomes == ["run stopped by the user (resumable)", "run complete", "run complete"]
     assert "stage classifier finished in" in log and "TI classifier: accuracy" in log
     assert all(m in log for m in progress.messages)  # every line the front end was shown
+    # the duration probe runs once: the resume on the same machine estimates from the first one
+    estimates = [line for line in log.splitlines() if "estimated time left" in line]
+    assert len(estimates) == 2 and "(probe: UNet" in estimates[0] and "the run’s first probe" in estimates[1]
 
 def test_resume_refuses_changed_checkpoint_or_settings(tmp_path, tiny_model, faces):
     import shutil
