@@ -99,7 +99,9 @@ def test_installed_wheel_runs_the_demo_reports_and_app_where_the_checkout_is_inv
     venv = isolated_venv(tmp_path, wheel)
     py = venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    env.update(QT_QPA_PLATFORM="offscreen", PYTHONNOUSERSITE="1",
+    # the app's settings (its list of recent audits) in the test's folder: the installed app
+    # recorded every run's temporary workspace in the user's own list
+    env.update(QT_QPA_PLATFORM="offscreen", PYTHONNOUSERSITE="1", SIDE_AUDIT_SETTINGS=str(tmp_path / "settings.json"),
                PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
     away = tmp_path / "elsewhere"
     away.mkdir()
@@ -167,3 +169,4 @@ def test_installed_wheel_runs_the_demo_reports_and_app_where_the_checkout_is_inv
     assert gui.returncode == 0, gui.stderr[-2000:]
     pngs = sorted(shots.glob("*.png"))
     assert len(pngs) >= 4 and all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 5000 for p in pngs)
+    assert str(ws) in (tmp_path / "settings.json").read_text()  # the app's settings went where the test said
