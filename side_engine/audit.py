@@ -27,7 +27,7 @@ from .classifiers import (
     for_guidance,
     small_stem_for,
 )
-from .config import RESUMABLE_CHANGES, AuditConfig, adopt_legacy
+from .config import RESUMABLE_CHANGES, AuditConfig, adopt_legacy, movable
 from .devices import default_batch_size, describe, fit_batch_size, resolve_device
 from .errors import Cancelled, ConfigError, InputError, WorkspaceError
 from .pipeline import stage_order
@@ -140,8 +140,7 @@ class AuditRunner:
         stored = json.loads(audit["config"])
         adopt_legacy(cfg, stored)
         old = AuditConfig.from_stored(stored).to_dict()
-        # a folder moved with its content unchanged (verified just above) is the same audit
-        verified = {"checkpoint"} | ({"train_data"} if stored_files else set())
+        verified = movable(bool(stored_files))  # content verified just above
         changed = [k for k, v in cfg.to_dict().items()
                    if k not in RESUMABLE_CHANGES | verified and old.get(k) != v]
         if changed:

@@ -51,6 +51,17 @@ WEIGHT_CHOICES = get_args(WeightChoice)
 # mixing results from different audits.
 RESUMABLE_CHANGES = frozenset({"batch_size", "device", "precision", "threads", "compile", "processes"})
 
+# Folders the runner verifies by content against the audit's record before any stage (the
+# checkpoint's SHA-256, the training files' fingerprint): where only their path changed it is the
+# same audit, resumed or forked, and a different content is refused with the folder named.
+MOVABLE = frozenset({"checkpoint", "train_data"})
+
+
+def movable(fingerprinted: bool) -> frozenset[str]:
+    """The MOVABLE settings an audit can verify: the training folder only where the audit stored
+    its files' fingerprint."""
+    return MOVABLE if fingerprinted else MOVABLE - {"train_data"}
+
 # Settings added after audits were stored: the value an audit stored without them ran with
 # (not today's default, which may differ), for resume checks and reports of older audits.
 LEGACY = {"guidance_schedule": "constant", "resize_filter": "bicubic", "heldout_data": "", "tdkd_temperature": 1.0}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import storage
-from .config import AuditConfig
+from .config import AuditConfig, movable
 from .errors import ConfigError, WorkspaceError
 from .workspace import Workspace
 
@@ -51,18 +51,19 @@ RANDOM_DEPENDS = frozenset({"seed", "sampler", "steps", "eta", "sampler_conventi
 GUIDED_DEPENDS = RANDOM_DEPENDS | {"n_per_lambda", "guidance_schedule", "guidance_max_t"}
 
 
-# folders whose content the runner verifies against the base audit's record before any stage
-# (checkpoint SHA-256, training files' fingerprint): pointing a fork at where they lie now is no
-# change, and a different content is refused there with the file named
-MOVABLE = frozenset({"checkpoint", "train_data"})
+def changed_settings(base: AuditConfig, new: AuditConfig, verified: frozenset[str] = frozenset()) -> set[str]:
+    """Settings that differ; a verified folder (``config.movable``) pointed at where it lies now
+    is no change."""
+    old = base.to_dict()
+    return {k for k, v in new.to_dict().items() if old.get(k) != v} - verified
 
 
 def reusable_stages(base: AuditConfig, new: AuditConfig, done: set[str],
-                    verified: frozenset[str] = frozenset()) -> list[str]:
+                    verified: frozenset[str] = frozenset(), changed: set[str] | None = None) -> list[str]:
     """The leading stages whose settings are unchanged and which the base audit finished."""
     from .stages import stage_names
 
-    changed = {k for k, v in new.to_dict().items() if base.to_dict().get(k) != v} - verified
+    changed = changed_settings(base, new, verified) if changed is None else changed
     depends = dict(REUSABLE)
     out = []
     for name in stage_names(new):  # the order they run in (synthetic-clusters: synthetic first)
@@ -92,14 +93,13 @@ def fork(base_dir: str | Path, new_dir: str | Path, changes: dict[str, Any]) -> 
         base_cfg = AuditConfig.from_stored(json.loads(rows[0]["config"]))
         done = {r["name"] for r in storage.stage_rows(db) if r.get("status") == "done"}
         tdkd_seed = storage.get_kv(db, "tdkd_seed", base_cfg.seed)
-        # without a stored fingerprint of the training files a moved folder cannot be verified
-        verified = MOVABLE if storage.get_kv(db, "train_files_fingerprint") else MOVABLE - {"train_data"}
+        verified = movable(bool(storage.get_kv(db, "train_files_fingerprint")))
     finally:
         db.close()
     cfg = dataclasses.replace(base_cfg, **changes)
     cfg.validate()
-    reused = reusable_stages(base_cfg, cfg, done, verified)
-    changed = {k for k, v in cfg.to_dict().items() if base_cfg.to_dict().get(k) != v} - verified
+    changed = changed_settings(base_cfg, cfg, verified)
+    reused = reusable_stages(base_cfg, cfg, done, changed=changed)
     keep_random = ("random" in cfg.methods and {"import", "embed", "labels"} <= set(reused)
                    and not changed & RANDOM_DEPENDS)
     keep_guided = keep_random and "tdkd" in reused and not changed & GUIDED_DEPENDS
