@@ -10,7 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # the suite runs on two workers (pyproject: pytest-xdist): OpenMP threads that spin while they
 # wait would take the other worker's core (two spinning torch processes were measured ~40x slower
 # each); set before torch loads OpenMP, and inherited by every process a test starts
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from side_engine.cpu import prefer_passive_waits  # noqa: E402 - imports no torch
+
+prefer_passive_waits()
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

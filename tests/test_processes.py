@@ -110,8 +110,10 @@ def _once_stored(job, ws, n: int, timeout: float = 240) -> bool:
         time.sleep(0.2)
     return False
 
-def _rank_pids(rank: int) -> list[int]:
-    """Processes of `side_engine.distributed` started by torchrun with this RANK."""
+def _rank_pids(rank: int, workspace) -> list[int]:
+    """Processes of `side_engine.distributed` started by torchrun with this RANK for this workspace
+    (the suite runs on two workers: another test's ranks may be running beside this one's, and
+    killing one of them failed that test)."""
     from pathlib import Path
 
     pids = []
@@ -123,7 +125,8 @@ def _rank_pids(rank: int) -> list[int]:
             env = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"side_engine.distributed" in cmd and f"RANK={rank}".encode() in env:
+        if (b"side_engine.distributed" in cmd and f"RANK={rank}".encode() in env
+                and any(str(workspace).encode() in part for part in cmd)):
             pids.append(int(proc.name))
     return pids
 
@@ -143,7 +146,7 @@ def test_a_rank_killed_mid_sampling_loses_nothing_stored_and_a_resume_completes_
     job = subprocess.Popen([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--nproc", "2", "--quiet"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed = False
-    if _once_stored(job, ws, 16) and (pids := _rank_pids(1)):
+    if _once_stored(job, ws, 16) and (pids := _rank_pids(1, ws.root)):
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         killed = True
