@@ -119,9 +119,9 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
     Processes that open a workspace at the same moment (the app beside a starting run, the
     ranks' owner, a test polling) race to switch it to WAL and to migrate it. SQLite answers
     some of those races "database is locked" at once, without waiting out the busy timeout
-    (a read transaction cannot be upgraded while another connection writes), or find the table
-    another one just created: measured, 41 of 60 simultaneous first opens failed. Such an open
-    is retried with a growing pause."""
+    (a read transaction cannot be upgraded while another connection writes), find the table
+    another one just created, or record a migration another one just recorded: measured, 41
+    of 60 simultaneous first opens failed. Such an open is retried with a growing pause."""
     for attempt in range(OPEN_TRIES):
         conn = None
         try:
@@ -146,6 +146,12 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
         except sqlite3.DatabaseError as e:
             if conn is not None:
                 conn.close()
+            # Two openers that both found a migration pending: the later one's record of it
+            # collides with the earlier one's (its own changes were rolled back with it).
+            racing = isinstance(e, sqlite3.IntegrityError) and "_sqlite_migrations" in str(e)
+            if racing and attempt + 1 < OPEN_TRIES:
+                time.sleep(min(0.5, 0.02 * (attempt + 1)))
+                continue
             raise WorkspaceError(f"{path}: not a SIDE Audit database or corrupt ({e})") from None
     raise AssertionError("unreachable")
 
