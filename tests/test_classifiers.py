@@ -1,3 +1,5 @@
+from contextlib import nullcontext
+
 import torch
 
 from side_engine.classifiers import (
@@ -81,3 +83,35 @@ def test_a_distillation_temperature_softens_the_labels_and_keeps_their_order():
         assert torch.allclose(warm, torch.softmax(ti(x) / 4.0, 1), atol=1e-6)
     entropy = lambda p: -(p * p.log()).sum(1)  # noqa: E731
     assert bool((entropy(warm) > entropy(plain)).all()) and torch.equal(warm.argmax(1), plain.argmax(1))
+
+
+
+def test_training_on_cpu_in_channels_last_is_only_a_speed_change():
+    """TDKD trains channels_last on CPU (faster there): the same loss and gradients as the
+    standard layout to float rounding, and the trained weights come back in the standard layout."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from side_engine import classifier_training as ct
+    from side_engine.progress import Progress
+
+    torch.manual_seed(0)
+    td = time_dependent_from(ResNetClassifier(4, 1, 8)).train()
+    x, t = torch.rand(16, 1, 16, 16) * 2 - 1, torch.randint(0, 1000, (16,))
+    targets = torch.softmax(torch.randn(16, 4) * 3, 1)
+    fast = copy.deepcopy(td)
+    grads, layouts = [], []
+    for model, layout in ((td, nullcontext()), (fast, ct.cpu_training_layout(fast))):
+        with layout:
+            loss = F.kl_div(F.log_softmax(model(x, t), 1), targets, reduction="sum")
+            loss.backward()
+            layouts.append(any(not p.grad.is_contiguous() for p in model.parameters() if p.ndim == 4))
+        grads.append([p.grad for p in model.parameters()])
+    assert layouts == [False, True]  # the second did train channels_last
+    for a, b in zip(*grads):
+        assert float((a - b).norm()) <= 1e-4 * float(a.norm())  # float sums in another order
+
+    acp = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+    ct.train_td(td, x, targets, acp, 1, 1e-3, 8, 0, Progress())
+    assert all(m.weight.is_contiguous() for m in td.modules() if isinstance(m, torch.nn.Conv2d))
