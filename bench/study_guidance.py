@@ -9,6 +9,8 @@ before any arm ran; this script only executes it and tabulates what the product 
 
     python bench/study_guidance.py --models regime copier faces2 --seeds 0 1 2 --n 512
     python bench/study_guidance.py --models regime --arms constant --seeds 0   # an extra arm later
+    python bench/study_guidance.py --models copier --seeds 0 --arms reliability,unguided-finish \
+        --out bench/results/study-pilot-unguided-finish.json      # the fourth study (a pilot)
 
 Slow (minutes per arm on two CPU cores): a benchmark, not a test. Resumable: a finished arm
 is read back, an interrupted one resumes.
@@ -40,10 +42,13 @@ WORK = ROOT / "bench" / "work" / "study"
 BASE = {"n_per_lambda": 8, "lambdas": [0, 5], "seed": 0}
 # each arm's declared guided λ (its range is their span; study-guidance-declared.md)
 ARMS = {"reliability": ("reliability", [5.0, 10.0]), "constant": ("constant", [5.0, 10.0]),
-        "reliability-hi": ("reliability", [10.0, 20.0]), "temperature": ("reliability", [5.0, 10.0])}
+        "reliability-hi": ("reliability", [10.0, 20.0]), "temperature": ("reliability", [5.0, 10.0]),
+        "unguided-finish": ("reliability", [5.0, 10.0])}
 # arms that change the guide itself: the fork retrains TDKD (seeded by the arm's seed, so every
 # seed is another draw of the TD classifier) and keeps the reliability arm's Random samples
-EXTRA = {"temperature": {"tdkd_temperature": 4.0}}
+EXTRA = {"temperature": {"tdkd_temperature": 4.0},
+         # the fourth study (a pilot): the last fifth of the noise range unguided; same guide
+         "unguided-finish": {"guidance_min_t": 0.2}}
 
 
 def base_workspace(model: str) -> Path:

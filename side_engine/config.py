@@ -133,6 +133,9 @@ class AuditConfig:
     eta: float = _f("sampling", 0.0, "DDIM eta (0 = deterministic)")
     guidance_max_t: float = _f("sampling", 1.0, "guide only at native timesteps t <= this fraction of T (1 = every "
                                "step; 0.5 = low noise only, where the TD classifier is reliable)")
+    guidance_min_t: float = _f("sampling", 0.0, "guide only at native timesteps t >= this fraction of T (0 = down to "
+                               "the last step; 0.2 = the last fifth of the noise range unguided, so the model's "
+                               "own denoiser finishes each image)")
     guidance_schedule: Schedule = _f("sampling", "reliability",
                                      "reliability (λ_t = λ x the TD classifier's measured agreement above chance at "
                                      "step t: full where it is always right, none where it is at chance) | constant "
@@ -248,6 +251,9 @@ class AuditConfig:
                 raise ConfigError(f"setting '{name}' = {v!r}: must be a positive number")
         if not 0 < self.guidance_max_t <= 1:
             raise ConfigError(f"setting 'guidance_max_t' = {self.guidance_max_t!r}: must lie in (0, 1]")
+        if not 0 <= self.guidance_min_t < self.guidance_max_t:
+            raise ConfigError(f"setting 'guidance_min_t' = {self.guidance_min_t!r}: must lie in [0, guidance_max_t "
+                              f"= {self.guidance_max_t!r}) (0 = guidance down to the last step)")
         if not 0 <= self.eta <= 1:
             raise ConfigError(f"setting 'eta' = {self.eta!r}: must lie in [0, 1]")
         rng = self.table_lambdas
@@ -270,8 +276,8 @@ class AuditConfig:
 # Named settings a reviewer can start from (``side-audit init --preset``, ``fork --preset``).
 # "paper": SIDE as the paper runs it — λ at every step, its learning rates, its 0–50 scan.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"guidance_schedule": "constant", "guidance_max_t": 1.0, "classifier_lr": 1e-4, "tdkd_lr": 1e-4,
-              "label_source": "clusters", "lambdas": [0, 2, 5, 10, 20, 30, 50], "table_lambdas": []},
+    "paper": {"guidance_schedule": "constant", "guidance_max_t": 1.0, "guidance_min_t": 0.0, "classifier_lr": 1e-4,
+              "tdkd_lr": 1e-4, "label_source": "clusters", "lambdas": [0, 2, 5, 10, 20, 30, 50], "table_lambdas": []},
 }
 
 

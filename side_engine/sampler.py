@@ -157,7 +157,7 @@ class GuidedSampler:
         # guidance-to-ε RMS ratio per row, averaged over guided steps (None before the first batch)
         self.last_guidance_ratio: torch.Tensor | None = None
         # guidance acts at native timesteps t_lo <= t <= t_hi only (all steps by default; the
-        # audit setting guidance_max_t)
+        # audit settings guidance_min_t and guidance_max_t)
         self.guidance_window: tuple[int, int] = (0, self.T)
         # the guidance schedule: λ_t = λ · weight(t) at native timestep t (missing: 1, the paper's
         # constant λ); a weight of 0 skips the classifier at that step (guidance_schedule)

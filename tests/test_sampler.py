@@ -1,5 +1,7 @@
 """The guided sampler: equals diffusers when unguided, guidance raises the target class."""
 
+import math
+
 import pytest
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
@@ -283,3 +285,24 @@ def test_guidance_window_limits_guidance_to_low_noise_steps():
 
     with pytest.raises(ConfigError, match="guidance_max_t"):
         AuditConfig(checkpoint="m", train_data="d", guidance_max_t=0.0).validate()
+    sampler.guidance_window = (50, 99)  # the high-noise half: the last steps run unguided
+    high = sampler.sample(noise, lam, cls, [Guide(td, rows, True)])
+    assert not torch.allclose(high, plain, atol=1e-4) and not torch.allclose(high, low, atol=1e-4)
+    for bad in ({"guidance_min_t": -0.1}, {"guidance_min_t": 0.6, "guidance_max_t": 0.5}):
+        with pytest.raises(ConfigError, match="guidance_min_t"):
+            AuditConfig(checkpoint="m", train_data="d", **bad).validate()
+
+
+def test_guidance_min_t_leaves_the_last_steps_unguided():
+    """The audit's interval reaches the sampler: native t below guidance_min_t·(T-1) unguided."""
+    from types import SimpleNamespace
+
+    from side_engine.config import AuditConfig
+    from side_engine.stages.sampling import make_sampler
+
+    target = SimpleNamespace(unet=_unet(), scheduler=_clipping_scheduler())
+    cfg = AuditConfig(checkpoint="m", train_data="d", guidance_min_t=0.2, steps=6)
+    sampler = make_sampler(target, cfg, torch.device("cpu"), compile=False)
+    assert sampler.guidance_window == (math.ceil(0.2 * (sampler.T - 1)), sampler.T - 1)
+    assert make_sampler(target, AuditConfig(checkpoint="m", train_data="d", steps=6), torch.device("cpu"),
+                        compile=False).guidance_window == (0, sampler.T)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,8 +152,9 @@ def _probe(ctx: StageContext, sampler: GuidedSampler, shape) -> dict:
 def make_sampler(target, cfg: AuditConfig, device: torch.device, compile: bool) -> GuidedSampler:
     sampler = GuidedSampler(target.unet, target.scheduler, cfg.sampler, cfg.steps, cfg.eta, device, cfg.precision,
                             compile=compile, convention=cfg.sampler_convention)
-    if cfg.guidance_max_t < 1:  # guidance at low noise only, where the TD classifier agrees with the TI one
-        sampler.guidance_window = (0, int(cfg.guidance_max_t * (sampler.T - 1)))
+    if cfg.guidance_max_t < 1 or cfg.guidance_min_t > 0:  # guidance inside a noise interval only
+        sampler.guidance_window = (math.ceil(cfg.guidance_min_t * (sampler.T - 1)),
+                                   int(cfg.guidance_max_t * (sampler.T - 1)))
     return sampler
 
 
