@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from side_engine import config
 from side_engine.errors import SideError
 from side_engine.progress import read_log
 from side_engine.stages import stage_names
@@ -172,7 +173,7 @@ class MainWindow(QMainWindow):
         self.settings.current = ws
         self.gallery.set_filters(self.settings.filters.get(ws, {}))
         self.setWindowTitle(f"SIDE Audit — {ws}")
-        self.settings_view.set_workspace(self.store.ws, started=self.store.started(), resolved=self._resolved())
+        self._show_settings()
         self._show_page()
         self.refresh_views()
         # a finished audit opens on its verdict; one still to run, on Run
@@ -500,13 +501,19 @@ class MainWindow(QMainWindow):
             self.worker.cancel()
             self.run_view.status.setText("stopping after the current batch…")
 
+    def _show_settings(self) -> None:
+        started = self.store.started()
+        fingerprinted = bool(self.store.stored("train_files_fingerprint")) if started else False
+        self.settings_view.set_workspace(self.store.ws, started=started, resolved=self._resolved(),
+                                         movable=config.movable(fingerprinted))
+
     def _finished(self, message: str) -> None:
         self.refresh_timer.stop()
         self.run_view.set_running(False)
         self.run_view.status.setText(message)
         self.refresh_views()  # shows run.log, which now ends with this run's outcome
         if self.store is not None:  # what the run chose for the automatic settings
-            self.settings_view.set_workspace(self.store.ws, started=self.store.started(), resolved=self._resolved())
+            self._show_settings()
         if self.store is not None and self.store.complete():
             self.tabs.setCurrentWidget(self.summary)  # a finished audit: its verdict
         self._fill_audits()

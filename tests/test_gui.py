@@ -338,6 +338,17 @@ def test_a_complete_audit_opens_on_its_verdict_and_cannot_be_started_again(qtbot
     form.editors["threads"].setText("1")
     assert form.save(), form.error.text()
     assert demo_workspace.load_config().threads == 1 and demo_workspace.load_config().k == 0  # still automatic
+    # the model and training folders may point to where they lie now: the run verifies their content
+    import shutil
+
+    assert form.editors["checkpoint"].isEnabled() and form.editors["train_data"].isEnabled()
+    assert "same files" in form.state.text()
+    moved = demo_workspace.root.parent / "faces-moved"
+    shutil.copytree(demo_workspace.load_config().train_data, moved)
+    form.editors["train_data"].setText(str(moved))
+    assert form.save(), form.error.text()
+    assert demo_workspace.load_config().train_data == str(moved)
+    AuditRunner(demo_workspace).run()  # the same files elsewhere: the finished audit stays as it was
     assert not window.run_view.start_button.isEnabled()
     assert "complete" in window.run_view.start_button.toolTip()
     assert window.run_view.log_pane.toPlainText().splitlines()[-1].split("  ", 1)[1].startswith("run complete")

@@ -47,6 +47,7 @@ class SettingsView(QWidget):
         super().__init__(parent)
         self.workspace = None
         self.started = False
+        self.changeable: frozenset[str] = config.RESUMABLE_CHANGES  # what a started audit may change
         self._resolved_values: dict = {}  # what the run chose for the automatic settings
         self.editors: dict[str, QWidget] = {}
         self.automatic: set[str] = set()  # settings where 0 lets the run choose
@@ -101,9 +102,13 @@ class SettingsView(QWidget):
         layout.addLayout(buttons)
 
     # -- values <-> editors ---------------------------------------------------------------
-    def set_workspace(self, workspace, started: bool, resolved: dict | None = None) -> None:
-        """``resolved``: what the run chose for the automatic settings (0 = auto), as stored."""
+    def set_workspace(self, workspace, started: bool, resolved: dict | None = None,
+                      movable: frozenset[str] = frozenset()) -> None:
+        """``resolved``: what the run chose for the automatic settings (0 = auto), as stored.
+        ``movable``: the folders a started audit may point elsewhere (``config.movable``: the run
+        verifies their content against its record before any stage and refuses another one)."""
         self.workspace, self.started = workspace, started
+        self.changeable = config.RESUMABLE_CHANGES | (movable if started else frozenset())
         self._resolved_values = dict(resolved or {})
         self.resolved.setText("<b>Resolved at run time:</b> " + ", ".join(f"{k} = {v}" for k, v in resolved.items())
                               if resolved else "")
@@ -129,12 +134,14 @@ class SettingsView(QWidget):
                 editor.setPlaceholderText(f"automatic: {chosen}" if chosen is not None else "automatic (0)")
             else:
                 editor.setText(value if isinstance(value, str) else config.toml_value(value))
-            fixed = self.started and f.name not in config.RESUMABLE_CHANGES
+            fixed = self.started and f.name not in self.changeable
             editor.setEnabled(not fixed)
         self.state.setText(
             "The audit has started: settings that change results are read-only (a change would mix two audits "
             "in one workspace; start a new audit instead). Run settings (batch size, device, processes, precision, "
-            "threads, compile) may change before a resume." if self.started else
+            "threads, compile) may change before a resume" + (
+                ", and the model or training folder may point to where it lies now (the run checks it holds the "
+                "same files)." if self.changeable - config.RESUMABLE_CHANGES else ".") if self.started else
             "Settings of this audit, as in its audit.toml; hover a name for what it does and its default. "
             "Saved settings take effect when the audit starts.")
 
@@ -172,7 +179,7 @@ class SettingsView(QWidget):
             if self.started:
                 stored = self.workspace.load_config()
                 changed = [k for k, v in cfg.to_dict().items()
-                           if k not in config.RESUMABLE_CHANGES and getattr(stored, k) != v]
+                           if k not in self.changeable and getattr(stored, k) != v]
                 if changed:
                     raise SideError(f"the audit has started: {', '.join(changed)} cannot change")
             self.workspace.write_config(cfg, overwrite=True)
