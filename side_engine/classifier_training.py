@@ -141,8 +141,8 @@ def ti_epochs(n_fit: int, batch: int, epochs: int, min_steps: int) -> int:
 
 @contextmanager
 def cpu_training_layout(model: nn.Module) -> Iterator[None]:
-    """A classifier trains channels_last on CPU: oneDNN's convolutions and their backward run
-    13-15 % faster in that layout at the demo's size (RESULTS, "Training layout"); afterwards
+    """A classifier trains channels_last on CPU: a training step takes 0.88x as long in
+    that layout at the demo's size (bench/RESULTS.md §12); afterwards
     the weights return to the standard layout, so what is stored and what later stages see is
     unchanged. Not on CUDA, where channels_last was measured slower eager (RESULTS §1), and not
     inside a process group (DDP's gradient buckets were never measured in it)."""

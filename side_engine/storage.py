@@ -135,23 +135,19 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
             db.execute("PRAGMA foreign_keys=ON")
             migrations.apply(db)
             return db
-        except sqlite3.OperationalError as e:
-            if conn is not None:
-                conn.close()
-            racing = "locked" in str(e) or "already exists" in str(e)  # the other opener got there first
-            if racing and attempt + 1 < OPEN_TRIES:
-                time.sleep(min(0.5, 0.02 * (attempt + 1)))
-                continue
-            raise WorkspaceError(f"{path}: cannot open the workspace database ({e})") from None
         except sqlite3.DatabaseError as e:
             if conn is not None:
                 conn.close()
-            # Two openers that both found a migration pending: the later one's record of it
-            # collides with the earlier one's (its own changes were rolled back with it).
-            racing = isinstance(e, sqlite3.IntegrityError) and "_sqlite_migrations" in str(e)
+            # the other opener got there first: it took the lock, created the table, or recorded
+            # the migration both found pending (the later one's changes rolled back with it)
+            opening = isinstance(e, sqlite3.OperationalError)
+            racing = ("locked" in str(e) or "already exists" in str(e)) if opening else (
+                isinstance(e, sqlite3.IntegrityError) and "_sqlite_migrations" in str(e))
             if racing and attempt + 1 < OPEN_TRIES:
                 time.sleep(min(0.5, 0.02 * (attempt + 1)))
                 continue
+            if opening:
+                raise WorkspaceError(f"{path}: cannot open the workspace database ({e})") from None
             raise WorkspaceError(f"{path}: not a SIDE Audit database or corrupt ({e})") from None
     raise AssertionError("unreachable")
 
