@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,23 +139,6 @@ def ti_epochs(n_fit: int, batch: int, epochs: int, min_steps: int) -> int:
     return max(epochs, math.ceil(min_steps / max(1, math.ceil(n_fit / batch))))
 
 
-@contextmanager
-def cpu_training_layout(model: nn.Module) -> Iterator[None]:
-    """A classifier trains channels_last on CPU: a training step takes 0.88x as long in
-    that layout at the demo's size (bench/RESULTS.md §12); afterwards
-    the weights return to the standard layout, so what is stored and what later stages see is
-    unchanged. Not on CUDA, where channels_last was measured slower eager (RESULTS §1), and not
-    inside a process group (DDP's gradient buckets were never measured in it)."""
-    if next(model.parameters()).device.type != "cpu":
-        yield
-        return
-    model.to(memory_format=torch.channels_last)
-    try:
-        yield
-    finally:
-        model.to(memory_format=torch.contiguous_format)
-
-
 def train_ti(
     x: ImageRows | torch.Tensor,
     y: torch.Tensor,
@@ -183,21 +166,20 @@ def train_ti(
     loss_val = math.nan
     epochs = ti_epochs(len(train_idx), batch, epochs, min_steps)
     max_shift = max(1, x.shape[-1] // 16)
-    with cpu_training_layout(model):
-        for epoch in range(epochs):
-            model.train()
-            losses = []
-            for idx in _batches(len(train_idx), batch, gen):
-                xb = augment(x.take(train_idx[idx.numpy()], device), gen, max_shift)
-                idx = idx.to(device)
-                loss = F.cross_entropy(model(xb), yt[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-            loss_val = float(np.mean(losses))
-            progress.update(stage, epoch + 1, epochs)
-            progress.check()
+    for epoch in range(epochs):
+        model.train()
+        losses = []
+        for idx in _batches(len(train_idx), batch, gen):
+            xb = augment(x.take(train_idx[idx.numpy()], device), gen, max_shift)
+            idx = idx.to(device)
+            loss = F.cross_entropy(model(xb), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        loss_val = float(np.mean(losses))
+        progress.update(stage, epoch + 1, epochs)
+        progress.check()
     model.eval()
     train_acc = rows_accuracy(model, x, train_idx, yt)
     if len(held_idx):
@@ -350,7 +332,7 @@ def train_td(
     n_hold = max(1, n // 10) if n >= 10 else 0
     hold, train = perm[:n_hold], perm[n_hold:]
     x_tr, y_tr = _Rows(x0, train.numpy(), device, dtype), targets[train].to(device)
-    with global_batch_stats(td) if world > 1 else cpu_training_layout(td):
+    with global_batch_stats(td) if world > 1 else nullcontext():
         loss_val = _fit_td(td, x_tr, y_tr, acp, epochs, lr, batch, gen, progress, stage, hard_labels, log, stop,
                            world, rank)
     td.eval()
