@@ -43,12 +43,14 @@ BASE = {"n_per_lambda": 8, "lambdas": [0, 5], "seed": 0}
 # each arm's declared guided λ (its range is their span; study-guidance-declared.md)
 ARMS = {"reliability": ("reliability", [5.0, 10.0]), "constant": ("constant", [5.0, 10.0]),
         "reliability-hi": ("reliability", [10.0, 20.0]), "temperature": ("reliability", [5.0, 10.0]),
-        "unguided-finish": ("reliability", [5.0, 10.0])}
+        "unguided-finish": ("reliability", [5.0, 10.0]), "settled": ("reliability", [5.0, 10.0])}
 # arms that change the guide itself: the fork retrains TDKD (seeded by the arm's seed, so every
 # seed is another draw of the TD classifier) and keeps the reliability arm's Random samples
 EXTRA = {"temperature": {"tdkd_temperature": 4.0},
          # the fourth study (a pilot): the last fifth of the noise range unguided; same guide
-         "unguided-finish": {"guidance_min_t": 0.2}}
+         "unguided-finish": {"guidance_min_t": 0.2},
+         # the fifth study (a pilot): guidance stops where half of the model's own probe samples settled
+         "settled": {"guidance_stop": "settled"}}
 
 
 def base_workspace(model: str) -> Path:

@@ -27,6 +27,7 @@ Precision = Literal["fp32", "bf16"]
 Stem = Literal["auto", "small", "large"]
 UmsMode = Literal["union", "nearest-only"]
 Schedule = Literal["reliability", "constant"]
+GuidanceStop = Literal["end", "settled"]
 ResizeFilter = Literal["bicubic", "bilinear", "lanczos", "nearest", "box"]
 CompileChoice = Literal["auto", "on", "off"]
 WeightChoice = Literal["auto", "ema", "raw"]
@@ -43,6 +44,7 @@ PRECISIONS = get_args(Precision)
 STEMS = get_args(Stem)
 UMS_MODES = get_args(UmsMode)
 SCHEDULES = get_args(Schedule)
+GUIDANCE_STOPS = get_args(GuidanceStop)
 RESIZE_FILTERS = get_args(ResizeFilter)
 COMPILE_CHOICES = get_args(CompileChoice)
 WEIGHT_CHOICES = get_args(WeightChoice)
@@ -64,7 +66,8 @@ def movable(fingerprinted: bool) -> frozenset[str]:
 
 # Settings added after audits were stored: the value an audit stored without them ran with
 # (not today's default, which may differ), for resume checks and reports of older audits.
-LEGACY = {"guidance_schedule": "constant", "resize_filter": "bicubic", "heldout_data": "", "tdkd_temperature": 1.0}
+LEGACY = {"guidance_schedule": "constant", "guidance_stop": "end", "resize_filter": "bicubic", "heldout_data": "",
+          "tdkd_temperature": 1.0}
 
 
 def _f(section: str, default: Any, help: str, choices: tuple[str, ...] | None = None,
@@ -136,6 +139,10 @@ class AuditConfig:
     guidance_min_t: float = _f("sampling", 0.0, "guide only at native timesteps t >= this fraction of T (0 = down to "
                                "the last step; 0.2 = the last fifth of the noise range unguided, so the model's "
                                "own denoiser finishes each image)")
+    guidance_stop: GuidanceStop = _f("sampling", "end", "end (guide down to guidance_min_t) | settled (also stop "
+                                     "where half of the guide check's unguided probe samples have settled on the "
+                                     "training image they end nearest to: from there guidance can only change how "
+                                     "exactly a sample copies, not which image it becomes)", GUIDANCE_STOPS)
     guidance_schedule: Schedule = _f("sampling", "reliability",
                                      "reliability (λ_t = λ x the TD classifier's measured agreement above chance at "
                                      "step t: full where it is always right, none where it is at chance) | constant "
@@ -276,8 +283,9 @@ class AuditConfig:
 # Named settings a reviewer can start from (``side-audit init --preset``, ``fork --preset``).
 # "paper": SIDE as the paper runs it — λ at every step, its learning rates, its 0–50 scan.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"guidance_schedule": "constant", "guidance_max_t": 1.0, "guidance_min_t": 0.0, "classifier_lr": 1e-4,
-              "tdkd_lr": 1e-4, "label_source": "clusters", "lambdas": [0, 2, 5, 10, 20, 30, 50], "table_lambdas": []},
+    "paper": {"guidance_schedule": "constant", "guidance_max_t": 1.0, "guidance_min_t": 0.0, "guidance_stop": "end",
+              "classifier_lr": 1e-4, "tdkd_lr": 1e-4, "label_source": "clusters", "lambdas": [0, 2, 5, 10, 20, 30, 50],
+              "table_lambdas": []},
 }
 
 

@@ -25,6 +25,7 @@ import torch
 SMOOTH = 5  # sampler steps averaged for a(t): ~5x the held-out images behind every weight
 PROBE = 32  # samples of the probe, each with and without guidance
 FLAT = 0.05  # the largest weight below which the run says guidance cannot help
+SETTLED_SHARE = 0.5  # the settled stop: where half of the unguided probe samples have settled
 
 
 @dataclass
@@ -111,6 +112,11 @@ def guided_weight(check: GuideCheck, window: tuple[int, int], schedule: str) -> 
 def findings(check: GuideCheck, window: tuple[int, int], schedule: str) -> list[str]:
     """What the check says a reviewer must know, in words (empty: nothing to say)."""
     out = []
+    if not any(window[0] <= t <= window[1] for t in check.timesteps):
+        out.append(f"Guidance acts at no sampler step (native t {window[0]}–{window[1]}; with the settled stop, "
+                   f"half of the model's own probe samples had settled by t = {check.probe.get('settled_t')}): "
+                   "SIDE's rows are unguided samples.")
+        return out
     reach = guided_weight(check, window, schedule)
     if reach < FLAT:
         out.append(f"The TD classifier is at chance (agreement ≤ {100 * (check.chance + FLAT):.0f} %, "
@@ -126,6 +132,30 @@ def findings(check: GuideCheck, window: tuple[int, int], schedule: str) -> list[
                        f"{unguided} of {p['n']}; chance ≈ {check.chance * p['n']:.1f}): guidance may spread "
                        "samples over more training images, but it is not seen reaching its targets.")
     return out
+
+
+def commit_curve(nearest: np.ndarray) -> list[float]:
+    """Share of samples already committed at each sampler step. ``nearest`` [samples, steps + 1]:
+    the nearest training image of the model's clean-image prediction at each step, then of the
+    finished sample. Committed at step i: the nearest image at i and at every later step is the
+    final one — from there on the sample's identity is settled and guidance can only change how
+    exactly it copies that image."""
+    nearest = np.asarray(nearest)
+    if nearest.size == 0:
+        return []
+    same = nearest[:, :-1] == nearest[:, -1:]
+    # committed from step i: every step from i to the end agrees (reverse cumulative AND)
+    settled = np.flip(np.logical_and.accumulate(np.flip(same, 1), axis=1), 1)
+    return [float(v) for v in settled.mean(0)]
+
+
+def settled_timestep(curve: list[float], timesteps: list[int], share: float = SETTLED_SHARE) -> int:
+    """The largest sampler timestep by which ``share`` of the samples have settled (``curve`` from
+    ``commit_curve``, one value per step, noisiest first); -1 when that share never settles."""
+    for t, c in zip(timesteps, curve):
+        if c >= share:
+            return int(t)
+    return -1
 
 
 def on_target(nearest: np.ndarray, surrogate: np.ndarray, cls: np.ndarray) -> np.ndarray:

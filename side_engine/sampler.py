@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -311,8 +311,11 @@ class GuidedSampler:
         guides: Sequence[Guide] = (),
         generators: Sequence[torch.Generator] | None = None,
         steps: int | None = None,
+        on_step: Callable[[int, torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
-        """Run the reverse process from ``noise``; returns x_0 in [-1, 1] (or x after ``steps``)."""
+        """Run the reverse process from ``noise``; returns x_0 in [-1, 1] (or x after ``steps``).
+        ``on_step(t, x0)``: the model's clean-image prediction at each step, before its update
+        (the guide check watches when each sample settles on its training image)."""
         x = noise.to(self.device, torch.float32)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -359,6 +362,9 @@ class GuidedSampler:
                     z = z.pin_memory().to(self.device, non_blocking=True)
                 else:
                     z = z.to(self.device)
+            if on_step is not None:
+                x0_pred = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+                on_step(t, x0_pred.clamp(-self.clip_range, self.clip_range) if self.clip else x0_pred)
             x = self._step(x, eps, grad, a_t, a_prev, t, z)
         self.last_guidance_ratio = ratio_sum / max(n_steps, 1) if ratio_sum is not None else None
         if choice is not None and n_steps:

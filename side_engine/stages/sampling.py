@@ -118,13 +118,20 @@ def check_guide(ctx: StageContext, sampler: GuidedSampler, shape) -> None:
     ctx.log(f"guide check: TD agreement on {check.held_out} held-out synthetic images by step ({rows}; "
             f"chance {100 * check.chance:.1f} %); probe on target (scorer) {check.probe.get('on_target_guided')}"
             f" guided vs {check.probe.get('on_target_unguided')} unguided of {check.probe.get('n')}")
-    for text in guide_check.findings(check, sampler.guidance_window, cfg.guidance_schedule):
+    if cfg.guidance_stop == "settled":
+        ctx.log(f"settled stop: half of the {check.probe.get('n')} unguided probe samples had settled on the "
+                f"training image they end nearest to by t = {check.probe.get('settled_t')}; guidance acts at "
+                f"native t {guidance_window(cfg, sampler, check)[0]} and above")
+    for text in guide_check.findings(check, guidance_window(cfg, sampler, check), cfg.guidance_schedule):
         ctx.warn(text)
 
 
 def _probe(ctx: StageContext, sampler: GuidedSampler, shape) -> dict:
-    """The same noise with and without guidance at the declared range's middle λ: how often the
-    scorer's nearest training image carries the target class (not stored as samples)."""
+    """The same noise without and then with guidance at the declared range's middle λ: how often
+    the scorer's nearest training image carries the target class (not stored as samples). The
+    unguided half also says by which step the model's own samples settle on the training image
+    they end nearest to (``settled``: the ``settled`` guidance stop), measured before the guided
+    half runs so that it already stops there."""
     from .. import guide_check
 
     cfg, art = ctx.cfg, ctx.artifacts
@@ -133,28 +140,71 @@ def _probe(ctx: StageContext, sampler: GuidedSampler, shape) -> dict:
         return {}
     lam = grid[len(grid) // 2]
     n = min(guide_check.PROBE, cfg.n_per_lambda)
-    batch = [("side", lam, i) for i in range(n)] + [("random", 0.0, i) for i in range(n)]
     out = {"n": n, "lam": lam, "on_target_guided": 0, "on_target_unguided": 0, "steered": 0}
+    art.guide.probe = out  # the guided half reads the settled step from here (compute_batch)
     num_classes = art.k
-    for s in range(0, len(batch), max(ctx.batch, 1)):
-        part = batch[s:s + ctx.batch]
-        result = compute_batch(ctx, cfg, sampler, part, shape, num_classes)
-        targets = ctx.targets(cfg, num_classes)
-        for (method, _, i), row in zip(part, result.rows):
-            hit = bool(guide_check.on_target(np.array([row["nearest"]]), art.surrogate, np.array([targets[i]]))[0])
-            out["on_target_guided" if method == "side" else "on_target_unguided"] += hit
-            if method == "side" and row["steered"]:
-                out["steered"] += 1
-        ctx.check()
+    targets = ctx.targets(cfg, num_classes)
+    reference = _settling_reference(ctx)
+    nearest: list[np.ndarray] = []
+    for method, lv in (("random", 0.0), ("side", lam)):
+        batch = [(method, lv, i) for i in range(n)]
+        for s in range(0, len(batch), max(ctx.batch, 1)):
+            part = batch[s:s + ctx.batch]
+            steps: list[np.ndarray] = []
+            watch = None
+            if method == "random":
+                def watch(t: int, x0: torch.Tensor, steps=steps) -> None:
+                    steps.append(_nearest_rows(x0, reference))
+            result = compute_batch(ctx, cfg, sampler, part, shape, num_classes, on_step=watch, final=watch)
+            if steps:
+                nearest.append(np.stack(steps, 1))
+            for (_, _, i), row in zip(part, result.rows):
+                hit = bool(guide_check.on_target(np.array([row["nearest"]]), art.surrogate, np.array([targets[i]]))[0])
+                out["on_target_guided" if method == "side" else "on_target_unguided"] += hit
+                if method == "side" and row["steered"]:
+                    out["steered"] += 1
+            ctx.check()
+        if method == "random" and nearest:
+            curve = guide_check.commit_curve(np.concatenate(nearest))
+            out["settled_curve"] = curve
+            out["settled_t"] = guide_check.settled_timestep(curve, sampler.timesteps)
     return out
+
+
+def _settling_reference(ctx: StageContext) -> torch.Tensor:
+    """The training images as the UNet models them, average-pooled to at most 16 x 16: enough to
+    tell which training image a clean-image prediction is nearest to, at a cost that stays small
+    at the paper's 25 000 images (read in chunks: never the whole set at full size)."""
+    rows = ctx.train_rows()
+    parts = [_pooled(rows.take(np.arange(i, min(len(rows), i + 512)), ctx.device))
+             for i in range(0, len(rows), 512)]
+    return torch.cat(parts)
+
+
+def _pooled(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.adaptive_avg_pool2d(x.float(), min(16, x.shape[-1])).flatten(1)
+
+
+def _nearest_rows(x0: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
+    return torch.cdist(_pooled(x0), reference).argmin(1).cpu().numpy()
+
+
+def guidance_window(cfg: AuditConfig, sampler: GuidedSampler, guide) -> tuple[int, int]:
+    """The native timesteps where guidance acts: the settings' interval, and with the
+    ``settled`` stop not at or below the step by which the probe's unguided samples settled."""
+    lo, hi = 0, sampler.T
+    if cfg.guidance_max_t < 1 or cfg.guidance_min_t > 0:
+        lo, hi = math.ceil(cfg.guidance_min_t * (sampler.T - 1)), int(cfg.guidance_max_t * (sampler.T - 1))
+    settled = (guide.probe or {}).get("settled_t") if guide is not None else None
+    if cfg.guidance_stop == "settled" and settled is not None and settled >= 0:
+        lo = max(lo, int(settled) + 1)
+    return lo, hi
 
 
 def make_sampler(target, cfg: AuditConfig, device: torch.device, compile: bool) -> GuidedSampler:
     sampler = GuidedSampler(target.unet, target.scheduler, cfg.sampler, cfg.steps, cfg.eta, device, cfg.precision,
                             compile=compile, convention=cfg.sampler_convention)
-    if cfg.guidance_max_t < 1 or cfg.guidance_min_t > 0:  # guidance inside a noise interval only
-        sampler.guidance_window = (math.ceil(cfg.guidance_min_t * (sampler.T - 1)),
-                                   int(cfg.guidance_max_t * (sampler.T - 1)))
+    sampler.guidance_window = guidance_window(cfg, sampler, None)  # the settled stop: once measured
     return sampler
 
 
@@ -169,8 +219,9 @@ class BatchResult:
 
 
 def compute_batch(ctx: SamplingContext, cfg: AuditConfig, sampler: GuidedSampler, batch, shape,
-                  num_classes: int) -> BatchResult:
-    """Generate and score ``batch`` [(method, λ, index)]; each image depends only on (seed, index)."""
+                  num_classes: int, on_step=None, final=None) -> BatchResult:
+    """Generate and score ``batch`` [(method, λ, index)]; each image depends only on (seed, index).
+    ``on_step(t, x0)`` sees each step's clean-image prediction and ``final(-1, x0)`` the result."""
     seeds = [sample_seed(cfg.seed, i) for _, _, i in batch]
     inputs = [sample_inputs(s, shape, num_classes) for s in seeds]
     noise = torch.stack([x for x, _, _ in inputs])
@@ -180,12 +231,15 @@ def compute_batch(ctx: SamplingContext, cfg: AuditConfig, sampler: GuidedSampler
     guide = ctx.artifacts.guide
     sampler.guidance_weights = guide.weight_map() if guide is not None and cfg.guidance_schedule == "reliability" \
         else {}
+    sampler.guidance_window = guidance_window(cfg, sampler, guide)
     guides = []
     for method, clf, td in (("side", ctx.guiding("side"), True), ("ti", ctx.guiding("ti"), False)):
         rows = [r for r, (m, lv, _) in enumerate(batch) if m == method and lv > 0]
         if rows:
             guides.append(Guide(clf, torch.tensor(rows, device=ctx.device), td))
-    x0 = sampler.sample(noise, lam, cls, guides, generators=[g for _, _, g in inputs])
+    x0 = sampler.sample(noise, lam, cls, guides, generators=[g for _, _, g in inputs], on_step=on_step)
+    if final is not None:
+        final(-1, x0)
     ratio = sampler.last_guidance_ratio.cpu().tolist() if sampler.last_guidance_ratio is not None else None
     steered = None
     if ctx.guiding("side") is not None:
