@@ -58,6 +58,33 @@ def test_findings_say_when_the_guide_is_at_chance_where_it_acts():
     assert any("not seen reaching its targets" in f for f in guide_check.findings(check, (0, 1000), "reliability"))
 
 
+def test_a_sample_settles_where_its_nearest_image_stops_changing():
+    # rows: samples; columns: the nearest training image at each step, then the finished sample's
+    nearest = np.array([[3, 1, 1, 1, 1],   # settled from step 1
+                        [1, 2, 1, 2, 2],   # settled from step 3 (step 1 agreed, then left again)
+                        [0, 0, 0, 0, 0],   # settled from the start
+                        [4, 4, 4, 4, 5]])  # only the finished sample: never at a step
+    curve = guide_check.commit_curve(nearest)
+    assert curve == [0.25, 0.5, 0.5, 0.75]
+    assert guide_check.settled_timestep(curve, [900, 600, 300, 0]) == 600  # half settled by t = 600
+    assert guide_check.settled_timestep(curve, [900, 600, 300, 0], share=0.8) == -1
+    assert guide_check.commit_curve(np.zeros((0, 5), int)) == []
+
+
+def test_the_sampler_shows_each_steps_clean_image_prediction_without_changing_the_sample():
+    unet, sched = _unet(), _clipping_scheduler()
+    noise = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    sampler = GuidedSampler(unet, sched, "ddim", 5)
+    seen = []
+    watched = sampler.sample(noise, torch.zeros(2), torch.zeros(2, dtype=torch.long),
+                             on_step=lambda t, x0: seen.append((t, x0.clone())))
+    assert torch.equal(watched, sampler.sample(noise, torch.zeros(2), torch.zeros(2, dtype=torch.long)))
+    assert [t for t, _ in seen] == sampler.timesteps
+    assert all(x0.abs().max() <= 1 for _, x0 in seen)  # clipped, as the scheduler clips it
+    # the last prediction is the step's x0 and the DDIM step to t = -1 lands on it
+    assert torch.allclose(seen[-1][1], watched, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, tiny_model, faces):
     """A tiny audit run to the end with the reliability schedule."""
@@ -110,6 +137,36 @@ def test_a_fork_reuses_the_classifiers_and_random_and_samples_the_rest(finished,
 
     html = render_html(build_report(new))
     assert "classifiers from" in html and "guidance schedule constant" in html
+
+
+def test_the_settled_stop_guides_only_above_the_step_the_model_settled_by(finished, tmp_path):
+    from side_engine.stages.sampling import guidance_window
+
+    new = tmp_path / "settled"
+    record = fork(finished.root, new, {"guidance_stop": "settled"})
+    assert record["random_kept"] == 6 and record.get("guided_kept", 0) == 0  # the guided samples are redrawn
+    AuditRunner(new).run()
+    db = storage.connect(Workspace(new).db_path)
+    try:
+        check = guide_check.GuideCheck.from_dict(storage.get_kv(db, "guide_check"))
+        cfg = AuditConfig.from_stored(json.loads(db["audits"].get(1)["config"]))
+    finally:
+        db.close()
+    probe = check.probe
+    assert len(probe["settled_curve"]) == len(check.timesteps) and probe["settled_curve"][-1] >= 0.5
+    assert probe["settled_t"] == guide_check.settled_timestep(probe["settled_curve"], check.timesteps)
+    sampler = type("S", (), {"T": 1000})()
+    lo, hi = guidance_window(cfg, sampler, check)
+    assert lo == probe["settled_t"] + 1 and hi == 1000
+    assert guidance_window(AuditConfig(checkpoint="m", train_data="d"), sampler, check) == (0, 1000)  # "end"
+    base_rows, _, _ = stored_samples(finished)
+    rows, _, _ = stored_samples(Workspace(new))
+    assert [r for r in rows if r[0] == "random"] == [r for r in base_rows if r[0] == "random"]
+    from side_engine.report import build_report, render_html
+
+    html = render_html(build_report(new))
+    assert f"settled on the training image they end nearest to by t = {probe['settled_t']}" in html
+    assert "guidance stopped there" in html
 
 
 def test_a_fork_that_widens_the_grid_keeps_the_guided_samples_it_would_redraw(finished, tmp_path):
