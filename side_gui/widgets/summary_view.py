@@ -113,7 +113,12 @@ class SummaryView(QScrollArea):
                                   + f"; chance {100 * check['chance']:.1f} %."
                                   + (f" Probe of {probe['n']} at λ = {probe['lam']:g}: on target "
                                      f"{probe['on_target_guided']} guided vs {probe['on_target_unguided']} unguided."
-                                     if probe.get("n") else ""))
+                                     if probe.get("n") else "")
+                                  + (f" Half of the model's own probe samples had settled on their training image by "
+                                     f"t = {probe['settled_t']}"
+                                     + (": guidance stopped there." if (data.get("audit") or {}).get("config", {})
+                                        .get("guidance_stop") == "settled" else ".")
+                                     if (probe.get("settled_t") or -1) >= 0 else ""))
         self.steering.setVisible(bool(steer))
         warnings = data.get("warnings") or []
         self.warnings.setText("".join(f"<p>⚠ {html.escape(w)}</p>" for w in warnings))
