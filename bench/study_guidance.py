@@ -75,13 +75,19 @@ def arm_settings(model: str, arm: str, seed: int, n: int) -> dict:
             **EXTRA.get(arm, {})}
 
 
-def run_arm(model: str, arm: str, seed: int, n: int) -> dict:
+def run_arm(model: str, arm: str, seed: int, n: int, from_base: bool = False) -> dict:
     ws = WORK / f"{model}-{arm}-s{seed}"
     if not (ws / "audit.toml").exists():
         # every other arm forks the reliability arm of its seed: the same Random images, and
-        # reliability-hi keeps its λ 10 samples too (the same images; the fork samples λ 20 only)
+        # reliability-hi keeps its λ 10 samples too (the same images; the fork samples λ 20 only).
+        # from_base: an arm that redraws its guided samples forks the base audit instead and
+        # samples its Random images again — the same images (every sample follows from the seed
+        # and the classifiers, which training reproduces bit for bit), at a third of the cost of
+        # running the reliability arm first; the reliability arm's rows are then the stored ones
         src = WORK / f"{model}-reliability-s{seed}" if arm != "reliability" else WORK / f"{model}-base"
-        if arm != "reliability" and not (src / "audit.db").exists():
+        if from_base and not (src / "audit.db").exists():
+            src = WORK / f"{model}-base"
+        elif arm != "reliability" and not (src / "audit.db").exists():
             run_arm(model, "reliability", seed, n)
         fork(src, ws, arm_settings(model, arm, seed, n))
     t0 = time.time()
@@ -215,6 +221,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--base-only", action="store_true", help="train every model's classifiers, then stop")
+    ap.add_argument("--from-base", action="store_true",
+                    help="an arm whose seed has no reliability arm forks the base audit (Random sampled again)")
     ap.add_argument("--markdown", action="store_true", help="print the tables of what is stored, run nothing")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "study-guidance.json")
     args = ap.parse_args()
@@ -232,7 +240,7 @@ def main() -> None:
         for model in args.models:
             for arm in args.arms.split(","):
                 print(f"{model} {arm} seed {seed} …", flush=True)
-                d = run_arm(model, arm, seed, args.n)
+                d = run_arm(model, arm, seed, args.n, args.from_base)
                 rows[(model, arm, seed)] = row(model, arm, seed, d)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps({"machine": f"{platform.machine()}, {platform.python_version()}",
