@@ -213,6 +213,44 @@ def markdown(stored: dict) -> list[str]:
     return out
 
 
+def versus(candidate: list[dict], comparator: list[dict], arm: str = "reliability") -> list[str]:
+    """Each candidate cell beside the comparator arm's cell of the same model and seed (paired on the
+    same Random images), with the declared endpoints each meets, and the tally of the rule."""
+    by = {(r["model"], r["seed"]): r for r in comparator if r["arm"] == arm}
+    out = ["| model | seed | arm | UMS ≥mid ratio | AMS ≥mid ratio | AMS high ratio | endpoints met "
+           "| on target (scorer) | distinct ≥mid at N: Random / SIDE | guided steps |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    tally = {"candidate": [0, 0, 0, 0], "comparator": [0, 0, 0, 0]}
+    for r in sorted((r for r in candidate if r["arm"] != arm), key=lambda r: (r["seed"], r["model"])):
+        a = by.get((r["model"], r["seed"]))
+        if a is None:
+            continue
+        for who, x in (("comparator", a), ("candidate", r)):
+            m, h, e = x["mid"], x["high"], endpoints(x)
+            met = list(e.values())
+            t = tally[who]
+            t[0] += met[0]
+            t[1] += met[1] + met[2]
+            t[2] += 1
+            t[3] += (who == "candidate" and met[2] is False and endpoints(a)["high band not fewer (upper bound ≥ 1)"])
+            probe = (x.get("guide") or {}).get("probe") or {}
+            steps = (x.get("guide") or {}).get("timesteps") or []
+            settled = probe.get("settled_t")
+            guided = (sum(1 for t_ in steps if t_ > settled) if x["arm"] != arm and settled is not None
+                      else len(steps))
+            out.append(f"| {x['model']} | {x['seed']} | {x['arm']} "
+                       f"| {ci(m['ums_ratio'], m['ums_ratio_lo'], m['ums_ratio_hi'], False)} "
+                       f"| {ci(m['ams_ratio'], m['ams_ratio_lo'], m['ams_ratio_hi'], False)} "
+                       f"| {ci(h['ams_ratio'], h['ams_ratio_lo'], h['ams_ratio_hi'], False)} "
+                       f"| {sum(met)} / 3 | {100 * (x['on_target_side'] or 0):.1f} % "
+                       f"| {x['coverage'].get('random', 0):.1f} / {x['coverage'].get('method', 0):.1f} "
+                       f"| {guided} of {len(steps)}" + (f" (t > {settled})" if x["arm"] != arm else "") + " |")
+    c, a = tally["candidate"], tally["comparator"]
+    out += ["", f"Cells: {c[2]}. Primary endpoint met: candidate {c[0]}, {arm} {a[0]}. Secondary endpoint cells "
+            f"met: candidate {c[1]}, {arm} {a[1]}. High-band cells lost that {arm} met: {c[3]}."]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["regime", "copier", "faces2"], choices=sorted(MODELS))
@@ -224,11 +262,16 @@ def main() -> None:
     ap.add_argument("--from-base", action="store_true",
                     help="an arm whose seed has no reliability arm forks the base audit (Random sampled again)")
     ap.add_argument("--markdown", action="store_true", help="print the tables of what is stored, run nothing")
+    ap.add_argument("--versus", type=Path, help="with --markdown: the stored rows of another file (the default "
+                    "arm's) beside each of --out's cells, with the declared endpoints and the rule's tally")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "study-guidance.json")
     args = ap.parse_args()
     stored = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
     rows = {(r["model"], r["arm"], r["seed"]): r for r in stored["rows"]}
     if args.markdown:
+        if args.versus:
+            print("\n".join(versus(stored["rows"], json.loads(args.versus.read_text())["rows"])))
+            return
         print("\n".join(markdown(stored)))
         return
     for model in args.models:
