@@ -139,10 +139,11 @@ class AuditConfig:
     guidance_min_t: float = _f("sampling", 0.0, "guide only at native timesteps t >= this fraction of T (0 = down to "
                                "the last step; 0.2 = the last fifth of the noise range unguided, so the model's "
                                "own denoiser finishes each image)")
-    guidance_stop: GuidanceStop = _f("sampling", "end", "end (guide down to guidance_min_t) | settled (also stop "
-                                     "where half of the guide check's unguided probe samples have settled on the "
-                                     "training image they end nearest to: from there guidance can only change how "
-                                     "exactly a sample copies, not which image it becomes)", GUIDANCE_STOPS)
+    guidance_stop: GuidanceStop = _f("sampling", "settled", "settled (stop where half of the guide check's "
+                                     "unguided probe samples have settled on the training image they end nearest "
+                                     "to: from there guidance can only change how exactly a sample copies, not which "
+                                     "image it becomes; the fifth guidance study, docs/method.md) | end (guide down "
+                                     "to guidance_min_t, as the paper)", GUIDANCE_STOPS)
     guidance_schedule: Schedule = _f("sampling", "reliability",
                                      "reliability (λ_t = λ x the TD classifier's measured agreement above chance at "
                                      "step t: full where it is always right, none where it is at chance) | constant "

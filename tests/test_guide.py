@@ -87,13 +87,13 @@ def test_the_sampler_shows_each_steps_clean_image_prediction_without_changing_th
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, tiny_model, faces):
-    """A tiny audit run to the end with the reliability schedule."""
+    """A tiny audit run to the end with the reliability schedule, guided down to the last step."""
     from side_engine.audit import init_workspace
 
     from .conftest import TINY_SETTINGS
 
     ws = init_workspace(tmp_path_factory.mktemp("guide") / "base", str(tiny_model), str(faces),
-                        **dict(TINY_SETTINGS, guidance_schedule="reliability"))
+                        **dict(TINY_SETTINGS, guidance_schedule="reliability", guidance_stop="end"))
     AuditRunner(ws).run()
     return ws
 
@@ -158,7 +158,8 @@ def test_the_settled_stop_guides_only_above_the_step_the_model_settled_by(finish
     sampler = type("S", (), {"T": 1000})()
     lo, hi = guidance_window(cfg, sampler, check)
     assert lo == probe["settled_t"] + 1 and hi == 1000
-    assert guidance_window(AuditConfig(checkpoint="m", train_data="d"), sampler, check) == (0, 1000)  # "end"
+    assert guidance_window(AuditConfig(checkpoint="m", train_data="d", guidance_stop="end"), sampler, check) \
+        == (0, 1000)
     base_rows, _, _ = stored_samples(finished)
     rows, _, _ = stored_samples(Workspace(new))
     assert [r for r in rows if r[0] == "random"] == [r for r in base_rows if r[0] == "random"]
