@@ -113,9 +113,11 @@ def findings(check: GuideCheck, window: tuple[int, int], schedule: str) -> list[
     """What the check says a reviewer must know, in words (empty: nothing to say)."""
     out = []
     if not any(window[0] <= t <= window[1] for t in check.timesteps):
-        out.append(f"Guidance acts at no sampler step (native t {window[0]}–{window[1]}; with the settled stop, "
-                   f"half of the model's own probe samples had settled by t = {check.probe.get('settled_t')}): "
-                   "SIDE's rows are unguided samples.")
+        settled = check.probe.get("settled_t")
+        why = (f"; half of the model's own probe samples had settled by t = {settled}, where the settled stop "
+               "ends guidance" if settled is not None and settled >= 0 and window[0] == settled + 1 else "")
+        out.append(f"Guidance acts at no sampler step (native t {window[0]}–{window[1]}{why}): SIDE's rows are "
+                   "unguided samples.")
         return out
     reach = guided_weight(check, window, schedule)
     if reach < FLAT:

@@ -118,7 +118,7 @@ class SummaryView(QScrollArea):
                                      f"t = {probe['settled_t']}"
                                      + (": guidance stopped there." if (data.get("audit") or {}).get("config", {})
                                         .get("guidance_stop") == "settled" else ".")
-                                     if (probe.get("settled_t") or -1) >= 0 else ""))
+                                     if probe.get("settled_t") is not None and probe["settled_t"] >= 0 else ""))
         self.steering.setVisible(bool(steer))
         warnings = data.get("warnings") or []
         self.warnings.setText("".join(f"<p>⚠ {html.escape(w)}</p>" for w in warnings))
