@@ -36,7 +36,9 @@ from side_engine.results import metrics_json  # noqa: E402
 
 # faces2 was trained for the study and has been the demo model since; the copier was the demo before
 MODELS = {"copier": ROOT / "bench" / "models" / "copier", "regime": ROOT / "resources" / "regime",
-          "faces2": ROOT / "resources" / "demo"}
+          "faces2": ROOT / "resources" / "demo",
+          # the sixth study: a colour model of photograph patches, trained after its declaration
+          "patches": ROOT / "bench" / "models" / "patches"}
 WORK = ROOT / "bench" / "work" / "study"
 # the base audit trains the classifiers; its own sampling is a token 8 images
 BASE = {"n_per_lambda": 8, "lambdas": [0, 5], "seed": 0}

@@ -50,6 +50,41 @@ def lfw_faces(n_faces: int, size: int = 32, first: int = 0) -> np.ndarray:
     return np.stack(out)
 
 
+RGB_SOURCES = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "retina",
+               "rocket", "stereo_motorcycle")
+
+
+def rgb_patches(n: int, size: int = 32) -> np.ndarray:
+    """``n`` colour patches (n <= 32) from the photographs bundled in scikit-image: the four
+    quadrants of each photograph's centre square, resized (bicubic) to ``size``. Four patches of
+    one photograph share its colours, so the training set has close neighbours (a harder case
+    for the ratio than 32 unrelated faces). uint8 HxWx3."""
+    import skimage.data
+
+    out = []
+    for name in RGB_SOURCES:
+        img = getattr(skimage.data, name)()
+        img = (img[0] if isinstance(img, tuple) else img)[..., :3]
+        h, w = img.shape[:2]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        half = side // 2
+        for dy in (0, half):
+            for dx in (0, half):
+                crop = img[top + dy:top + dy + half, left + dx:left + dx + half]
+                out.append(np.asarray(Image.fromarray(crop).resize((size, size), Image.BICUBIC)))
+    if n > len(out):
+        raise SystemExit(f"--faces {n}: the rgb-patches data has {len(out)} patches")
+    return np.stack(out[:n])
+
+
+def write_patches(out: Path, n: int) -> None:
+    """The colour patches as trained on (32x32 RGB PNG): the audit's training folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    for i, p in enumerate(rgb_patches(n)):
+        Image.fromarray(p).save(out / f"patch_{i:03d}.png")
+
+
 def write_faces(out: Path, n_faces: int, first: int = 0) -> None:
     """The training faces as shipped (25x25 grey PNG): the demo audit's training folder."""
     from skimage.data import lfw_subset
@@ -59,11 +94,11 @@ def write_faces(out: Path, n_faces: int, first: int = 0) -> None:
         Image.fromarray((f * 255).round().astype(np.uint8)).save(out / f"lfw_{i:03d}.png")
 
 
-def make_unet(size: int = 32, widths: tuple[int, ...] = (32, 64, 64)) -> UNet2DModel:
+def make_unet(size: int = 32, widths: tuple[int, ...] = (32, 64, 64), channels: int = 1) -> UNet2DModel:
     return UNet2DModel(
         sample_size=size,
-        in_channels=1,
-        out_channels=1,
+        in_channels=channels,
+        out_channels=channels,
         block_out_channels=tuple(widths),
         norm_num_groups=math.gcd(32, *widths),  # 32 (diffusers' default) unless a width is narrower
         layers_per_block=1,
@@ -77,7 +112,7 @@ def ddim_samples(unet: UNet2DModel, sched: DDPMScheduler, n: int, steps: int, se
     ddim = DDIMScheduler.from_config(sched.config)
     ddim.set_timesteps(steps)
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, unet.config.sample_size, unet.config.sample_size, generator=g)
+    x = torch.randn(n, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size, generator=g)
     for t in ddim.timesteps:
         eps = unet(x, t).sample
         x = ddim.step(eps, t, x, eta=0.0).prev_sample
@@ -102,7 +137,9 @@ def save_pipeline(unet: UNet2DModel, sched: DDPMScheduler, out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=ROOT / ".demo-train")
-    ap.add_argument("--faces", type=int, default=24)
+    ap.add_argument("--data", choices=("lfw", "rgb-patches"), default="lfw",
+                    help="grey LFW faces, or colour patches of scikit-image's photographs")
+    ap.add_argument("--faces", type=int, default=24, help="training images")
     ap.add_argument("--first", type=int, default=40, help="index of the first LFW face trained on")
     ap.add_argument("--widths", type=int, nargs=3, default=(16, 32, 32), help="UNet block_out_channels")
     ap.add_argument("--steps", type=int, default=2000)
@@ -123,9 +160,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.work.mkdir(parents=True, exist_ok=True)
-    faces = torch.from_numpy(lfw_faces(args.faces, first=args.first)).float().div(255).unsqueeze(1)  # [0, 1]
+    if args.data == "rgb-patches":
+        faces = torch.from_numpy(rgb_patches(args.faces)).float().div(255).permute(0, 3, 1, 2)  # [0, 1]
+    else:
+        faces = torch.from_numpy(lfw_faces(args.faces, first=args.first)).float().div(255).unsqueeze(1)
     data = faces * 2 - 1
-    unet = make_unet(widths=args.widths)
+    unet = make_unet(widths=args.widths, channels=faces.shape[1])
     ema = copy.deepcopy(unet).requires_grad_(False)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
@@ -200,18 +240,22 @@ def export(args: argparse.Namespace) -> None:
         + (" ← exported" if r is best else "")
         for r in records
     )
-    n_params = sum(p.numel() for p in make_unet(widths=args.widths).parameters())
+    rgb = args.data == "rgb-patches"
+    n_params = sum(p.numel() for p in make_unet(widths=args.widths, channels=3 if rgb else 1).parameters())
+    data_line = (f"{args.faces} colour patches of the photographs scikit-image ships ({', '.join(RGB_SOURCES)}):\n"
+                 "  the four quadrants of each one's centre square, resized (bicubic) to 32×32 RGB" if rgb else
+                 f"{args.faces} of the 100 LFW faces that scikit-image ships\n"
+                 f"  (`skimage.data.lfw_subset()[{args.first}:{args.first + args.faces}]`), 25×25 grey, resized "
+                 "(bicubic) to\n  32×32")
     card = f"""# {args.title}
 
 A small unconditional DDPM that **partly memorises** its training faces, so
 that an audit has something to find and SIDE has something to gain
 over random sampling.
 
-- **Data**: {args.faces} of the 100 LFW faces that scikit-image ships
-  (`skimage.data.lfw_subset()[{args.first}:{args.first + args.faces}]`), 25×25 grey, resized (bicubic) to
-  32×32, scaled to [-1, 1]. No augmentation (memorisation is the point).
+- **Data**: {data_line}, scaled to [-1, 1]. No augmentation (memorisation is the point).
 - **Architecture**: diffusers `UNet2DModel`, block_out_channels {tuple(args.widths)},
-  one layer per block, attention at the lowest level, 1 channel in/out,
+  one layer per block, attention at the lowest level, {3 if rgb else 1} channel(s) in/out,
   {n_params / 1e6:.2f} M parameters; `DDPMScheduler`, 1000 steps, linear betas.
 - **Training**: AdamW lr {args.lr}, batch {args.batch}, ε-prediction MSE, EMA
   {args.ema} (the EMA weights are exported), seed {args.seed}, {args.threads} CPU threads
@@ -237,7 +281,7 @@ rounding only; it can stop as soon as a snapshot lies in the {100 * lo:.0f}–{1
 ## Reproduce
 
 ```
-python scripts/train_demo_model.py --faces {args.faces} --first {args.first} \\
+python scripts/train_demo_model.py --data {args.data} --faces {args.faces} --first {args.first} \\
     --widths {' '.join(map(str, args.widths))} --steps {args.steps} --lr {args.lr} \\
     --batch {args.batch} --seed {args.seed} --threads {args.threads} --eval-every {args.eval_every} \\
     --eval-samples {args.eval_samples} --target {args.target} --window {lo} {hi}
@@ -245,7 +289,10 @@ python scripts/train_demo_model.py --faces {args.faces} --first {args.first} \\
 """
     (args.export / "MODEL_CARD.md").write_text(card)
     shutil.copy(args.work / "log.jsonl", args.export / "train_log.jsonl")
-    write_faces(args.export / "faces", args.faces, args.first)
+    if rgb:
+        write_patches(args.export / "faces", args.faces)
+    else:
+        write_faces(args.export / "faces", args.faces, args.first)
     print(f"exported step {best['step']} to {model_dir}")
 
 
