@@ -55,11 +55,18 @@ EXTRA = {"temperature": {"tdkd_temperature": 4.0},
          "settled": {"guidance_stop": "settled"}}
 
 
-def base_workspace(model: str) -> Path:
-    ws = WORK / f"{model}-base"
+def draw(classifier_seed: int) -> str:
+    """Workspace-name suffix of a classifier draw: the first draw (seed 0) has none."""
+    return f"-c{classifier_seed}" if classifier_seed else ""
+
+
+def base_workspace(model: str, classifier_seed: int = 0) -> Path:
+    """The audit that trains a model's classifiers (TI, synthetic set, TDKD), seeded by
+    ``classifier_seed``: another seed is another draw of the classifiers on the same model."""
+    ws = WORK / f"{model}-base{draw(classifier_seed)}"
     if not (ws / "audit.toml").exists():
         root = MODELS[model]
-        init_workspace(ws, str(root / "model"), str(root / "faces"), **BASE)
+        init_workspace(ws, str(root / "model"), str(root / "faces"), **{**BASE, "seed": classifier_seed})
     AuditRunner(ws, Progress()).run()
     return ws
 
@@ -77,8 +84,9 @@ def arm_settings(model: str, arm: str, seed: int, n: int) -> dict:
             **EXTRA.get(arm, {})}
 
 
-def run_arm(model: str, arm: str, seed: int, n: int, from_base: bool = False) -> dict:
-    ws = WORK / f"{model}-{arm}-s{seed}"
+def run_arm(model: str, arm: str, seed: int, n: int, from_base: bool = False, classifier_seed: int = 0) -> dict:
+    c = draw(classifier_seed)
+    ws = WORK / f"{model}-{arm}{c}-s{seed}"
     if not (ws / "audit.toml").exists():
         # every other arm forks the reliability arm of its seed: the same Random images, and
         # reliability-hi keeps its λ 10 samples too (the same images; the fork samples λ 20 only).
@@ -86,11 +94,11 @@ def run_arm(model: str, arm: str, seed: int, n: int, from_base: bool = False) ->
         # samples its Random images again — the same images (every sample follows from the seed
         # and the classifiers, which training reproduces bit for bit), at a third of the cost of
         # running the reliability arm first; the reliability arm's rows are then the stored ones
-        src = WORK / f"{model}-reliability-s{seed}" if arm != "reliability" else WORK / f"{model}-base"
+        src = WORK / f"{model}-reliability{c}-s{seed}" if arm != "reliability" else WORK / f"{model}-base{c}"
         if from_base and not (src / "audit.db").exists():
-            src = WORK / f"{model}-base"
+            src = WORK / f"{model}-base{c}"
         elif arm != "reliability" and not (src / "audit.db").exists():
-            run_arm(model, "reliability", seed, n)
+            run_arm(model, "reliability", seed, n, classifier_seed=classifier_seed)
         fork(src, ws, arm_settings(model, arm, seed, n))
     t0 = time.time()
     AuditRunner(ws, Progress()).run()
@@ -198,13 +206,15 @@ def markdown(stored: dict) -> list[str]:
                        f"| {ci(h['ams_ratio'], h['ams_ratio_lo'], h['ams_ratio_hi'], False)} | {h['ams_p_holm']:.2g} "
                        f"| {ci(s['on_target'], s['on_target_lo'], s['on_target_hi'])} "
                        f"| {100 * s['target_accuracy']:.1f} | {s['guidance_ratio']:.3f} |")
+    shown: set[str] = set()
     out += ["", "Guide check (seed 0 of each model): smoothed TD agreement a(t) and weight w(t):", "",
             "| model | chance | " + " | ".join(f"t ≈ {t}" for t in (0, 250, 500, 750, 980)) + " | probe on target "
             "guided / unguided |", "|---|---:|" + "---:|" * 6]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["arm"] != "reliability"):  # the default arm's probe where it ran
         g = r.get("guide")
-        if not g or r["seed"] != 0 or r["arm"] != "reliability":
+        if not g or r["seed"] != 0 or r["model"] in shown:  # one per model: every arm shares its classifiers
             continue
+        shown.add(r["model"])
         cells = []
         for want in (0, 250, 500, 750, 980):
             i = min(range(len(g["timesteps"])), key=lambda j: abs(g["timesteps"][j] - want))
@@ -223,7 +233,9 @@ def versus(candidate: list[dict], comparator: list[dict], arm: str = "reliabilit
            "| on target (scorer) | distinct ≥mid at N: Random / SIDE | guided steps |",
            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     tally = {"candidate": [0, 0, 0, 0], "comparator": [0, 0, 0, 0]}
-    for r in sorted((r for r in candidate if r["arm"] != arm), key=lambda r: (r["seed"], r["model"])):
+    # a candidate of the same arm is another classifier draw of it (--classifier-seed)
+    rows = [r for r in candidate if r["arm"] != arm or r.get("classifier_seed")]
+    for r in sorted(rows, key=lambda r: (r["seed"], r["model"])):
         a = by.get((r["model"], r["seed"]))
         if a is None:
             continue
@@ -238,15 +250,16 @@ def versus(candidate: list[dict], comparator: list[dict], arm: str = "reliabilit
             probe = (x.get("guide") or {}).get("probe") or {}
             steps = (x.get("guide") or {}).get("timesteps") or []
             settled = probe.get("settled_t")
-            guided = (sum(1 for t_ in steps if t_ > settled) if x["arm"] != arm and settled is not None
-                      else len(steps))
-            out.append(f"| {x['model']} | {x['seed']} | {x['arm']} "
+            stops = x["arm"] == "settled" and settled is not None and settled >= 0
+            guided = sum(1 for t_ in steps if t_ > settled) if stops else len(steps)
+            label = x["arm"] + (f" (classifiers {x['classifier_seed']})" if x.get("classifier_seed") else "")
+            out.append(f"| {x['model']} | {x['seed']} | {label} "
                        f"| {ci(m['ums_ratio'], m['ums_ratio_lo'], m['ums_ratio_hi'], False)} "
                        f"| {ci(m['ams_ratio'], m['ams_ratio_lo'], m['ams_ratio_hi'], False)} "
                        f"| {ci(h['ams_ratio'], h['ams_ratio_lo'], h['ams_ratio_hi'], False)} "
                        f"| {sum(met)} / 3 | {100 * (x['on_target_side'] or 0):.1f} % "
                        f"| {x['coverage'].get('random', 0):.1f} / {x['coverage'].get('method', 0):.1f} "
-                       f"| {guided} of {len(steps)}" + (f" (t > {settled})" if x["arm"] != arm else "") + " |")
+                       f"| {guided} of {len(steps)}" + (f" (t > {settled})" if stops else "") + " |")
     c, a = tally["candidate"], tally["comparator"]
     out += ["", f"Cells: {c[2]}. Primary endpoint met: candidate {c[0]}, {arm} {a[0]}. Secondary endpoint cells "
             f"met: candidate {c[1]}, {arm} {a[1]}. High-band cells lost that {arm} met: {c[3]}."]
@@ -263,6 +276,9 @@ def main() -> None:
     ap.add_argument("--base-only", action="store_true", help="train every model's classifiers, then stop")
     ap.add_argument("--from-base", action="store_true",
                     help="an arm whose seed has no reliability arm forks the base audit (Random sampled again)")
+    ap.add_argument("--classifier-seed", type=int, default=0,
+                    help="train the classifiers with this seed (another draw; its own workspaces and rows)")
+    ap.add_argument("--versus-arm", default="reliability", help="with --versus: the comparator arm")
     ap.add_argument("--markdown", action="store_true", help="print the tables of what is stored, run nothing")
     ap.add_argument("--versus", type=Path, help="with --markdown: the stored rows of another file (the default "
                     "arm's) beside each of --out's cells, with the declared endpoints and the rule's tally")
@@ -272,21 +288,21 @@ def main() -> None:
     rows = {(r["model"], r["arm"], r["seed"]): r for r in stored["rows"]}
     if args.markdown:
         if args.versus:
-            print("\n".join(versus(stored["rows"], json.loads(args.versus.read_text())["rows"])))
+            print("\n".join(versus(stored["rows"], json.loads(args.versus.read_text())["rows"], args.versus_arm)))
             return
         print("\n".join(markdown(stored)))
         return
     for model in args.models:
         print(f"{model}: base audit (classifiers) …", flush=True)
-        base_workspace(model)
+        base_workspace(model, args.classifier_seed)
     if args.base_only:
         return
     for seed in args.seeds:  # seeds outermost: a short session still covers every model
         for model in args.models:
             for arm in args.arms.split(","):
                 print(f"{model} {arm} seed {seed} …", flush=True)
-                d = run_arm(model, arm, seed, args.n, args.from_base)
-                rows[(model, arm, seed)] = row(model, arm, seed, d)
+                d = run_arm(model, arm, seed, args.n, args.from_base, args.classifier_seed)
+                rows[(model, arm, seed)] = row(model, arm, seed, d) | {"classifier_seed": args.classifier_seed}
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps({"machine": f"{platform.machine()}, {platform.python_version()}",
                                                 "n": args.n,
