@@ -111,8 +111,27 @@ def scoring_probe(scorer_name: str, sscd_model: str, threads: int, images, n_tra
     return {"embed": embed_s, "search": search_s}
 
 
+# Before the guide check has probed, the settled stop's step is unknown: the guidance studies
+# measured it at t = 460-580 of 1 000 on every model and seed (bench/results/replication.md). The
+# estimate takes the low end (the most guided steps), so that it errs long rather than short.
+SETTLED_PRIOR = 0.46
+
+
+def guided_steps(cfg: AuditConfig, settled_t: int | None = None, T: int = 1000) -> int:
+    """Sampler steps at which guidance acts (the classifier's cost), from the guidance window and
+    the settled stop: about half of the steps with the default stop, every step with the paper's."""
+    from .stages.sampling import guidance_bounds
+
+    if cfg.guidance_stop == "settled" and settled_t is None:
+        settled_t = int(SETTLED_PRIOR * (T - 1))
+    lo, hi = guidance_bounds(cfg, T, settled_t)
+    stride = max(T // max(cfg.steps, 1), 1)  # the samplers' "leading" spacing: 0, stride, ...
+    return sum(lo <= k * stride <= hi for k in range(cfg.steps))
+
+
 def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | None = None) -> dict:
-    """Seconds per stage. ``pending`` may give the work left per stage (a resumed run)."""
+    """Seconds per stage. ``pending`` may give the work left per stage (a resumed run) and the
+    settled step its guide check measured (``settled_t``)."""
     pending = pending or {}
     guided = sum(cfg.n_per_lambda for m, lam in cfg.grid() if lam > 0)
     total = len(cfg.grid()) * cfg.n_per_lambda
@@ -131,7 +150,8 @@ def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | No
         "classifier": ti * n_train * per_image["train"],
         "synthetic": n_syn * cfg.steps * per_image["unet"],
         "tdkd": cfg.tdkd_epochs * n_syn * 0.9 * per_image["train"],
-        "sample": frac * (cfg.steps * (total * per_image["unet"] + guided * per_image["guidance"])
+        "sample": frac * (cfg.steps * total * per_image["unet"]
+                          + guided_steps(cfg, pending.get("settled_t")) * guided * per_image["guidance"]
                           + total * (per_image.get("decode", 0.0) + score)),
     }
     from .stages import stage_names
@@ -154,8 +174,9 @@ def per_sample_seconds(db, cfg: AuditConfig) -> dict | None:
         return None
     score = per.get("decode", 0.0) + per.get("embed", 0.0) + per.get("search", 0.0)
     out = {"random": cfg.steps * per["unet"] + score}
+    steps = guided_steps(cfg, _settled_t(db))
     for method in ("side", "ti"):
-        out[method] = cfg.steps * (per["unet"] + per["guidance"]) + score
+        out[method] = cfg.steps * per["unet"] + steps * per["guidance"] + score
     stage = {r["name"]: r for r in storage.stage_rows(db)}.get("sample")
     counts = dict(db.execute("select method, count(*) from samples group by method").fetchall())
     predicted = sum(out.get(m, 0.0) * n for m, n in counts.items())
@@ -172,7 +193,16 @@ def work_left(db, cfg: AuditConfig) -> dict:
     done = [r["name"] for r in storage.stage_rows(db) if r["status"] == "done"]
     total = len(cfg.grid()) * cfg.n_per_lambda
     stored = db["samples"].count if "samples" in db.table_names() else 0
-    return {"sample": total - stored, "done": done}
+    return {"sample": total - stored, "done": done, "settled_t": _settled_t(db)}
+
+
+def _settled_t(db) -> int | None:
+    """The settled step the audit's guide check measured, if it has run (-1: never settled)."""
+    from . import storage
+
+    probe = (storage.get_kv(db, "guide_check") or {}).get("probe") or {}
+    settled = probe.get("settled_t")
+    return int(settled) if settled is not None else None
 
 
 def estimate_workspace(root) -> dict:

@@ -175,6 +175,30 @@ def test_the_estimate_counts_the_classifier_steps_the_stage_trains(tiny_workspac
     report = train_ti(x, y, ResNetClassifier(4, 1, 4, True), 5, 1e-3, ti_batch(n), 0, Progress(), min_steps=40)
     assert report.details["epochs"] == ti_epochs(n, ti_batch(n), 5, 40) == 40 and report.details["steps"] == 40
 
+def test_the_estimate_counts_guidance_only_at_the_steps_it_acts(tiny_workspace):
+    """With the settled stop the classifier runs on about half of the steps; the estimate counted
+    it at every step and overstated the guided cost about twofold. Before the guide check it
+    takes the low end of the settled steps the studies measured; after it, the measured step."""
+    from side_engine.estimate import SETTLED_PRIOR, estimate, guided_steps
+
+    per = {"unet": 1e-3, "guidance": 1e-2, "train": 1e-3}
+    cfg = tiny_workspace.load_config()
+    cfg.steps, cfg.lambdas, cfg.n_per_lambda = 50, [0, 5], 10
+    cfg.guidance_stop = "end"
+    assert guided_steps(cfg) == 50
+    every = estimate(per, cfg, 32)["sample"]
+    assert every == pytest.approx(50 * 20 * 1e-3 + 50 * 10 * 1e-2)
+    cfg.guidance_stop = "settled"
+    prior = guided_steps(cfg)  # t = 460 ... 980: the steps above the prior's settled step
+    assert prior == sum(20 * k > int(SETTLED_PRIOR * 999) for k in range(50)) == 27
+    assert estimate(per, cfg, 32)["sample"] == pytest.approx(50 * 20 * 1e-3 + prior * 10 * 1e-2)
+    assert guided_steps(cfg, settled_t=900) == 4  # measured: t = 920, 940, 960, 980
+    assert guided_steps(cfg, settled_t=-1) == 50  # never settled: guidance at every step, as sampled
+    assert estimate(per, cfg, 32, {"settled_t": 900})["sample"] == pytest.approx(50 * 20 * 1e-3 + 4 * 10 * 1e-2)
+    cfg.guidance_min_t = 0.95  # the interval setting narrows it further
+    assert guided_steps(cfg) == 2
+
+
 def test_a_workspace_from_before_the_measures_keeps_its_sampler_and_carlini_measure(tmp_path):
     """Audits started before Gu's ratio and the pipeline sampler existed keep what they ran with."""
     import sqlite3

@@ -192,12 +192,17 @@ def _nearest_rows(x0: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
 def guidance_window(cfg: AuditConfig, sampler: GuidedSampler, guide) -> tuple[int, int]:
     """The native timesteps where guidance acts: the settings' interval, and with the
     ``settled`` stop not at or below the step by which the probe's unguided samples settled."""
-    lo, hi = 0, sampler.T
-    if cfg.guidance_max_t < 1 or cfg.guidance_min_t > 0:
-        lo, hi = math.ceil(cfg.guidance_min_t * (sampler.T - 1)), int(cfg.guidance_max_t * (sampler.T - 1))
     settled = (guide.probe or {}).get("settled_t") if guide is not None else None
-    if cfg.guidance_stop == "settled" and settled is not None and settled >= 0:
-        lo = max(lo, int(settled) + 1)
+    return guidance_bounds(cfg, sampler.T, settled)
+
+
+def guidance_bounds(cfg: AuditConfig, T: int, settled_t: int | None) -> tuple[int, int]:
+    """``guidance_window`` from numbers alone (the duration estimate uses it before any probe)."""
+    lo, hi = 0, T
+    if cfg.guidance_max_t < 1 or cfg.guidance_min_t > 0:
+        lo, hi = math.ceil(cfg.guidance_min_t * (T - 1)), int(cfg.guidance_max_t * (T - 1))
+    if cfg.guidance_stop == "settled" and settled_t is not None and settled_t >= 0:
+        lo = max(lo, int(settled_t) + 1)
     return lo, hi
 
 
