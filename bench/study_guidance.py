@@ -45,14 +45,19 @@ BASE = {"n_per_lambda": 8, "lambdas": [0, 5], "seed": 0}
 # each arm's declared guided λ (its range is their span; study-guidance-declared.md)
 ARMS = {"reliability": ("reliability", [5.0, 10.0]), "constant": ("constant", [5.0, 10.0]),
         "reliability-hi": ("reliability", [10.0, 20.0]), "temperature": ("reliability", [5.0, 10.0]),
-        "unguided-finish": ("reliability", [5.0, 10.0]), "settled": ("reliability", [5.0, 10.0])}
+        "unguided-finish": ("reliability", [5.0, 10.0]), "settled": ("reliability", [5.0, 10.0]),
+        "settled-hi": ("reliability", [10.0, 20.0])}
 # arms that change the guide itself: the fork retrains TDKD (seeded by the arm's seed, so every
 # seed is another draw of the TD classifier) and keeps the reliability arm's Random samples
 EXTRA = {"temperature": {"tdkd_temperature": 4.0},
          # the fourth study (a pilot): the last fifth of the noise range unguided; same guide
          "unguided-finish": {"guidance_min_t": 0.2},
          # the fifth study (a pilot): guidance stops where half of the model's own probe samples settled
-         "settled": {"guidance_stop": "settled"}}
+         "settled": {"guidance_stop": "settled"},
+         # the eighth study (a pilot): the default's stop at λ 10-20
+         "settled-hi": {"guidance_stop": "settled"}}
+# arms forked from another arm of the same seed than the reliability arm (keeping its samples)
+PARENT = {"settled-hi": "settled"}
 
 
 def draw(classifier_seed: int) -> str:
@@ -94,8 +99,11 @@ def run_arm(model: str, arm: str, seed: int, n: int, from_base: bool = False, cl
         # samples its Random images again — the same images (every sample follows from the seed
         # and the classifiers, which training reproduces bit for bit), at a third of the cost of
         # running the reliability arm first; the reliability arm's rows are then the stored ones
-        src = WORK / f"{model}-reliability{c}-s{seed}" if arm != "reliability" else WORK / f"{model}-base{c}"
-        if from_base and not (src / "audit.db").exists():
+        parent = PARENT.get(arm, "reliability")
+        src = WORK / f"{model}-{parent}{c}-s{seed}" if arm != "reliability" else WORK / f"{model}-base{c}"
+        if arm in PARENT and not (src / "audit.db").exists():
+            run_arm(model, parent, seed, n, from_base, classifier_seed)
+        elif from_base and not (src / "audit.db").exists():
             src = WORK / f"{model}-base{c}"
         elif arm != "reliability" and not (src / "audit.db").exists():
             run_arm(model, "reliability", seed, n, classifier_seed=classifier_seed)
@@ -250,7 +258,7 @@ def versus(candidate: list[dict], comparator: list[dict], arm: str = "reliabilit
             probe = (x.get("guide") or {}).get("probe") or {}
             steps = (x.get("guide") or {}).get("timesteps") or []
             settled = probe.get("settled_t")
-            stops = x["arm"] == "settled" and settled is not None and settled >= 0
+            stops = EXTRA.get(x["arm"], {}).get("guidance_stop") == "settled" and settled is not None and settled >= 0
             guided = sum(1 for t_ in steps if t_ > settled) if stops else len(steps)
             label = x["arm"] + (f" (classifiers {x['classifier_seed']})" if x.get("classifier_seed") else "")
             out.append(f"| {x['model']} | {x['seed']} | {label} "
