@@ -197,7 +197,7 @@ def markdown(stored: dict) -> list[str]:
             "| model | arm | seed | λ | UMS ≥mid ratio | p | AMS ≥mid ratio | p | AMS high ratio | p | on target "
             "| steered (TD) | guidance / ε |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        path = WORK / f"{r['model']}-{r['arm']}-s{r['seed']}" / "audit.db"
+        path = WORK / f"{r['model']}-{r['arm']}{draw(r.get('classifier_seed', 0))}-s{r['seed']}" / "audit.db"
         if not path.exists():
             continue
         db = storage.connect(path, readonly=True)
