@@ -4,6 +4,7 @@ rule that the engine never imports Qt."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,30 @@ def test_warnings_are_stored_once_and_the_stage_timer_records_a_failure(workspac
         raise RuntimeError("disk full")
     row = {r["name"]: r for r in storage.stage_rows(db)}["embed"]
     assert row["status"] == "failed" and "disk full" in row["message"] and row["position"] == NAMES.index("embed")
+
+
+def test_a_ti_classifier_that_cannot_tell_its_training_images_apart_is_named_in_the_warnings(workspace_db):
+    """Every training image the TI classifier labels wrong is a class guidance cannot aim at;
+    the run says so when that is more than a tenth of them, and not when the classifier fits."""
+    from side_engine.stages import classifier
+
+    ws, db = workspace_db
+    ctx = small_context(ws, db)
+    training_data.run(ctx)
+    AuditRunner(ws).prepare(ctx)
+    embedding.run(ctx)
+    surrogate_labels.run(ctx)
+
+    def ti_warnings(min_steps: int) -> tuple[float, list[str]]:
+        storage.set_kv(db, "warnings", [])
+        db.execute("delete from stages where name = 'classifier'")
+        ctx.classifier_path("ti").unlink(missing_ok=True)
+        ctx.cfg.classifier_epochs, ctx.cfg.classifier_min_steps, ctx.cfg.classifier_lr = 1, min_steps, 1e-2
+        classifier.run(ctx)
+        acc = json.loads(db["classifiers"].get("ti")["details"])["train_accuracy"]
+        return acc, [w for w in storage.get_kv(db, "warnings", []) if "TI classifier labels only" in w]
+
+    acc, warned = ti_warnings(1)  # one optimiser step: barely better than chance
+    assert acc < classifier.FIT_WARN and len(warned) == 1 and f"{100 * acc:.0f} %" in warned[0]
+    acc, warned = ti_warnings(300)
+    assert acc >= classifier.FIT_WARN and warned == []

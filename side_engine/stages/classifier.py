@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 NAMES = ("classifier",)
 SPLIT = "rank0"
+# Share of its own training images the TI classifier must label right, below which the run warns:
+# every image it confuses is a class guidance cannot aim at (docs/method.md, "The guide check").
+FIT_WARN = 0.9
 
 
 def run(ctx: StageContext) -> None:
@@ -48,4 +51,10 @@ def run(ctx: StageContext) -> None:
         ctx.log(f"TI classifier: accuracy {report.accuracy:.3f} on {report.held_out}; "
                 f"train accuracy {report.details['train_accuracy']:.3f}, under noise σ = 0.2 "
                 f"{report.details['noise_0.2_accuracy']:.3f} ({report.details['steps']} steps)")
+        fit = report.details["train_accuracy"]
+        if fit < FIT_WARN:
+            ctx.warn(f"The TI classifier labels only {100 * fit:.0f} % of the training images it was trained "
+                     f"on correctly (below {100 * FIT_WARN:.0f} %): the others' labels, which the TD classifier "
+                     "learns and guidance steers towards, are wrong, so SIDE cannot aim at those images; "
+                     "raise classifier_min_steps or classifier_epochs.")
         art.ti = frozen(model)
