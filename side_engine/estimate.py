@@ -117,21 +117,26 @@ def scoring_probe(scorer_name: str, sscd_model: str, threads: int, images, n_tra
 SETTLED_PRIOR = 0.46
 
 
-def guided_steps(cfg: AuditConfig, settled_t: int | None = None, T: int = 1000) -> int:
+def guided_steps(cfg: AuditConfig, settled_t: int | None = None, T: int = 1000,
+                 timesteps: list[int] | None = None) -> int:
     """Sampler steps at which guidance acts (the classifier's cost), from the guidance window and
-    the settled stop: about half of the steps with the default stop, every step with the paper's."""
+    the settled stop: about half of the steps with the default stop, every step with the paper's.
+    ``timesteps``: the ones the sampler visits, as the guide check stored them; before it has run,
+    DDIM's default "leading" spacing (0, T/steps, ...) stands in for them."""
     from .stages.sampling import guidance_bounds
 
     if cfg.guidance_stop == "settled" and settled_t is None:
         settled_t = int(SETTLED_PRIOR * (T - 1))
     lo, hi = guidance_bounds(cfg, T, settled_t)
-    stride = max(T // max(cfg.steps, 1), 1)  # the samplers' "leading" spacing: 0, stride, ...
-    return sum(lo <= k * stride <= hi for k in range(cfg.steps))
+    if timesteps is None:
+        stride = max(T // max(cfg.steps, 1), 1)
+        timesteps = [k * stride for k in range(cfg.steps)]
+    return sum(lo <= t <= hi for t in timesteps)
 
 
 def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | None = None) -> dict:
-    """Seconds per stage. ``pending`` may give the work left per stage (a resumed run) and the
-    settled step its guide check measured (``settled_t``)."""
+    """Seconds per stage. ``pending`` may give the work left per stage (a resumed run), and what
+    its guide check measured: the settled step (``settled_t``) and the sampler's ``timesteps``."""
     pending = pending or {}
     guided = sum(cfg.n_per_lambda for m, lam in cfg.grid() if lam > 0)
     total = len(cfg.grid()) * cfg.n_per_lambda
@@ -151,7 +156,8 @@ def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | No
         "synthetic": n_syn * cfg.steps * per_image["unet"],
         "tdkd": cfg.tdkd_epochs * n_syn * 0.9 * per_image["train"],
         "sample": frac * (cfg.steps * total * per_image["unet"]
-                          + guided_steps(cfg, pending.get("settled_t")) * guided * per_image["guidance"]
+                          + guided_steps(cfg, pending.get("settled_t"), timesteps=pending.get("timesteps"))
+                          * guided * per_image["guidance"]
                           + total * (per_image.get("decode", 0.0) + score)),
     }
     from .stages import stage_names
@@ -174,7 +180,7 @@ def per_sample_seconds(db, cfg: AuditConfig) -> dict | None:
         return None
     score = per.get("decode", 0.0) + per.get("embed", 0.0) + per.get("search", 0.0)
     out = {"random": cfg.steps * per["unet"] + score}
-    steps = guided_steps(cfg, _settled_t(db))
+    steps = guided_steps(cfg, **_guide_steps(db))
     for method in ("side", "ti"):
         out[method] = cfg.steps * per["unet"] + steps * per["guidance"] + score
     stage = {r["name"]: r for r in storage.stage_rows(db)}.get("sample")
@@ -193,16 +199,20 @@ def work_left(db, cfg: AuditConfig) -> dict:
     done = [r["name"] for r in storage.stage_rows(db) if r["status"] == "done"]
     total = len(cfg.grid()) * cfg.n_per_lambda
     stored = db["samples"].count if "samples" in db.table_names() else 0
-    return {"sample": total - stored, "done": done, "settled_t": _settled_t(db)}
+    return {"sample": total - stored, "done": done, **_guide_steps(db)}
 
 
-def _settled_t(db) -> int | None:
-    """The settled step the audit's guide check measured, if it has run (-1: never settled)."""
+def _guide_steps(db) -> dict:
+    """What the audit's guide check measured, if it has run: the settled step (-1: never settled)
+    and the sampler's timesteps; empty before it."""
     from . import storage
 
-    probe = (storage.get_kv(db, "guide_check") or {}).get("probe") or {}
-    settled = probe.get("settled_t")
-    return int(settled) if settled is not None else None
+    check = storage.get_kv(db, "guide_check") or {}
+    settled = (check.get("probe") or {}).get("settled_t")
+    out = {"settled_t": int(settled)} if settled is not None else {}
+    if check.get("timesteps"):
+        out["timesteps"] = [int(t) for t in check["timesteps"]]
+    return out
 
 
 def estimate_workspace(root) -> dict:

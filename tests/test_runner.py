@@ -195,6 +195,9 @@ def test_the_estimate_counts_guidance_only_at_the_steps_it_acts(tiny_workspace):
     assert guided_steps(cfg, settled_t=900) == 4  # measured: t = 920, 940, 960, 980
     assert guided_steps(cfg, settled_t=-1) == 50  # never settled: guidance at every step, as sampled
     assert estimate(per, cfg, 32, {"settled_t": 900})["sample"] == pytest.approx(50 * 20 * 1e-3 + 4 * 10 * 1e-2)
+    # after the guide check, the timesteps it stored are the sampler's own (here a trailing grid)
+    trailing = list(range(999, 0, -20))
+    assert guided_steps(cfg, settled_t=900, timesteps=trailing) == sum(t > 900 for t in trailing) == 5
     cfg.guidance_min_t = 0.95  # the interval setting narrows it further
     assert guided_steps(cfg) == 2
 

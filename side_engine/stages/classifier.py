@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 NAMES = ("classifier",)
 SPLIT = "rank0"
 # Share of its own training images the TI classifier must label right, below which the run warns:
-# every image it confuses is a class guidance cannot aim at (docs/method.md, "The guide check").
+# every image it confuses is a class guidance cannot aim at (docs/method.md, "Classifiers").
 FIT_WARN = 0.9
 
 
