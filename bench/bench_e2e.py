@@ -55,7 +55,8 @@ def main() -> None:
         for k, v in demo["stages"].items():
             print(f"| {k} | {v} |")
     # RSS vs N_G: cheap classifiers, only the sampling/scoring volume changes
-    small = {"classifier_epochs": 2, "n_syn": 64, "tdkd_epochs": 1, "lambdas": [0, 2], "steps": 10}
+    small = {"classifier_epochs": 2, "classifier_fit": 0.0, "n_syn": 64, "tdkd_epochs": 1, "lambdas": [0, 2],
+             "steps": 10}
     one = run(dict(small, n_per_lambda=args.n))
     four = run(dict(small, n_per_lambda=4 * args.n))
     print("| N_G per λ | samples | peak RSS MB | sampling s |\n|---:|---:|---:|---:|")

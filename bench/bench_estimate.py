@@ -36,7 +36,7 @@ from side_engine.demo import DEMO_MODEL  # noqa: E402
 
 BASE = {"n_train": 256, "nproc": 1, "settings": {
     "methods": ["random", "side"], "lambdas": [0, 5], "n_per_lambda": 32, "steps": 10, "classifier_epochs": 20,
-    "classifier_min_steps": 20, "tdkd_epochs": 10, "batch_size": 16, "k": 32}}  # K 32: n_syn 640
+    "classifier_fit": 0.0, "classifier_min_steps": 20, "tdkd_epochs": 10, "batch_size": 16, "k": 32}}  # K 32: n_syn 640
 CASES = {
     "base": {},
     "steps 25": {"settings": {"steps": 25}},

@@ -77,7 +77,8 @@ def audit_seconds(path: Path, steps: int) -> dict:
     from side_engine.audit import AuditRunner, init_workspace
     from side_engine.demo import DEMO_FACES
 
-    settings = dict(classifier_epochs=2, classifier_min_steps=60, n_syn=128, tdkd_epochs=5, lambdas=[0, 5],
+    settings = dict(classifier_epochs=2, classifier_min_steps=60, classifier_fit=0.0, n_syn=128, tdkd_epochs=5,
+                    lambdas=[0, 5],
                     n_per_lambda=64, steps=steps, batch_size=16, device="cpu", scorer="sscd", classifier_width=16)
     ws = init_workspace(Path(tempfile.mkdtemp()) / "ws", str(path), str(DEMO_FACES), **settings)
     t0 = time.time()

@@ -37,8 +37,8 @@ from side_engine.audit import init_workspace  # noqa: E402
 from side_engine.demo import DEMO_MODEL  # noqa: E402
 
 SETTINGS = {"methods": ["random", "side"], "lambdas": [0, 5], "n_per_lambda": 16, "steps": 5, "k": 100,
-            "classifier_epochs": 1, "classifier_min_steps": 0, "tdkd_epochs": 1, "batch_size": 64,
-            "label_source": "clusters"}
+            "classifier_epochs": 1, "classifier_min_steps": 0, "classifier_fit": 0.0, "tdkd_epochs": 1,
+            "batch_size": 64, "label_source": "clusters"}
 
 
 def training_images(folder: Path, n: int, size: int = 32, seed: int = 0) -> Path:

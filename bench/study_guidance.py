@@ -38,10 +38,15 @@ from side_engine.results import metrics_json  # noqa: E402
 MODELS = {"copier": ROOT / "bench" / "models" / "copier", "regime": ROOT / "resources" / "regime",
           "faces2": ROOT / "resources" / "demo",
           # the sixth study: a colour model of photograph patches, trained after its declaration
-          "patches": ROOT / "bench" / "models" / "patches"}
+          "patches": ROOT / "bench" / "models" / "patches",
+          # the tenth study: grey faces no earlier model saw, trained after its declaration
+          "faces3": ROOT / "bench" / "models" / "faces3"}
 WORK = ROOT / "bench" / "work" / "study"
-# the base audit trains the classifiers; its own sampling is a token 8 images
-BASE = {"n_per_lambda": 8, "lambdas": [0, 5], "seed": 0}
+# the base audit trains the classifiers; its own sampling is a token 8 images. The studies up to
+# the eighth trained the TI classifier for its planned steps only (no fit rule)
+BASE = {"n_per_lambda": 8, "lambdas": [0, 5], "seed": 0, "classifier_fit": 0.0}
+# a tagged base: another way of training the classifiers, with its own workspaces (``--tag``)
+TAGS = {"fit": {"classifier_fit": 0.9}}  # the ninth study: the TI classifier trained until it fits
 # each arm's declared guided λ (its range is their span; study-guidance-declared.md)
 ARMS = {"reliability": ("reliability", [5.0, 10.0]), "constant": ("constant", [5.0, 10.0]),
         "reliability-hi": ("reliability", [10.0, 20.0]), "temperature": ("reliability", [5.0, 10.0]),
@@ -60,18 +65,20 @@ EXTRA = {"temperature": {"tdkd_temperature": 4.0},
 PARENT = {"settled-hi": "settled"}
 
 
-def draw(classifier_seed: int) -> str:
-    """Workspace-name suffix of a classifier draw: the first draw (seed 0) has none."""
-    return f"-c{classifier_seed}" if classifier_seed else ""
+def draw(classifier_seed: int, tag: str = "") -> str:
+    """Workspace-name suffix of a classifier draw: the first draw (seed 0) has none; a tagged
+    base (``TAGS``) adds its tag."""
+    return (f"-c{classifier_seed}" if classifier_seed else "") + (f"-{tag}" if tag else "")
 
 
-def base_workspace(model: str, classifier_seed: int = 0) -> Path:
+def base_workspace(model: str, classifier_seed: int = 0, tag: str = "") -> Path:
     """The audit that trains a model's classifiers (TI, synthetic set, TDKD), seeded by
     ``classifier_seed``: another seed is another draw of the classifiers on the same model."""
-    ws = WORK / f"{model}-base{draw(classifier_seed)}"
+    ws = WORK / f"{model}-base{draw(classifier_seed, tag)}"
     if not (ws / "audit.toml").exists():
         root = MODELS[model]
-        init_workspace(ws, str(root / "model"), str(root / "faces"), **{**BASE, "seed": classifier_seed})
+        init_workspace(ws, str(root / "model"), str(root / "faces"),
+                       **{**BASE, "seed": classifier_seed, **TAGS.get(tag, {})})
     AuditRunner(ws, Progress()).run()
     return ws
 
@@ -89,8 +96,9 @@ def arm_settings(model: str, arm: str, seed: int, n: int) -> dict:
             **EXTRA.get(arm, {})}
 
 
-def run_arm(model: str, arm: str, seed: int, n: int, from_base: bool = False, classifier_seed: int = 0) -> dict:
-    c = draw(classifier_seed)
+def run_arm(model: str, arm: str, seed: int, n: int, from_base: bool = False, classifier_seed: int = 0,
+            tag: str = "") -> dict:
+    c = draw(classifier_seed, tag)
     ws = WORK / f"{model}-{arm}{c}-s{seed}"
     if not (ws / "audit.toml").exists():
         # every other arm forks the reliability arm of its seed: the same Random images, and
@@ -102,11 +110,11 @@ def run_arm(model: str, arm: str, seed: int, n: int, from_base: bool = False, cl
         parent = PARENT.get(arm, "reliability")
         src = WORK / f"{model}-{parent}{c}-s{seed}" if arm != "reliability" else WORK / f"{model}-base{c}"
         if arm in PARENT and not (src / "audit.db").exists():
-            run_arm(model, parent, seed, n, from_base, classifier_seed)
+            run_arm(model, parent, seed, n, from_base, classifier_seed, tag)
         elif from_base and not (src / "audit.db").exists():
             src = WORK / f"{model}-base{c}"
         elif arm != "reliability" and not (src / "audit.db").exists():
-            run_arm(model, "reliability", seed, n, classifier_seed=classifier_seed)
+            run_arm(model, "reliability", seed, n, classifier_seed=classifier_seed, tag=tag)
         fork(src, ws, arm_settings(model, arm, seed, n))
     t0 = time.time()
     AuditRunner(ws, Progress()).run()
@@ -197,7 +205,8 @@ def markdown(stored: dict) -> list[str]:
             "| model | arm | seed | λ | UMS ≥mid ratio | p | AMS ≥mid ratio | p | AMS high ratio | p | on target "
             "| steered (TD) | guidance / ε |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        path = WORK / f"{r['model']}-{r['arm']}{draw(r.get('classifier_seed', 0))}-s{r['seed']}" / "audit.db"
+        suffix = draw(r.get("classifier_seed", 0), r.get("tag", ""))
+        path = WORK / f"{r['model']}-{r['arm']}{suffix}-s{r['seed']}" / "audit.db"
         if not path.exists():
             continue
         db = storage.connect(path, readonly=True)
@@ -241,8 +250,9 @@ def versus(candidate: list[dict], comparator: list[dict], arm: str = "reliabilit
            "| on target (scorer) | distinct ≥mid at N: Random / SIDE | guided steps |",
            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     tally = {"candidate": [0, 0, 0, 0], "comparator": [0, 0, 0, 0]}
-    # a candidate of the same arm is another classifier draw of it (--classifier-seed)
-    rows = [r for r in candidate if r["arm"] != arm or r.get("classifier_seed")]
+    # a candidate of the same arm is another classifier draw of it (--classifier-seed) or a base
+    # trained another way (--tag)
+    rows = [r for r in candidate if r["arm"] != arm or r.get("classifier_seed") or r.get("tag")]
     for r in sorted(rows, key=lambda r: (r["seed"], r["model"])):
         a = by.get((r["model"], r["seed"]))
         if a is None:
@@ -260,7 +270,8 @@ def versus(candidate: list[dict], comparator: list[dict], arm: str = "reliabilit
             settled = probe.get("settled_t")
             stops = EXTRA.get(x["arm"], {}).get("guidance_stop") == "settled" and settled is not None and settled >= 0
             guided = sum(1 for t_ in steps if t_ > settled) if stops else len(steps)
-            label = x["arm"] + (f" (classifiers {x['classifier_seed']})" if x.get("classifier_seed") else "")
+            label = x["arm"] + (f" (classifiers {x['classifier_seed']})" if x.get("classifier_seed") else "") \
+                + (f" ({x['tag']})" if x.get("tag") else "")
             out.append(f"| {x['model']} | {x['seed']} | {label} "
                        f"| {ci(m['ums_ratio'], m['ums_ratio_lo'], m['ums_ratio_hi'], False)} "
                        f"| {ci(m['ams_ratio'], m['ams_ratio_lo'], m['ams_ratio_hi'], False)} "
@@ -286,6 +297,8 @@ def main() -> None:
                     help="an arm whose seed has no reliability arm forks the base audit (Random sampled again)")
     ap.add_argument("--classifier-seed", type=int, default=0,
                     help="train the classifiers with this seed (another draw; its own workspaces and rows)")
+    ap.add_argument("--tag", default="", choices=["", *TAGS],
+                    help="a base trained another way (TAGS; its own workspaces and rows): fit = the ninth study")
     ap.add_argument("--versus-arm", default="reliability", help="with --versus: the comparator arm")
     ap.add_argument("--markdown", action="store_true", help="print the tables of what is stored, run nothing")
     ap.add_argument("--versus", type=Path, help="with --markdown: the stored rows of another file (the default "
@@ -302,15 +315,16 @@ def main() -> None:
         return
     for model in args.models:
         print(f"{model}: base audit (classifiers) …", flush=True)
-        base_workspace(model, args.classifier_seed)
+        base_workspace(model, args.classifier_seed, args.tag)
     if args.base_only:
         return
     for seed in args.seeds:  # seeds outermost: a short session still covers every model
         for model in args.models:
             for arm in args.arms.split(","):
                 print(f"{model} {arm} seed {seed} …", flush=True)
-                d = run_arm(model, arm, seed, args.n, args.from_base, args.classifier_seed)
-                rows[(model, arm, seed)] = row(model, arm, seed, d) | {"classifier_seed": args.classifier_seed}
+                d = run_arm(model, arm, seed, args.n, args.from_base, args.classifier_seed, args.tag)
+                rows[(model, arm, seed)] = row(model, arm, seed, d) | {"classifier_seed": args.classifier_seed,
+                                                                       "tag": args.tag}
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps({"machine": f"{platform.machine()}, {platform.python_version()}",
                                                 "n": args.n,

@@ -150,10 +150,16 @@ def train_ti(
     progress: Progress,
     stage: str = "classifier",
     min_steps: int = 0,
+    fit: float = 0.0,
+    max_steps: int = 0,
 ) -> TrainReport:
     """Train the time-independent classifier on augmented views (``augment``); 10 % held out.
     At least ``min_steps`` optimiser steps: at N = 32 an epoch is a single step, and 60 steps
-    leave the classifier barely trained.
+    leave the classifier barely trained. Then, while it labels fewer than ``fit`` of its own
+    training images correctly, another block of the same length, up to ``max_steps`` in all:
+    every image it confuses is a class guidance cannot aim at (close neighbours, such as patches
+    of one photograph, needed twice the steps faces need). A classifier that fits after its
+    planned steps is left exactly as it was.
 
     ``x`` is read a batch at a time (``ImageRows``: uint8 pixels stay uint8 until a batch is
     drawn), so memory does not grow with the training set beyond its stored pixels."""
@@ -163,25 +169,39 @@ def train_ti(
     yt = y[train_idx].to(device)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    loss_val = math.nan
     epochs = ti_epochs(len(train_idx), batch, epochs, min_steps)
+    per_epoch = math.ceil(len(train_idx) / batch)
     max_shift = max(1, x.shape[-1] // 16)
-    for epoch in range(epochs):
-        model.train()
-        losses = []
-        for idx in _batches(len(train_idx), batch, gen):
-            xb = augment(x.take(train_idx[idx.numpy()], device), gen, max_shift)
-            idx = idx.to(device)
-            loss = F.cross_entropy(model(xb), yt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        loss_val = float(np.mean(losses))
-        progress.update(stage, epoch + 1, epochs)
-        progress.check()
+    planned, done, losses = epochs, 0, [math.nan]
+
+    def train_epochs(n: int) -> None:
+        nonlocal done, losses
+        for _ in range(n):
+            model.train()
+            losses = []
+            for idx in _batches(len(train_idx), batch, gen):
+                xb = augment(x.take(train_idx[idx.numpy()], device), gen, max_shift)
+                idx = idx.to(device)
+                loss = F.cross_entropy(model(xb), yt[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            done += 1
+            progress.update(stage, done, epochs)
+            progress.check()
+
+    train_epochs(planned)
     model.eval()
     train_acc = rows_accuracy(model, x, train_idx, yt)
+    blocks = 0
+    while train_acc < fit and (done + planned) * per_epoch <= max_steps:
+        epochs += planned  # the progress bar's total grows with the block
+        train_epochs(planned)
+        blocks += 1
+        model.eval()
+        train_acc = rows_accuracy(model, x, train_idx, yt)
+    loss_val = float(np.mean(losses))
     if len(held_idx):
         acc = rows_accuracy(model, x, held_idx, y[held_idx])
         what = f"{len(held_idx)} held-out training images (10 %, stratified)"
@@ -192,8 +212,9 @@ def train_ti(
                 "members)")
     noisy = rows_accuracy(model, x, train_idx, yt,
                           view=lambda xb: xb + 0.2 * torch.randn(xb.shape, generator=gen).to(xb.device))
-    return TrainReport(acc, what, loss_val, {"train_accuracy": train_acc, "epochs": epochs,
-                                             "steps": epochs * math.ceil(len(train_idx) / batch),
+    return TrainReport(acc, what, loss_val, {"train_accuracy": train_acc, "epochs": done,
+                                             "steps": done * per_epoch, "planned_steps": planned * per_epoch,
+                                             "fit_blocks": blocks,
                                              "noise_0.2_accuracy": noisy, "held_out_n": int(len(held_idx)),
                                              "measured_n": int(len(held_idx)) or 3 * len(train_idx)})
 

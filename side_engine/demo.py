@@ -34,7 +34,9 @@ DEMO_SETTINGS = dict(
     classifier_min_steps=400, n_syn=512, tdkd_epochs=50, tdkd_lr=1e-3, lambdas=[0, 5, 10],
     n_per_lambda=256, batch_size=64, device="auto",
 )
-QUICK_SETTINGS = dict(DEMO_SETTINGS, classifier_epochs=3, classifier_min_steps=0, n_syn=32, tdkd_epochs=1,
+# quick: a smoke run of every stage, so its 3-step classifier is not trained on until it fits
+QUICK_SETTINGS = dict(DEMO_SETTINGS, classifier_epochs=3, classifier_min_steps=0, classifier_fit=0.0, n_syn=32,
+                      tdkd_epochs=1,
                       lambdas=[0, 3], n_per_lambda=8, steps=10, batch_size=16)
 
 

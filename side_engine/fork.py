@@ -30,7 +30,7 @@ REUSABLE: tuple[tuple[str, frozenset[str]], ...] = (
     ("embed", frozenset({"scorer", "sscd_model"})),
     ("labels", frozenset({"label_source", "k"})),
     ("classifier", frozenset({"classifier_width", "classifier_stem", "classifier_epochs", "classifier_lr",
-                              "classifier_min_steps"})),
+                              "classifier_min_steps", "classifier_fit", "classifier_max_steps"})),
     ("synthetic", frozenset({"n_syn", "sampler", "steps", "eta", "sampler_convention"})),
     ("tdkd", frozenset({"tdkd_epochs", "tdkd_lr", "tdkd_temperature"})),
 )

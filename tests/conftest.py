@@ -98,8 +98,8 @@ def faces(tmp_path_factory) -> Path:
 
 
 TINY_SETTINGS = dict(
-    classifier_width=4, classifier_epochs=2, classifier_min_steps=0, n_syn=16, tdkd_epochs=1, lambdas=[0, 2, 5],
-    n_per_lambda=6, steps=4, batch_size=8, device="cpu", k=4,
+    classifier_width=4, classifier_epochs=2, classifier_min_steps=0, classifier_fit=0.0, n_syn=16, tdkd_epochs=1,
+    lambdas=[0, 2, 5], n_per_lambda=6, steps=4, batch_size=8, device="cpu", k=4,
 )
 
 

@@ -174,6 +174,16 @@ def test_the_estimate_counts_the_classifier_steps_the_stage_trains(tiny_workspac
     x, y = torch.randn(n, 1, 16, 16), torch.arange(n) % 4
     report = train_ti(x, y, ResNetClassifier(4, 1, 4, True), 5, 1e-3, ti_batch(n), 0, Progress(), min_steps=40)
     assert report.details["epochs"] == ti_epochs(n, ti_batch(n), 5, 40) == 40 and report.details["steps"] == 40
+    # a classifier that fits after its planned steps is the very same network with the fit rule on
+    easy = torch.eye(4).repeat_interleave(64, 1).view(4, 1, 16, 16).repeat(2, 1, 1, 1) * 2 - 1
+    nets = []
+    for fit in (0.0, 0.9):
+        torch.manual_seed(0)
+        nets.append(ResNetClassifier(4, 1, 4, True))
+        got = train_ti(easy, torch.arange(8) % 4, nets[-1], 5, 1e-2, 8, 0, Progress(), min_steps=60, fit=fit,
+                       max_steps=1000)
+        assert got.details["train_accuracy"] >= 0.9 and got.details["steps"] == 60 and got.details["fit_blocks"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
 
 def test_the_estimate_counts_guidance_only_at_the_steps_it_acts(tiny_workspace):
     """With the settled stop the classifier runs on about half of the steps; the estimate counted

@@ -148,16 +148,27 @@ def test_a_ti_classifier_that_cannot_tell_its_training_images_apart_is_named_in_
     embedding.run(ctx)
     surrogate_labels.run(ctx)
 
-    def ti_warnings(min_steps: int) -> tuple[float, list[str]]:
+    def ti_warnings(min_steps: int, fit: float = 0.0, max_steps: int = 0) -> tuple[dict, list[str]]:
         storage.set_kv(db, "warnings", [])
         db.execute("delete from stages where name = 'classifier'")
         ctx.classifier_path("ti").unlink(missing_ok=True)
         ctx.cfg.classifier_epochs, ctx.cfg.classifier_min_steps, ctx.cfg.classifier_lr = 1, min_steps, 1e-2
+        ctx.cfg.classifier_fit, ctx.cfg.classifier_max_steps = fit, max_steps
         classifier.run(ctx)
-        acc = json.loads(db["classifiers"].get("ti")["details"])["train_accuracy"]
-        return acc, [w for w in storage.get_kv(db, "warnings", []) if "TI classifier labels only" in w]
+        details = json.loads(db["classifiers"].get("ti")["details"])
+        return details, [w for w in storage.get_kv(db, "warnings", []) if "TI classifier labels only" in w]
 
-    acc, warned = ti_warnings(1)  # one optimiser step: barely better than chance
+    got, warned = ti_warnings(1)  # one optimiser step and no fit rule: barely better than chance
+    acc = got["train_accuracy"]
     assert acc < classifier.FIT_WARN and len(warned) == 1 and f"{100 * acc:.0f} %" in warned[0]
-    acc, warned = ti_warnings(300)
-    assert acc >= classifier.FIT_WARN and warned == []
+    assert "it trained 1 steps" in warned[0]
+    got, warned = ti_warnings(300)
+    assert got["train_accuracy"] >= classifier.FIT_WARN and warned == [] and got["fit_blocks"] == 0
+    # the fit rule: 20 planned steps do not fit; blocks of 20 more follow until it does
+    got, warned = ti_warnings(20, fit=classifier.FIT_WARN, max_steps=600)
+    assert got["planned_steps"] == 20 and got["fit_blocks"] >= 1 and got["steps"] == 20 * (1 + got["fit_blocks"])
+    assert got["train_accuracy"] >= classifier.FIT_WARN and got["steps"] <= 600 and warned == []
+    assert "more than planned to reach classifier_fit = 0.9" in ctx.ws.log_path.read_text()
+    # ... but never past classifier_max_steps, and the warning names what it took
+    got, warned = ti_warnings(1, fit=1.0, max_steps=3)
+    assert got["steps"] == 3 and got["fit_blocks"] == 2 and len(warned) == 1 and "it trained 3 steps" in warned[0]

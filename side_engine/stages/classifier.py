@@ -44,17 +44,21 @@ def run(ctx: StageContext) -> None:
         with distributed.owner_alone(ctx.device, cfg.threads):
             report = train_ti(ctx.train_rows(), torch.from_numpy(art.surrogate), model,
                               cfg.classifier_epochs, cfg.classifier_lr, batch, cfg.seed, ctx.trainer_progress(),
-                              min_steps=cfg.classifier_min_steps)
+                              min_steps=cfg.classifier_min_steps, fit=cfg.classifier_fit,
+                              max_steps=cfg.classifier_max_steps)
             report.details["trained_by"] = distributed.trained_by(ctx.device)
         save_classifier(model, path, {"accuracy": report.accuracy})
         ctx.store_classifier("ti", path, report)
         ctx.log(f"TI classifier: accuracy {report.accuracy:.3f} on {report.held_out}; "
                 f"train accuracy {report.details['train_accuracy']:.3f}, under noise σ = 0.2 "
-                f"{report.details['noise_0.2_accuracy']:.3f} ({report.details['steps']} steps)")
+                f"{report.details['noise_0.2_accuracy']:.3f} ({report.details['steps']} steps"
+                + (f"; {report.details['steps'] - report.details['planned_steps']} more than planned to reach "
+                   f"classifier_fit = {cfg.classifier_fit:g}" if report.details["fit_blocks"] else "") + ")")
         fit = report.details["train_accuracy"]
         if fit < FIT_WARN:
             ctx.warn(f"The TI classifier labels only {100 * fit:.0f} % of the training images it was trained "
                      f"on correctly (below {100 * FIT_WARN:.0f} %): the others' labels, which the TD classifier "
                      "learns and guidance steers towards, are wrong, so SIDE cannot aim at those images; "
-                     "raise classifier_min_steps or classifier_epochs.")
+                     f"raise classifier_max_steps (it trained {report.details['steps']} steps) or "
+                     "classifier_min_steps.")
         art.ti = frozen(model)
