@@ -168,7 +168,6 @@ def test_a_ti_classifier_that_cannot_tell_its_training_images_apart_is_named_in_
     got, warned = ti_warnings(20, fit=classifier.FIT_WARN, max_steps=600)
     assert got["planned_steps"] == 20 and got["fit_blocks"] >= 1 and got["steps"] == 20 * (1 + got["fit_blocks"])
     assert got["train_accuracy"] >= classifier.FIT_WARN and got["steps"] <= 600 and warned == []
-    assert "more than planned to reach classifier_fit = 0.9" in ctx.ws.log_path.read_text()
     # ... but never past classifier_max_steps, and the warning names what it took
     got, warned = ti_warnings(1, fit=1.0, max_steps=3)
     assert got["steps"] == 3 and got["fit_blocks"] == 2 and len(warned) == 1 and "it trained 3 steps" in warned[0]
