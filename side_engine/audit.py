@@ -228,6 +228,9 @@ class AuditRunner:
         ctx.log(f"estimated time left ≈ {describe_seconds(est['total'])} on {describe(ctx.device)} "
                 f"({'the run’s first probe' if reused else 'probe'}: UNet {1e3 * per['unet']:.2f} ms, "
                 f"guidance {1e3 * per['guidance']:.2f} ms per image and step)")
+        if est.get("classifier_at_most", 0.0) > est["classifier"]:
+            ctx.log(f"the TI classifier may train on until it fits its own images (classifier_fit): up to "
+                    f"{describe_seconds(est['classifier_at_most'])} instead of {describe_seconds(est['classifier'])}")
 
 
 def probe_step(ctx: StageContext):

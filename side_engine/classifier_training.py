@@ -139,6 +139,16 @@ def ti_epochs(n_fit: int, batch: int, epochs: int, min_steps: int) -> int:
     return max(epochs, math.ceil(min_steps / max(1, math.ceil(n_fit / batch))))
 
 
+def ti_epochs_at_most(n_fit: int, batch: int, epochs: int, min_steps: int, fit: float, max_steps: int) -> int:
+    """Epochs the TI classifier trains if the fit rule takes every block it may (``train_ti``'s
+    loop): what the duration estimate gives as its upper end."""
+    planned = ti_epochs(n_fit, batch, epochs, min_steps)
+    if fit <= 0:
+        return planned
+    per_epoch = max(1, math.ceil(n_fit / batch))
+    return planned * max(1, max_steps // (planned * per_epoch))
+
+
 def train_ti(
     x: ImageRows | torch.Tensor,
     y: torch.Tensor,

@@ -272,7 +272,11 @@ def cmd_estimate(args) -> int:
     print(f"≈ {describe_seconds(sec['total'])} on {result['device']} for {what} "
           f"({result['n_train']} training images; a timed probe, not a promise)")
     for stage in ("classifier", "synthetic", "tdkd", "sample"):
-        print(f"  {stage:<11} {describe_seconds(sec.get(stage, 0.0))}")
+        line = f"  {stage:<11} {describe_seconds(sec.get(stage, 0.0))}"
+        if stage == "classifier" and sec.get("classifier_at_most", 0.0) > sec.get(stage, 0.0):
+            line += (f" (up to {describe_seconds(sec['classifier_at_most'])} if it trains on until it fits "
+                     "its own images: classifier_fit)")
+        print(line)
     return 0
 
 

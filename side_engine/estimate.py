@@ -141,7 +141,7 @@ def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | No
     guided = sum(cfg.n_per_lambda for m, lam in cfg.grid() if lam > 0)
     total = len(cfg.grid()) * cfg.n_per_lambda
     frac = pending.get("sample", total) / max(total, 1)
-    from .classifier_training import ti_batch, ti_epochs
+    from .classifier_training import ti_batch, ti_epochs, ti_epochs_at_most
     from .labels import default_k
 
     # the epochs the stage will train, minimum steps included (up to 10 % of the images are held
@@ -166,6 +166,12 @@ def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | No
     for name in [*pending.get("done", ()), *(n for n in stages if n not in runs)]:
         stages[name] = 0.0
     stages["total"] = sum(stages.values())
+    # the fit rule may train the TI classifier on for up to classifier_max_steps: the planned steps
+    # are the estimate, this is its upper end (said beside it; the total stays the likely case)
+    if stages["classifier"] > 0 and cfg.classifier_fit > 0:
+        most = ti_epochs_at_most(n_train, ti_batch(n_train), cfg.classifier_epochs, cfg.classifier_min_steps,
+                                 cfg.classifier_fit, cfg.classifier_max_steps)
+        stages["classifier_at_most"] = most * n_train * per_image["train"]
     return stages
 
 

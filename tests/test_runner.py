@@ -184,6 +184,17 @@ def test_the_estimate_counts_the_classifier_steps_the_stage_trains(tiny_workspac
                        max_steps=1000)
         assert got.details["train_accuracy"] >= 0.9 and got.details["steps"] == 60 and got.details["fit_blocks"] == 0
     assert all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
+    # a classifier that never fits takes every block it may: the estimate's upper end counts them
+    cfg.classifier_epochs, cfg.classifier_min_steps, cfg.classifier_fit, cfg.classifier_max_steps = 5, 10, 0.9, 35
+    torch.manual_seed(0)
+    noise = train_ti(torch.randn(n, 1, 16, 16), torch.arange(n), ResNetClassifier(n, 1, 4, True), 5, 1e-4,
+                     ti_batch(n), 0, Progress(), min_steps=10, fit=0.9, max_steps=35)
+    assert noise.details["fit_blocks"] == 2 and noise.details["steps"] == 30
+    est = estimate(per, cfg, n)
+    assert est["classifier"] == pytest.approx(10 * n * 1e-3)
+    assert est["classifier_at_most"] == pytest.approx(30 * n * 1e-3)
+    cfg.classifier_fit = 0.0
+    assert "classifier_at_most" not in estimate(per, cfg, n)
 
 def test_the_estimate_counts_guidance_only_at_the_steps_it_acts(tiny_workspace):
     """With the settled stop the classifier runs on about half of the steps; the estimate counted

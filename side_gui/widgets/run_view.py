@@ -150,7 +150,9 @@ class RunView(QWidget):
             self.estimate.setToolTip("")
             return
         self.estimate.setText(f"{format_eta(seconds['total'])} on {device}{note}")
-        self.estimate.setToolTip("\n".join(f"{k}: {format_eta(v)}" for k, v in seconds.items() if k != "total"))
+        names = {"classifier_at_most": "classifier, at most (trains on until it fits its images)"}
+        self.estimate.setToolTip("\n".join(f"{names.get(k, k)}: {format_eta(v)}"
+                                           for k, v in seconds.items() if k != "total"))
 
     @Slot(str)
     def append_log(self, text: str) -> None:
