@@ -179,6 +179,8 @@ def train_ti(
     yt = y[train_idx].to(device)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    # the fit rule's bound is the duration estimate's upper end: one formula for both
+    most = ti_epochs_at_most(len(train_idx), batch, epochs, min_steps, fit, max_steps)
     epochs = ti_epochs(len(train_idx), batch, epochs, min_steps)
     per_epoch = math.ceil(len(train_idx) / batch)
     max_shift = max(1, x.shape[-1] // 16)
@@ -205,7 +207,7 @@ def train_ti(
     model.eval()
     train_acc = rows_accuracy(model, x, train_idx, yt)
     blocks = 0
-    while train_acc < fit and (done + planned) * per_epoch <= max_steps:
+    while train_acc < fit and done + planned <= most:
         epochs += planned  # the progress bar's total grows with the block
         train_epochs(planned)
         blocks += 1
