@@ -148,6 +148,12 @@ def ci(v, lo, hi, pct=True) -> str:
     return f"{f(v)} [{f(lo)}, {f(hi)}]"
 
 
+def pct(v: float | None) -> str:
+    """A share in per cent; "—" where it is not defined (synthetic-clusters: no training image
+    has a class, so no sample can be on target)."""
+    return "—" if v is None else f"{100 * v:.1f} %"
+
+
 def row(model: str, arm: str, seed: int, d: dict) -> dict:
     """One Table-1-style row: the declared range's paired comparison with Random."""
     mid, high = pick(d, "range", "mid"), pick(d, "range", "high")
@@ -178,7 +184,7 @@ def table(rows: list[dict]) -> list[str]:
             f"| {100 * h['ams_random']:.1f} → {100 * h['ams_method']:.1f} "
             f"| {ci(h['ams_ratio'], h['ams_ratio_lo'], h['ams_ratio_hi'], False)} | {h['ams_p']:.2g} "
             f"| {m['ums_verdict']} "
-            f"| {100 * (r['on_target_side'] or 0):.1f} / {100 * (r['on_target_random'] or 0):.1f} % "
+            f"| {pct(r['on_target_side'])} / {pct(r['on_target_random'])} "
             f"| {c.get('random', 0):.1f} / {c.get('method', 0):.1f} |")
     return out
 
@@ -279,7 +285,7 @@ def versus(candidate: list[dict], comparator: list[dict], arm: str = "reliabilit
                        f"| {ci(m['ums_ratio'], m['ums_ratio_lo'], m['ums_ratio_hi'], False)} "
                        f"| {ci(m['ams_ratio'], m['ams_ratio_lo'], m['ams_ratio_hi'], False)} "
                        f"| {ci(h['ams_ratio'], h['ams_ratio_lo'], h['ams_ratio_hi'], False)} "
-                       f"| {sum(met)} / 3 | {100 * (x['on_target_side'] or 0):.1f} % "
+                       f"| {sum(met)} / 3 | {pct(x['on_target_side'])} "
                        f"| {x['coverage'].get('random', 0):.1f} / {x['coverage'].get('method', 0):.1f} "
                        f"| {guided} of {len(steps)}" + (f" (t > {settled})" if stops else "") + " |")
     c, a = tally["candidate"], tally["comparator"]

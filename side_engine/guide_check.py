@@ -126,7 +126,8 @@ def findings(check: GuideCheck, window: tuple[int, int], schedule: str) -> list[
                    "steer towards the target images, so SIDE's rows measure sampling noise, not the method. "
                    "Raise tdkd_epochs or classifier_min_steps.")
     p = check.probe
-    if p.get("n"):
+    # under synthetic-clusters no training image carries a class: the on-target rate is not defined
+    if p.get("n") and p.get("on_target_defined", True):
         guided, unguided = p["on_target_guided"], p["on_target_unguided"]
         if guided <= unguided:
             out.append(f"In a probe of {p['n']} samples at λ = {p['lam']:g}, guidance put the scorer's nearest "

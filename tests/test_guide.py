@@ -56,6 +56,10 @@ def test_findings_say_when_the_guide_is_at_chance_where_it_acts():
     assert "at chance" in guide_check.findings(check, (400, 1000), "constant")[0]
     check.probe = {"n": 32, "lam": 5.0, "on_target_guided": 1, "on_target_unguided": 2, "steered": 20}
     assert any("not seen reaching its targets" in f for f in guide_check.findings(check, (0, 1000), "reliability"))
+    # synthetic-clusters: no training image has a class, so a probe's 0 vs 0 says nothing
+    check.probe |= {"on_target_guided": 0, "on_target_unguided": 0, "on_target_defined": False}
+    assert not any("targets" in f for f in guide_check.findings(check, (0, 1000), "reliability"))
+    check.probe["on_target_defined"] = True
     check.probe["settled_t"] = 900  # the settled stop past the noisiest step: guidance acts nowhere, said why
     assert "settled stop ends guidance" in guide_check.findings(check, (901, 1000), "reliability")[0]
     assert "settled" not in guide_check.findings(check, (950, 1000), "reliability")[0]

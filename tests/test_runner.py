@@ -131,6 +131,9 @@ def test_other_label_sources(tmp_path, tiny_model, faces, source):
     assert db["samples"].count == 18
     if source == "original":
         assert storage.get_kv(db, "k") == 3
+    if source == "synthetic-clusters":  # no training image has a class: no on-target verdict either way
+        assert storage.get_kv(db, "guide_check")["probe"]["on_target_defined"] is False
+        assert not any("targets" in w for w in storage.get_kv(db, "warnings") or [])
     db.close()
 
 def test_estimate_is_stored_and_the_batch_probe_step_runs(tiny_workspace):

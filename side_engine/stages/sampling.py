@@ -116,8 +116,10 @@ def check_guide(ctx: StageContext, sampler: GuidedSampler, shape) -> None:
     storage.set_kv(ctx.db, "guide_check", check.to_dict())
     rows = ", ".join(f"t={t}: {100 * a:.0f} %" for t, a in list(zip(check.timesteps, check.smoothed))[::10])
     ctx.log(f"guide check: TD agreement on {check.held_out} held-out synthetic images by step ({rows}; "
-            f"chance {100 * check.chance:.1f} %); probe on target (scorer) {check.probe.get('on_target_guided')}"
-            f" guided vs {check.probe.get('on_target_unguided')} unguided of {check.probe.get('n')}")
+            f"chance {100 * check.chance:.1f} %)" + (
+                f"; probe on target (scorer) {check.probe.get('on_target_guided')} guided vs "
+                f"{check.probe.get('on_target_unguided')} unguided of {check.probe.get('n')}"
+                if check.probe.get("on_target_defined", True) else ""))
     if cfg.guidance_stop == "settled":
         ctx.log(f"settled stop: half of the {check.probe.get('n')} unguided probe samples had settled on the "
                 f"training image they end nearest to by t = {check.probe.get('settled_t')}; guidance acts at "
@@ -140,7 +142,8 @@ def _probe(ctx: StageContext, sampler: GuidedSampler, shape) -> dict:
         return {}
     lam = grid[len(grid) // 2]
     n = min(guide_check.PROBE, cfg.n_per_lambda)
-    out = {"n": n, "lam": lam, "on_target_guided": 0, "on_target_unguided": 0, "steered": 0}
+    out = {"n": n, "lam": lam, "on_target_guided": 0, "on_target_unguided": 0, "steered": 0,
+           "on_target_defined": bool((art.surrogate >= 0).any())}
     art.guide.probe = out  # the guided half reads the settled step from here (compute_batch)
     num_classes = art.k
     targets = ctx.targets(cfg, num_classes)
