@@ -51,7 +51,8 @@ TAGS = {"fit": {"classifier_fit": 0.9}}  # the ninth study: the TI classifier tr
 ARMS = {"reliability": ("reliability", [5.0, 10.0]), "constant": ("constant", [5.0, 10.0]),
         "reliability-hi": ("reliability", [10.0, 20.0]), "temperature": ("reliability", [5.0, 10.0]),
         "unguided-finish": ("reliability", [5.0, 10.0]), "settled": ("reliability", [5.0, 10.0]),
-        "settled-hi": ("reliability", [10.0, 20.0]), "syn-clusters": ("reliability", [5.0, 10.0])}
+        "settled-hi": ("reliability", [10.0, 20.0]), "syn-clusters": ("reliability", [5.0, 10.0]),
+        "syn-clusters-hi": ("reliability", [10.0, 20.0])}
 # arms that change the guide itself: the fork retrains TDKD (seeded by the arm's seed, so every
 # seed is another draw of the TD classifier) and keeps the reliability arm's Random samples
 EXTRA = {"temperature": {"tdkd_temperature": 4.0},
@@ -63,9 +64,11 @@ EXTRA = {"temperature": {"tdkd_temperature": 4.0},
          "settled-hi": {"guidance_stop": "settled"},
          # the twelfth study: the default with labels from clusters of the model's own samples
          # (the paper's later version); the fork makes new labels and trains the TD classifier on them
-         "syn-clusters": {"guidance_stop": "settled", "label_source": "synthetic-clusters"}}
+         "syn-clusters": {"guidance_stop": "settled", "label_source": "synthetic-clusters"},
+         # the thirteenth study: the same guide at λ 10-20 (its own λ 10 images kept, λ 20 sampled)
+         "syn-clusters-hi": {"guidance_stop": "settled", "label_source": "synthetic-clusters"}}
 # arms forked from another arm of the same seed than the reliability arm (keeping its samples)
-PARENT = {"settled-hi": "settled", "syn-clusters": "settled"}
+PARENT = {"settled-hi": "settled", "syn-clusters": "settled", "syn-clusters-hi": "syn-clusters"}
 
 
 def draw(classifier_seed: int, tag: str = "") -> str:
