@@ -134,6 +134,13 @@ def test_other_label_sources(tmp_path, tiny_model, faces, source):
     if source == "synthetic-clusters":  # no training image has a class: no on-target verdict either way
         assert storage.get_kv(db, "guide_check")["probe"]["on_target_defined"] is False
         assert not any("targets" in w for w in storage.get_kv(db, "warnings") or [])
+        from side_engine.report import build_report, render_html
+
+        assert "Probe of" not in render_html(build_report(ws.root))
+    elif source == "random":  # classes on training images: the probe's on-target sentence is there
+        from side_engine.report import build_report, render_html
+
+        assert "Probe of" in render_html(build_report(ws.root))
     db.close()
 
 def test_estimate_is_stored_and_the_batch_probe_step_runs(tiny_workspace):

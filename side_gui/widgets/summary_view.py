@@ -28,13 +28,6 @@ from .gallery import ThumbnailCache
 THUMB = 112
 
 
-def on_target_defined(data: dict) -> bool:
-    """Under synthetic-clusters no training image has a class, so "on target" means nothing."""
-    cfg = (data.get("audit") or {}).get("config", {})
-    return cfg.get("label_source") != "synthetic-clusters" and (
-        (data.get("guide_check") or {}).get("probe") or {}).get("on_target_defined", True)
-
-
 class SummaryView(QScrollArea):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -120,7 +113,7 @@ class SummaryView(QScrollArea):
                                   + f"; chance {100 * check['chance']:.1f} %."
                                   + (f" Probe of {probe['n']} at λ = {probe['lam']:g}: on target "
                                      f"{probe['on_target_guided']} guided vs {probe['on_target_unguided']} unguided."
-                                     if probe.get("n") and on_target_defined(data) else "")
+                                     if probe.get("n") and probe.get("on_target_defined", True) else "")
                                   + (f" Half of the model's own probe samples had settled on their training image by "
                                      f"t = {probe['settled_t']}"
                                      + (": guidance stopped there." if (data.get("audit") or {}).get("config", {})
