@@ -370,6 +370,10 @@ def print_summary(result: dict) -> None:
     if not console.is_terminal:  # a file or a pipe: the table at full width, not Rich's default 80
         console = Console(width=max(console.width, 120))
     console.print(table)
+    if result.get("on_target_by"):
+        from .results import ON_TARGET
+
+        console.print(ON_TARGET[result["on_target_by"]], highlight=False)
     from .report import verdict_line
 
     for c in (result.get("comparison") or {}).get("range", []):

@@ -35,7 +35,8 @@ REUSABLE: tuple[tuple[str, frozenset[str]], ...] = (
     ("tdkd", frozenset({"tdkd_epochs", "tdkd_lr", "tdkd_temperature"})),
 )
 FILES = {"import": ["cache/train_pixels.npy", "cache/train_latents.npy"], "embed": ["cache/train_*.npy"],
-         "labels": ["cache/synthetic_labels.npy"], "classifier": ["classifiers/ti.safetensors"],
+         "labels": ["cache/synthetic_labels.npy", "cache/synthetic_centroids.npy"],
+         "classifier": ["classifiers/ti.safetensors"],
          "synthetic": ["synthetic/*"], "tdkd": ["classifiers/td.safetensors"]}
 # stored results that belong to sampling and after: never carried into a fork
 CLEARED_TABLES = ("decisions", "matches", "samples", "metrics", "topk", "summary")

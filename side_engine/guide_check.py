@@ -126,12 +126,15 @@ def findings(check: GuideCheck, window: tuple[int, int], schedule: str) -> list[
                    "steer towards the target images, so SIDE's rows measure sampling noise, not the method. "
                    "Raise tdkd_epochs or classifier_min_steps.")
     p = check.probe
-    # under synthetic-clusters no training image carries a class: the on-target rate is not defined
+    # under synthetic-clusters, on target is the target's cluster; before clusters were stored per
+    # sample no training image carried a class there and the rate was not defined
     if p.get("n") and p.get("on_target_defined", True):
         guided, unguided = p["on_target_guided"], p["on_target_unguided"]
+        where = ("the scorer put the image in the target's cluster" if p.get("on_target_by") == "cluster"
+                 else "the scorer's nearest training image was in the target class")
         if guided <= unguided:
-            out.append(f"In a probe of {p['n']} samples at λ = {p['lam']:g}, guidance put the scorer's nearest "
-                       f"training image in the target class no more often than no guidance ({guided} vs "
+            out.append(f"In a probe of {p['n']} samples at λ = {p['lam']:g}, {where} no more often with "
+                       f"guidance than without ({guided} vs "
                        f"{unguided} of {p['n']}; chance ≈ {check.chance * p['n']:.1f}): guidance may spread "
                        "samples over more training images, but it is not seen reaching its targets.")
     return out

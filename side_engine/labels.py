@@ -55,11 +55,11 @@ def random_labels(n: int, k: int, seed: int) -> np.ndarray:
 
 def synthetic_cluster_labels(
     vectors: np.ndarray, k: int, seed: int, min_cosine: float = 0.5
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Later paper version: cluster the synthetic set, keep tight clusters (mean cosine to the
-    centroid >= 0.5), relabel every image by its nearest kept centroid. Returns (labels, kept K)."""
-    x = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    centroid >= 0.5), relabel every image by its nearest kept centroid. Returns (labels, the
+    kept unit centroids): the centroids also say which cluster a generated image fell in."""
+    x = _unit(vectors)
     assign, cents = kmeans_labels(x, k, seed, spherical=True)
     cents = cents / np.maximum(np.linalg.norm(cents, axis=1, keepdims=True), 1e-12)
     keep = [c for c in range(len(cents))
@@ -67,6 +67,16 @@ def synthetic_cluster_labels(
     if len(keep) < 2:
         raise InputError(f"label_source 'synthetic-clusters': only {len(keep)} of {k} clusters have mean cosine "
                          f">= {min_cosine}; use another label source or more synthetic images")
-    kept = cents[keep]
-    labels = np.argmax(x @ kept.T, axis=1).astype(np.int64)
-    return labels, len(keep)
+    kept = np.ascontiguousarray(cents[keep], dtype=np.float32)
+    return nearest_cluster(x, kept), kept
+
+
+def nearest_cluster(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """The kept cluster of each embedding (largest cosine to a unit centroid), by the rule that
+    labelled the synthetic set: a generated image is "in" a class as a synthetic one would be."""
+    return np.argmax(_unit(vectors) @ centroids.T, axis=1).astype(np.int64)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    x = np.asarray(vectors, dtype=np.float32)
+    return np.ascontiguousarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))

@@ -18,15 +18,15 @@ from .scorers import Band, bands_for, bands_setting
 def _load(db: sqlite_utils.Database, method: str, lam: float) -> dict[str, np.ndarray]:
     """The stored samples of one (method, λ), ordered by sample index, and their in-band pairs
     (as sample indices)."""
-    rows = db.execute("select sample_index, best, nearest, gu_ratio, steered, guidance_ratio from samples "
+    rows = db.execute("select sample_index, best, nearest, gu_ratio, steered, guidance_ratio, cluster from samples "
                       "where method = ? and lam = ? order by sample_index", [method, lam]).fetchall()
-    a = np.array(rows, dtype=np.float64) if rows else np.zeros((0, 6))
+    a = np.array(rows, dtype=np.float64) if rows else np.zeros((0, 7))
     pairs = db.execute(
         "select s.sample_index, m.train_idx, m.score from matches m join samples s on s.id = m.sample_id "
         "where s.method = ? and s.lam = ?", [method, lam]).fetchall()
     p = np.array(pairs, dtype=np.float64) if pairs else np.zeros((0, 3))
     return {"index": a[:, 0].astype(int), "best": a[:, 1], "nearest": a[:, 2].astype(int), "gu": a[:, 3],
-            "steered": a[:, 4], "guidance_ratio": a[:, 5], "pair_index": p[:, 0].astype(int),
+            "steered": a[:, 4], "guidance_ratio": a[:, 5], "cluster": a[:, 6], "pair_index": p[:, 0].astype(int),
             "pair_train": p[:, 1].astype(int), "pair_score": p[:, 2]}
 
 
@@ -133,16 +133,20 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
     return metric_rows, topk_rows, summary_rows
 
 
-def _classes(db: sqlite_utils.Database) -> tuple[np.ndarray, int] | None:
-    """The surrogate class of every training image and K; None before labels (or under
-    synthetic-clusters, whose classes belong to synthetic images, not training ones)."""
+def _classes(db: sqlite_utils.Database) -> tuple[np.ndarray | None, int] | None:
+    """The surrogate class of every training image and K; None before labels. Under
+    synthetic-clusters no training image has a class: (None, K), and a sample is on target when it
+    falls in its target's cluster (stored per sample; an audit sampled before clusters were
+    stored has none, and no on-target rate)."""
     from .storage import get_kv
 
     k = get_kv(db, "k")
     sur = np.array([r[0] if r[0] is not None else -1 for r in
                     db.execute("select surrogate from train_images order by idx").fetchall()], dtype=np.int64)
-    if not k or not len(sur) or (sur < 0).all():
+    if not k or not len(sur):
         return None
+    if (sur < 0).all():
+        return None, int(k)
     return sur, int(k)
 
 
@@ -158,7 +162,12 @@ def _on_target(d: dict, cfg: AuditConfig, classes, mid: Band | None, higher_is_c
         return {f"{k}{e}": None for k in keys for e in ("", "_lo", "_hi")}
     sur, k = classes
     cls = target_classes(cfg.seed, cfg.n_per_lambda, k)[d["index"]]
-    hit = on_target(d["nearest"], sur, cls)
+    if sur is None:  # synthetic-clusters: the cluster the scorer puts the image in
+        if not np.isfinite(d["cluster"]).all():
+            return {f"{k}{e}": None for k in keys for e in ("", "_lo", "_hi")}
+        hit = d["cluster"].astype(np.int64) == cls
+    else:
+        hit = on_target(d["nearest"], sur, cls)
     close = measures.at_least(d["best"], mid, higher_is_closer) if mid is not None else np.zeros(len(hit), bool)
     out = {}
     for key, h in zip(keys, (hit, hit & close)):
@@ -510,7 +519,25 @@ def metrics_json(db: sqlite_utils.Database, ranked: list[dict] | None = None) ->
             "unseen": get_kv(db, "unseen"),
             "calibration": get_kv(db, "calibration") or {"calibrated": False},
             "heldout": _heldout_summary(get_kv(db, "heldout")),
-            "on_target_chance": (1 / get_kv(db, "k")) if get_kv(db, "k") else None}
+            "on_target_chance": (1 / get_kv(db, "k")) if get_kv(db, "k") else None,
+            "on_target_by": _on_target_by(db)}
+
+
+# what "on target" means, by ``on_target_by``: one wording for the app, the report and the CLI
+ON_TARGET = {
+    "training image": "On target: the scorer's nearest training image carries the sample's target class.",
+    "cluster": "On target: the scorer puts the image in its target's cluster (labels from clusters of the "
+               "model's own samples: no training image carries a class).",
+    None: "On target: the scorer's verdict on whether the image reached its target class.",
+}
+
+
+def _on_target_by(db: sqlite_utils.Database) -> str | None:
+    """What "on target" means in this audit: the nearest training image carries the target class
+    ("training image"), or, under synthetic-clusters, the image falls in the target's cluster
+    ("cluster"); None before labels."""
+    classes = _classes(db)
+    return None if classes is None else ("cluster" if classes[0] is None else "training image")
 
 
 def _heldout_summary(record: dict | None) -> dict | None:

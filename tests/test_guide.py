@@ -292,3 +292,17 @@ def test_an_audit_from_before_a_setting_existed_resumes_with_what_it_ran_with(fi
     runner = AuditRunner(ws)
     runner.run()
     assert runner.ctx.cfg.guidance_schedule == "constant" and runner.ctx.cfg.resize_filter == "bicubic"
+
+
+def test_a_generated_image_falls_in_a_synthetic_cluster_by_the_rule_that_labelled_the_set():
+    from side_engine.labels import nearest_cluster, synthetic_cluster_labels
+
+    rng = np.random.default_rng(0)
+    axes = np.eye(8, dtype=np.float32)[:3]
+    vecs = np.concatenate([a + 0.05 * rng.standard_normal((20, 8)).astype(np.float32) for a in axes])
+    y, cents = synthetic_cluster_labels(vecs, 3, seed=0)
+    assert cents.shape == (3, 8) and np.allclose(np.linalg.norm(cents, axis=1), 1, atol=1e-5)
+    assert nearest_cluster(vecs, cents).tolist() == y.tolist()
+    assert len(set(y[:20])) == len(set(y[20:40])) == len(set(y[40:])) == 1 and len(set(y)) == 3
+    # cosine, not distance: a longer vector in the same direction is in the same cluster
+    assert nearest_cluster(5 * vecs[:1], cents)[0] == y[0]

@@ -131,15 +131,26 @@ def test_other_label_sources(tmp_path, tiny_model, faces, source):
     assert db["samples"].count == 18
     if source == "original":
         assert storage.get_kv(db, "k") == 3
-    if source == "synthetic-clusters":  # no training image has a class: no on-target verdict either way
-        assert storage.get_kv(db, "guide_check")["probe"]["on_target_defined"] is False
-        assert not any("targets" in w for w in storage.get_kv(db, "warnings") or [])
-        from side_engine.report import build_report, render_html
+    from side_engine.report import build_report, render_html
+    from side_engine.results import metrics_json
 
-        assert "Probe of" not in render_html(build_report(ws.root))
-    elif source == "random":  # classes on training images: the probe's on-target sentence is there
-        from side_engine.report import build_report, render_html
-
+    data = metrics_json(db)
+    if source == "synthetic-clusters":
+        # no training image has a class: on target is the target's cluster, stored with every sample
+        k = storage.get_kv(db, "k")
+        clusters = [r[0] for r in db.execute("select cluster from samples").fetchall()]
+        assert all(c is not None and 0 <= c < k for c in clusters)
+        probe = storage.get_kv(db, "guide_check")["probe"]
+        assert probe["on_target_defined"] is True and probe["on_target_by"] == "cluster"
+        assert data["on_target_by"] == "cluster"
+        hits = db.execute("select count(*) from samples where method = 'side' and cluster = cls").fetchone()[0]
+        side = [s for s in data["summary"] if s["method"] == "side"]
+        assert sum(round(s["on_target"] * s["n_generated"]) for s in side) == hits
+        html = render_html(build_report(ws.root))
+        assert "target's cluster" in html and "Probe of" in html
+    else:  # classes on training images: the nearest image's class decides, and the report says so
+        assert data["on_target_by"] == "training image"
+        assert db.execute("select count(*) from samples where cluster is not null").fetchone()[0] == 0
         assert "Probe of" in render_html(build_report(ws.root))
     db.close()
 

@@ -53,6 +53,7 @@ class Artifacts:
     index: TrainIndex | None = None  # embed: the nearest-neighbour index over them
     k: int | None = None  # labels: number of surrogate classes K
     surrogate: np.ndarray | None = None  # labels: class of each training image (-1 under synthetic-clusters)
+    centroids: np.ndarray | None = None  # labels, synthetic-clusters only: the kept clusters' unit centroids (K, D)
     ti: torch.nn.Module | None = None  # classifier: the frozen time-independent classifier
     td: torch.nn.Module | None = None  # tdkd: the frozen time-dependent classifier that SIDE guides with
     guide: GuideCheck | None = None  # sample (its check): the TD classifier's reliability by step

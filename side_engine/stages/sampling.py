@@ -15,6 +15,7 @@ from PIL import Image
 
 from ..config import AuditConfig
 from ..errors import WorkspaceError
+from ..labels import nearest_cluster
 from ..sampler import Guide, GuidedSampler, sample_inputs, sample_seed, to_uint8
 from .base import finite_or_none
 
@@ -142,8 +143,12 @@ def _probe(ctx: StageContext, sampler: GuidedSampler, shape) -> dict:
         return {}
     lam = grid[len(grid) // 2]
     n = min(guide_check.PROBE, cfg.n_per_lambda)
+    # on target: the nearest training image carries the target class, or, under synthetic-clusters
+    # (no training image has a class), the image falls in the target's cluster
+    by_cluster = art.centroids is not None
     out = {"n": n, "lam": lam, "on_target_guided": 0, "on_target_unguided": 0, "steered": 0,
-           "on_target_defined": bool((art.surrogate >= 0).any())}
+           "on_target_defined": by_cluster or bool((art.surrogate >= 0).any()),
+           "on_target_by": "cluster" if by_cluster else "training image"}
     art.guide.probe = out  # the guided half reads the settled step from here (compute_batch)
     num_classes = art.k
     targets = ctx.targets(cfg, num_classes)
@@ -162,7 +167,9 @@ def _probe(ctx: StageContext, sampler: GuidedSampler, shape) -> dict:
             if steps:
                 nearest.append(np.stack(steps, 1))
             for (_, _, i), row in zip(part, result.rows):
-                hit = bool(guide_check.on_target(np.array([row["nearest"]]), art.surrogate, np.array([targets[i]]))[0])
+                hit = (row["cluster"] == int(targets[i]) if by_cluster else
+                       bool(guide_check.on_target(np.array([row["nearest"]]), art.surrogate,
+                                                  np.array([targets[i]]))[0]))
                 out["on_target_guided" if method == "side" else "on_target_unguided"] += hit
                 if method == "side" and row["steered"]:
                     out["steered"] += 1
@@ -256,7 +263,12 @@ def compute_batch(ctx: SamplingContext, cfg: AuditConfig, sampler: GuidedSampler
             x0_cl = x0.contiguous(memory_format=torch.channels_last)
             steered = (ctx.guiding("side")(x0_cl, t0).argmax(1).cpu() == cls).tolist()
     images = to_uint8(ctx.target.decode(x0))  # a latent model's images: decoded once per batch
-    scores = ctx.artifacts.index.score(ctx.artifacts.scorer.embed(images))
+    vectors = ctx.artifacts.scorer.embed(images)
+    scores = ctx.artifacts.index.score(vectors)
+    # synthetic-clusters: the kept cluster each image falls in, by the rule that labelled the
+    # synthetic set — the scorer's verdict on whether guidance reached its target class
+    cents = ctx.artifacts.centroids
+    cluster = nearest_cluster(vectors, cents) if cents is not None else None
     loose_hit = np.zeros(len(batch), bool)
     for r, _, _ in scores.pairs:
         loose_hit[r] = True
@@ -273,6 +285,7 @@ def compute_batch(ctx: SamplingContext, cfg: AuditConfig, sampler: GuidedSampler
             "second": finite_or_none(scores.second[r]), "gu_ratio": finite_or_none(scores.gu_ratio[r]), "png": png,
             "steered": int(steered[r]) if steered is not None else None,
             "guidance_ratio": ratio[r] if ratio is not None and lv > 0 and method != "random" else None,
+            "cluster": int(cluster[r]) if cluster is not None else None,
         })
     return BatchResult(rows, [(int(r), int(j), float(sc)) for r, j, sc in scores.pairs], pngs)
 

@@ -18,12 +18,17 @@ SPLIT = "rank0"
 
 def run(ctx: StageContext) -> None:
     """Produces ``artifacts.k`` and ``artifacts.surrogate`` (and, for synthetic-clusters, the
-    synthetic set's labels in ``cache/synthetic_labels.npy``)."""
+    synthetic set's labels in ``cache/synthetic_labels.npy`` and the kept clusters' centroids in
+    ``cache/synthetic_centroids.npy``, ``artifacts.centroids``)."""
     art, cfg = ctx.artifacts, ctx.cfg
+    centroids = ctx.ws.cache_dir / "synthetic_centroids.npy"
     if ctx.is_done("labels"):
         art.k = storage.get_kv(ctx.db, "k")
         art.surrogate = np.array([r["surrogate"] for r in ctx.db.query(
             "select surrogate from train_images order by idx")], dtype=np.int64)
+        # audits labelled before the centroids were kept have none: their samples carry no cluster
+        if cfg.label_source == "synthetic-clusters" and centroids.exists():
+            art.centroids = np.load(centroids)
         return
     with ctx.timed("labels"):
         rows = list(ctx.db.query("select path, label from train_images order by idx"))
@@ -45,8 +50,10 @@ def run(ctx: StageContext) -> None:
             syn = synthetic.load(ctx)
             k_req = labels.resolve_k(cfg.k, len(syn)) if cfg.k else min(labels.default_k(n), len(syn))
             vecs = np.concatenate([art.scorer.embed(part) for part in synthetic.images(ctx.target, syn, ctx.device)])
-            syn_y, k = labels.synthetic_cluster_labels(vecs, k_req, cfg.seed)
+            syn_y, art.centroids = labels.synthetic_cluster_labels(vecs, k_req, cfg.seed)
+            k = len(art.centroids)
             np.save(ctx.ws.cache_dir / "synthetic_labels.npy", syn_y)
+            np.save(centroids, art.centroids)
             y = np.full(n, -1, dtype=np.int64)
             ctx.log(f"labels: {k} of {k_req} synthetic clusters kept (mean cosine >= 0.5)")
         ctx.update("labels", 1, 1)

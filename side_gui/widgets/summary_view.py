@@ -23,6 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from side_engine.results import ON_TARGET
+
 from .gallery import ThumbnailCache
 
 THUMB = 112
@@ -97,8 +99,8 @@ class SummaryView(QScrollArea):
         chance = (f" Random, scored against the same targets: {100 * rnd['on_target']:.1f} % "
                   f"[{100 * rnd['on_target_lo']:.1f}, {100 * rnd['on_target_hi']:.1f}] (chance).") if rnd else ""
         self.steering.setText(
-            "<b>Did guidance reach its targets?</b> On target: the scorer's nearest training image carries the "
-            "sample's target class; steered: the TD classifier's own verdict (a diagnostic). 95 % intervals. "
+            "<b>Did guidance reach its targets?</b> " + ON_TARGET.get(data.get("on_target_by"), ON_TARGET[None])
+            + " Steered: the TD classifier's own verdict (a diagnostic). 95 % intervals. "
             + "; ".join(f"{s['method'].upper()} λ = {s['lambda']:g}: {reached(s)}steered "
                         f"{100 * s['target_accuracy']:.1f} % [{100 * s['target_accuracy_lo']:.1f}, "
                         f"{100 * s['target_accuracy_hi']:.1f}]" for s in steer) + "." + chance
