@@ -44,7 +44,10 @@ MODELS = {"copier": ROOT / "bench" / "models" / "copier", "regime": ROOT / "reso
 WORK = ROOT / "bench" / "work" / "study"
 # the base audit trains the classifiers; its own sampling is a token 8 images. The studies up to
 # the eighth trained the TI classifier for its planned steps only (no fit rule)
-BASE = {"n_per_lambda": 8, "lambdas": [0, 5], "seed": 0, "classifier_fit": 0.0}
+BASE = {"n_per_lambda": 8, "lambdas": [0, 5], "seed": 0, "classifier_fit": 0.0,
+        # every base distils from the TI classifier on k-means labels, the default until the
+        # fourteenth study; the synthetic-clusters arms set their own label source
+        "label_source": "clusters"}
 # a tagged base: another way of training the classifiers, with its own workspaces (``--tag``)
 TAGS = {"fit": {"classifier_fit": 0.9}}  # the ninth study: the TI classifier trained until it fits
 # each arm's declared guided λ (its range is their span; study-guidance-declared.md)

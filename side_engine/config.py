@@ -101,8 +101,10 @@ class AuditConfig:
                                      "model's: use the one the model's own training pipeline used (a mismatch hides "
                                      "near-identical copies)", RESIZE_FILTERS)
     # [labels]
-    label_source: LabelSource = _f("labels", "clusters",
-                                   "surrogate labels: original | clusters | random | synthetic-clusters", LABEL_SOURCES)
+    label_source: LabelSource = _f("labels", "synthetic-clusters",
+                                   "surrogate labels: synthetic-clusters (tight clusters of the model's own samples; "
+                                   "the studied default, docs/method.md) | clusters (k-means on the training images; "
+                                   "the paper's SIDE, needed for TI guidance) | original | random", LABEL_SOURCES)
     k: int = _f("labels", 0, "number of classes; 0 = default (N while N <= 256, else max(100, N // 20))",
                   automatic=True)
     # [classifier]
@@ -131,7 +133,7 @@ class AuditConfig:
     # [sampling]
     methods: list[Method] = _f("sampling", ["random", "side"],
                        "methods compared: random (lambda 0), side (TD), ti (TI guidance)")
-    lambdas: list[float] = _f("sampling", [0, 5, 10],
+    lambdas: list[float] = _f("sampling", [0, 10, 20],
                        "guidance scales; 0 is the Random baseline (the range the guidance study declared and "
                        "measured, docs/method.md; the paper scans 0-50, preset 'paper'; the run logs the "
                        "guidance-to-eps ratio per lambda)")
@@ -245,7 +247,7 @@ class AuditConfig:
             raise ConfigError("setting 'lambdas' has no positive value: guided methods need lambda > 0")
         if self.label_source == "synthetic-clusters" and "ti" in self.methods:
             raise ConfigError("setting 'methods' includes 'ti' but label_source 'synthetic-clusters' "
-                              "trains no TI classifier")
+                              "trains no TI classifier: set label_source = \"clusters\" to compare TI guidance")
         positive = ("n_per_lambda", "steps")
         for name in positive:
             v = getattr(self, name)

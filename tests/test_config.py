@@ -37,7 +37,8 @@ def test_automatic_settings_are_marked_and_default_to_zero():
 
 
 def test_the_file_round_trips_every_setting():
-    cfg = AuditConfig(checkpoint="/m", train_data="/d", methods=["random", "ti"], lambdas=[0, 1.5, 7],
+    cfg = AuditConfig(checkpoint="/m", train_data="/d", methods=["random", "ti"], label_source="clusters",
+                      lambdas=[0, 1.5, 7],
                       bands_sscd={"low": [0.3, 0.5], "mid": [0.5, 0.7], "high": [0.7, 1.0]}, k=12, table_lambdas=[1, 7])
     again = config.loads(config.dumps(cfg))
     assert again == cfg
