@@ -260,7 +260,7 @@ def test_first_start_shows_the_ways_in_and_the_demo_button_creates_and_starts_th
     monkeypatch.setattr(w, "start_run", lambda: started.append(True))
     qtbot.mouseClick(w.welcome.demo_button, Qt.MouseButton.LeftButton)
     assert (tmp_path / "demo-ws" / "audit.toml").exists()
-    assert "classifier_epochs = 150" in (tmp_path / "demo-ws" / "audit.toml").read_text()  # the demo's settings
+    assert "n_syn = 512" in (tmp_path / "demo-ws" / "audit.toml").read_text()  # the demo's settings
     assert started == [True] and w.pages.currentWidget() is w.tabs and w.tabs.currentWidget() is w.run_view
     assert w.export_action.isEnabled()
     assert w.welcome.recent.count() == 1 and not w.welcome.recent.isHidden()  # now a recent audit
