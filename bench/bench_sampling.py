@@ -30,6 +30,7 @@ from diffusers import DDIMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
 
 from side_engine.checkpoint import load_target  # noqa: E402
 from side_engine.classifiers import ResNetClassifier, for_guidance, time_dependent_from  # noqa: E402
+from side_engine.config import AuditConfig  # noqa: E402
 from side_engine.demo import DEMO_MODEL, DEMO_SETTINGS  # noqa: E402
 from side_engine.devices import autocast  # noqa: E402
 from side_engine.sampler import Guide, GuidedSampler  # noqa: E402
@@ -69,7 +70,9 @@ def models(device, model: Path):
         clf = time_dependent_from(ResNetClassifier(100, 3, 64, small_stem=False))
         return unet.to(device).eval().requires_grad_(False), sched, clf.to(device).eval().requires_grad_(False)
     target = load_target(model)
-    clf = time_dependent_from(ResNetClassifier(32, target.channels, DEMO_SETTINGS["classifier_width"]))
+    # the demo's TD classifier layout, its width as the demo resolves it (16 at 32 px)
+    width = AuditConfig(**DEMO_SETTINGS).resolved_width(target.unet.config.sample_size)
+    clf = time_dependent_from(ResNetClassifier(32, target.channels, width))
     return target.unet, target.scheduler, clf.eval().requires_grad_(False)
 
 

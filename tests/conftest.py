@@ -100,7 +100,8 @@ def faces(tmp_path_factory) -> Path:
 # the tiny audits label training images by k-means (K = 4) and train the TI classifier, so that
 # every stage runs; the default label source (synthetic-clusters) has its own runs
 TINY_SETTINGS = dict(
-    label_source="clusters", classifier_width=4, classifier_epochs=2, classifier_min_steps=0, classifier_fit=0.0, n_syn=16, tdkd_epochs=1,
+    label_source="clusters", classifier_width=4, classifier_epochs=2, classifier_min_steps=0, classifier_fit=0.0,
+    n_syn=16, tdkd_epochs=1,
     lambdas=[0, 2, 5], n_per_lambda=6, steps=4, batch_size=8, device="cpu", k=4,
 )
 
