@@ -371,9 +371,9 @@ def print_summary(result: dict) -> None:
         console = Console(width=max(console.width, 120))
     console.print(table)
     if result.get("on_target_by"):
-        from .results import ON_TARGET
+        from .results import on_target_meaning
 
-        console.print(ON_TARGET[result["on_target_by"]], highlight=False)
+        console.print(on_target_meaning(result["on_target_by"]), highlight=False)
     from .report import verdict_line
 
     for c in (result.get("comparison") or {}).get("range", []):

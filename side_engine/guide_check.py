@@ -164,9 +164,13 @@ def settled_timestep(curve: list[float], timesteps: list[int], share: float = SE
     return -1
 
 
-def on_target(nearest: np.ndarray, surrogate: np.ndarray, cls: np.ndarray) -> np.ndarray:
-    """Whether each sample's nearest training image (by the scorer) carries the sample's target
-    class; False where the image has no class (synthetic-clusters: -1)."""
+def on_target(nearest: np.ndarray, surrogate: np.ndarray, cls: np.ndarray,
+              cluster: np.ndarray | None = None) -> np.ndarray:
+    """Whether each sample reached its target class, by the scorer: its nearest training image
+    carries the class; or, given ``cluster`` (synthetic-clusters, where no training image has a
+    class: -1), the kept cluster the image falls in is the target."""
+    if cluster is not None:
+        return np.asarray(cluster, dtype=np.int64) == np.asarray(cls)
     lab = surrogate[np.asarray(nearest, dtype=np.int64)]
     return (lab >= 0) & (lab == np.asarray(cls))
 

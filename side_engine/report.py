@@ -64,10 +64,9 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
         model["config"] = AuditConfig.from_stored(info["config"]).to_dict()
         model["method_name"] = method_name(AuditConfig.from_stored(info["config"]))
         model["on_target_chance"] = data.get("on_target_chance")
-        from .results import ON_TARGET
+        from .results import on_target_meaning
 
-        model["on_target_by"] = data.get("on_target_by")
-        model["on_target_meaning"] = ON_TARGET.get(data.get("on_target_by"), ON_TARGET[None])
+        model["on_target_meaning"] = on_target_meaning(data.get("on_target_by"))
         model["guide_check"] = data.get("guide_check")
         g = model["guide_check"] or {}
         model["guide_rows"] = [{"t": t, "agreement": a, "weight": w} for t, a, w in

@@ -158,16 +158,13 @@ def _on_target(d: dict, cfg: AuditConfig, classes, mid: Band | None, higher_is_c
     from .sampler import target_classes
 
     keys = ("on_target", "on_target_mid")
-    if classes is None or not len(d["index"]):
+    # synthetic-clusters (no class on any training image): the stored cluster decides, and an
+    # audit sampled before clusters were stored has no rate
+    if classes is None or not len(d["index"]) or (classes[0] is None and not np.isfinite(d["cluster"]).all()):
         return {f"{k}{e}": None for k in keys for e in ("", "_lo", "_hi")}
     sur, k = classes
     cls = target_classes(cfg.seed, cfg.n_per_lambda, k)[d["index"]]
-    if sur is None:  # synthetic-clusters: the cluster the scorer puts the image in
-        if not np.isfinite(d["cluster"]).all():
-            return {f"{k}{e}": None for k in keys for e in ("", "_lo", "_hi")}
-        hit = d["cluster"].astype(np.int64) == cls
-    else:
-        hit = on_target(d["nearest"], sur, cls)
+    hit = on_target(d["nearest"], sur, cls, d["cluster"] if sur is None else None)
     close = measures.at_least(d["best"], mid, higher_is_closer) if mid is not None else np.zeros(len(hit), bool)
     out = {}
     for key, h in zip(keys, (hit, hit & close)):
@@ -520,7 +517,7 @@ def metrics_json(db: sqlite_utils.Database, ranked: list[dict] | None = None) ->
             "calibration": get_kv(db, "calibration") or {"calibrated": False},
             "heldout": _heldout_summary(get_kv(db, "heldout")),
             "on_target_chance": (1 / get_kv(db, "k")) if get_kv(db, "k") else None,
-            "on_target_by": _on_target_by(db)}
+            "on_target_by": _on_target_by(info.get("config") or {}, get_kv(db, "k"))}
 
 
 # what "on target" means, by ``on_target_by``: one wording for the app, the report and the CLI
@@ -532,12 +529,17 @@ ON_TARGET = {
 }
 
 
-def _on_target_by(db: sqlite_utils.Database) -> str | None:
+def on_target_meaning(by: str | None) -> str:
+    return ON_TARGET.get(by, ON_TARGET[None])
+
+
+def _on_target_by(config: dict, k: int | None) -> str | None:
     """What "on target" means in this audit: the nearest training image carries the target class
     ("training image"), or, under synthetic-clusters, the image falls in the target's cluster
     ("cluster"); None before labels."""
-    classes = _classes(db)
-    return None if classes is None else ("cluster" if classes[0] is None else "training image")
+    if not k:
+        return None
+    return "cluster" if config.get("label_source") == "synthetic-clusters" else "training image"
 
 
 def _heldout_summary(record: dict | None) -> dict | None:

@@ -110,6 +110,7 @@ def m006_gallery_index(db: sqlite_utils.Database) -> None:
     by score, answers that (and a band's range) without sorting 2.5 M rows at each filter."""
     db.execute("create index if not exists samples_gallery on samples (best, id) where png is not null")
 
+
 @migrations()
 def m007_sample_cluster(db: sqlite_utils.Database) -> None:
     """Under synthetic-clusters, the kept cluster each generated image falls in (by the scorer):

@@ -167,9 +167,8 @@ def _probe(ctx: StageContext, sampler: GuidedSampler, shape) -> dict:
             if steps:
                 nearest.append(np.stack(steps, 1))
             for (_, _, i), row in zip(part, result.rows):
-                hit = (row["cluster"] == int(targets[i]) if by_cluster else
-                       bool(guide_check.on_target(np.array([row["nearest"]]), art.surrogate,
-                                                  np.array([targets[i]]))[0]))
+                hit = bool(guide_check.on_target([row["nearest"]], art.surrogate, [targets[i]],
+                                                 [row["cluster"]] if by_cluster else None)[0])
                 out["on_target_guided" if method == "side" else "on_target_unguided"] += hit
                 if method == "side" and row["steered"]:
                     out["steered"] += 1

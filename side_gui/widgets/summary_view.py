@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from side_engine.results import ON_TARGET
+from side_engine.results import on_target_meaning
 
 from .gallery import ThumbnailCache
 
@@ -99,7 +99,7 @@ class SummaryView(QScrollArea):
         chance = (f" Random, scored against the same targets: {100 * rnd['on_target']:.1f} % "
                   f"[{100 * rnd['on_target_lo']:.1f}, {100 * rnd['on_target_hi']:.1f}] (chance).") if rnd else ""
         self.steering.setText(
-            "<b>Did guidance reach its targets?</b> " + ON_TARGET.get(data.get("on_target_by"), ON_TARGET[None])
+            "<b>Did guidance reach its targets?</b> " + on_target_meaning(data.get("on_target_by"))
             + " Steered: the TD classifier's own verdict (a diagnostic). 95 % intervals. "
             + "; ".join(f"{s['method'].upper()} λ = {s['lambda']:g}: {reached(s)}steered "
                         f"{100 * s['target_accuracy']:.1f} % [{100 * s['target_accuracy_lo']:.1f}, "
