@@ -55,7 +55,7 @@ ARMS = {"reliability": ("reliability", [5.0, 10.0]), "constant": ("constant", [5
         "reliability-hi": ("reliability", [10.0, 20.0]), "temperature": ("reliability", [5.0, 10.0]),
         "unguided-finish": ("reliability", [5.0, 10.0]), "settled": ("reliability", [5.0, 10.0]),
         "settled-hi": ("reliability", [10.0, 20.0]), "syn-clusters": ("reliability", [5.0, 10.0]),
-        "syn-clusters-hi": ("reliability", [10.0, 20.0])}
+        "syn-clusters-hi": ("reliability", [10.0, 20.0]), "syn-narrow": ("reliability", [10.0, 20.0])}
 # arms that change the guide itself: the fork retrains TDKD (seeded by the arm's seed, so every
 # seed is another draw of the TD classifier) and keeps the reliability arm's Random samples
 EXTRA = {"temperature": {"tdkd_temperature": 4.0},
@@ -69,7 +69,10 @@ EXTRA = {"temperature": {"tdkd_temperature": 4.0},
          # (the paper's later version); the fork makes new labels and trains the TD classifier on them
          "syn-clusters": {"guidance_stop": "settled", "label_source": "synthetic-clusters"},
          # the thirteenth study: the same guide at λ 10-20 (its own λ 10 images kept, λ 20 sampled)
-         "syn-clusters-hi": {"guidance_stop": "settled", "label_source": "synthetic-clusters"}}
+         "syn-clusters-hi": {"guidance_stop": "settled", "label_source": "synthetic-clusters"},
+         # the fifteenth study: the defaults with a TD classifier half as wide (a quarter of the
+         # convolutions' work), for the speed of guided sampling on small models
+         "syn-narrow": {"guidance_stop": "settled", "label_source": "synthetic-clusters", "classifier_width": 8}}
 # arms forked from another arm of the same seed than the reliability arm (keeping its samples)
 PARENT = {"settled-hi": "settled", "syn-clusters": "settled", "syn-clusters-hi": "syn-clusters"}
 
@@ -316,15 +319,16 @@ def main() -> None:
                     help="a base trained another way (TAGS; its own workspaces and rows): fit = the ninth study")
     ap.add_argument("--versus-arm", default="reliability", help="with --versus: the comparator arm")
     ap.add_argument("--markdown", action="store_true", help="print the tables of what is stored, run nothing")
-    ap.add_argument("--versus", type=Path, help="with --markdown: the stored rows of another file (the default "
-                    "arm's) beside each of --out's cells, with the declared endpoints and the rule's tally")
+    ap.add_argument("--versus", type=Path, nargs="+", help="with --markdown: the stored rows of other files (the "
+                    "default arm's) beside each of --out's cells, with the declared endpoints and the rule's tally")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "study-guidance.json")
     args = ap.parse_args()
     stored = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
     rows = {(r["model"], r["arm"], r["seed"]): r for r in stored["rows"]}
     if args.markdown:
         if args.versus:
-            print("\n".join(versus(stored["rows"], json.loads(args.versus.read_text())["rows"], args.versus_arm)))
+            other = [r for path in args.versus for r in json.loads(path.read_text())["rows"]]
+            print("\n".join(versus(stored["rows"], other, args.versus_arm)))
             return
         print("\n".join(markdown(stored)))
         return
