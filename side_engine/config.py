@@ -219,9 +219,10 @@ class AuditConfig:
         if not guided:
             why = "no guided method: only Random runs"
             out |= dict.fromkeys(("guidance_max_t", "guidance_min_t", "guidance_stop", "guidance_schedule"), why)
-            if self.label_source != "synthetic-clusters":  # there the clusters, and so K, come from the TD stages
-                out |= dict.fromkeys([f.name for f in fields(self) if f.metadata["section"] in ("classifier", "tdkd")],
-                                     why)
+            idle = [f.name for f in fields(self) if f.metadata["section"] in ("classifier", "tdkd")]
+            if self.label_source == "synthetic-clusters":  # the clusters, and so K, still come from the synthetic set
+                idle.remove("n_syn")
+            out |= dict.fromkeys(idle, why)
         if self.label_source == "synthetic-clusters":
             why = "label_source synthetic-clusters trains no TI classifier (the TD classifier learns cluster labels)"
             out |= dict.fromkeys(("classifier_epochs", "classifier_lr", "classifier_min_steps", "classifier_fit",

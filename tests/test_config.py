@@ -70,5 +70,6 @@ def test_settings_the_others_leave_idle_are_named_with_why():
     random_only = AuditConfig(**base, label_source="clusters", methods=["random"], sampler="ddpm").unused_settings()
     assert {"classifier_width", "tdkd_lr", "guidance_schedule", "eta"} <= set(random_only)
     # under synthetic-clusters the clusters (and so every sample's noise stream) still come from the TD stages
-    assert "n_syn" not in AuditConfig(**base, methods=["random"]).unused_settings()
+    syn_random = AuditConfig(**base, methods=["random"]).unused_settings()
+    assert "n_syn" not in syn_random and {"tdkd_epochs", "classifier_width"} <= set(syn_random)
     assert "labels_csv" not in AuditConfig(**base, label_source="original").unused_settings()
