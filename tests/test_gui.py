@@ -296,6 +296,7 @@ def test_settings_form_comes_from_the_settings_model_and_validates_like_the_cli(
     form.editors["label_source"].setCurrentText("synthetic-clusters")
     assert not form.labels["classifier_epochs"].isEnabled() and form.editors["classifier_epochs"].isEnabled()
     assert "trains no TI classifier" in form.labels["classifier_epochs"].toolTip()
+    assert "not used by these settings" in form.idle_note.text()
     assert form.labels["tdkd_epochs"].isEnabled() and form.labels["classifier_width"].isEnabled()
     form.editors["label_source"].setCurrentText("clusters")
     assert form.labels["classifier_epochs"].isEnabled() and not form.labels["labels_csv"].isEnabled()

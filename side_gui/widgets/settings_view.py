@@ -102,9 +102,12 @@ class SettingsView(QWidget):
         buttons.addWidget(self.error, 1)
         self.resolved = QLabel("")
         self.resolved.setWordWrap(True)
+        self.idle_note = QLabel("")  # says what the greyed names mean, while there are any
+        self.idle_note.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(self.state)
         layout.addWidget(self.resolved)
+        layout.addWidget(self.idle_note)
         layout.addWidget(scroll, 1)
         layout.addLayout(buttons)
 
@@ -165,6 +168,9 @@ class SettingsView(QWidget):
             label.setEnabled(not why)  # drawn in the palette's disabled colour; its tooltip still shows
             tip = self.editors[name].toolTip()
             label.setToolTip(f"Not used: {why}.\n\n{tip}" if why else tip)
+        self.idle_note.setText(f"Names in grey ({len(self.unused)}) are not used by these settings; hover one for "
+                               "why." if self.unused else "")
+        self.idle_note.setVisible(bool(self.unused))
 
     def toml_text(self) -> str:
         """The form as audit.toml text (every setting, in its section)."""
