@@ -5,7 +5,7 @@ demo model with a demo-sized TD classifier. On CUDA: the diffusers default
 unconditional 128x128 UNet2DModel config (random weights) with the ResNet-34
 TD classifier, fp32 and bf16 autocast, channels_last, torch.compile.
 
-    python bench/bench_sampling.py [--device cpu|cuda] [--batch 32] [--steps 25] [--repeat 7]
+    python bench/bench_sampling.py [--device cpu|cuda] [--batch 32] [--steps 25] [--repeat 7] [--widths 8 12]
 
 Prints a table; the last line is the guided/unguided ratio of the product's
 default path (folded classifier, guidance concurrent with the UNet).
@@ -60,6 +60,12 @@ def interleaved(variants: dict, device, repeat: int) -> dict:
     return best
 
 
+def td_classifier(width: int, channels: int) -> ResNetClassifier:
+    """The demo's TD classifier layout (K = 32) at ``width``; the time projections start at zero,
+    which costs what trained ones cost."""
+    return time_dependent_from(ResNetClassifier(32, channels, width)).eval().requires_grad_(False)
+
+
 def models(device, model: Path):
     if device.type == "cuda":
         unet = UNet2DModel(sample_size=128, in_channels=3, out_channels=3, layers_per_block=2,
@@ -72,8 +78,7 @@ def models(device, model: Path):
     target = load_target(model)
     # the demo's TD classifier layout, its width as the demo resolves it (16 at 32 px)
     width = AuditConfig(**DEMO_SETTINGS).resolved_width(target.unet.config.sample_size)
-    clf = time_dependent_from(ResNetClassifier(32, target.channels, width))
-    return target.unet, target.scheduler, clf.eval().requires_grad_(False)
+    return target.unet, target.scheduler, td_classifier(width, target.channels)
 
 
 def main() -> None:
@@ -85,6 +90,8 @@ def main() -> None:
     ap.add_argument("--compile", choices=["no", "also", "only"], default="also",
                     help="CUDA: torch.compile variants (only: just them and their eager twins)")
     ap.add_argument("--json", help="also write the timings here")
+    ap.add_argument("--widths", type=int, nargs="*", default=[],
+                    help="CPU: the default path also with TD classifiers of these widths (the demo resolves its own)")
     ap.add_argument("--model", type=Path, default=DEMO_MODEL,
                     help="CPU: the diffusers folder sampled (default: the demo model; "
                          "bench/models/copier is the 1.11 M-parameter UNet measured before 2026-12-02)")
@@ -136,6 +143,9 @@ def main() -> None:
         s_def.guidance_weights = dict(s_rel.guidance_weights)
         s_def.guidance_window = (SETTLED_T + 1, s_def.T)
         variants["ours SIDE-guided fp32, reliability weights, settled stop (the default)"] = ours(s_def, True)
+        for w in args.widths:
+            variants[f"ours SIDE-guided fp32, settled stop, width {w}"] = ours(
+                s_def, True, for_guidance(td_classifier(w, ch)))
         variants["ours SIDE-guided fp32, sequential"] = ours(s_seq, True)
         variants["ours SIDE-guided fp32, sequential, unfolded"] = ours(s_seq, True, clf)
         default_u, default_g = "ours unguided fp32", "ours SIDE-guided fp32"
@@ -196,6 +206,9 @@ def main() -> None:
               "ours SIDE-guided fp32, reliability weights", default_u)
         ratio("guided/unguided, the product's default (reliability weights, settled stop)",
               "ours SIDE-guided fp32, reliability weights, settled stop (the default)", default_u)
+        for w in args.widths:
+            ratio(f"guided/unguided, settled stop, width {w}", f"ours SIDE-guided fp32, settled stop, width {w}",
+                  default_u)
     ratio("guided/unguided", default_g, default_u)
 
 if __name__ == "__main__":

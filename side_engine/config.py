@@ -211,6 +211,31 @@ class AuditConfig:
             return self.classifier_width
         return 16 if sample_size <= 32 else 32 if sample_size <= 64 else 64
 
+    def unused_settings(self) -> dict[str, str]:
+        """Settings these settings make idle, each with why: the app greys them and the report marks
+        them, so a reviewer does not read a TI classifier's epochs as part of a run that trained none."""
+        out: dict[str, str] = {}
+        guided = any(m != "random" for m in self.methods)
+        if not guided:
+            why = "no guided method: only Random runs"
+            out |= dict.fromkeys(("guidance_max_t", "guidance_min_t", "guidance_stop", "guidance_schedule"), why)
+            idle = [f.name for f in fields(self) if f.metadata["section"] in ("classifier", "tdkd")]
+            if self.label_source == "synthetic-clusters":  # the clusters, and so K, still come from the synthetic set
+                idle.remove("n_syn")
+            out |= dict.fromkeys(idle, why)
+        if self.label_source == "synthetic-clusters":
+            why = "label_source synthetic-clusters trains no TI classifier (the TD classifier learns cluster labels)"
+            out |= dict.fromkeys(("classifier_epochs", "classifier_lr", "classifier_min_steps", "classifier_fit",
+                                  "classifier_max_steps", "tdkd_temperature"), why)
+        elif "side" not in self.methods:
+            why = "no SIDE guidance: no synthetic set and no TD classifier"
+            out |= dict.fromkeys(("n_syn", "tdkd_epochs", "tdkd_temperature", "tdkd_lr"), why)
+        if self.label_source != "original":
+            out["labels_csv"] = f"label_source {self.label_source} does not read given labels"
+        if self.sampler != "ddim":
+            out["eta"] = "the DDPM sampler has no η"
+        return out
+
     def resolved_n_syn(self, k: int) -> int:
         return self.n_syn or max(1024, 20 * k)
 

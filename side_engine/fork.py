@@ -32,7 +32,8 @@ REUSABLE: tuple[tuple[str, frozenset[str]], ...] = (
     ("classifier", frozenset({"classifier_width", "classifier_stem", "classifier_epochs", "classifier_lr",
                               "classifier_min_steps", "classifier_fit", "classifier_max_steps"})),
     ("synthetic", frozenset({"n_syn", "sampler", "steps", "eta", "sampler_convention"})),
-    ("tdkd", frozenset({"tdkd_epochs", "tdkd_lr", "tdkd_temperature"})),
+    # the TD network's shape too: under synthetic-clusters it is built here, not copied from the TI one
+    ("tdkd", frozenset({"tdkd_epochs", "tdkd_lr", "tdkd_temperature", "classifier_width", "classifier_stem"})),
 )
 FILES = {"import": ["cache/train_pixels.npy", "cache/train_latents.npy"], "embed": ["cache/train_*.npy"],
          "labels": ["cache/synthetic_labels.npy", "cache/synthetic_centroids.npy"],

@@ -55,3 +55,21 @@ def test_a_bad_setting_is_refused_by_name(text, names):
     with pytest.raises(ConfigError, match=names):
         cfg = config.loads("[target]\ncheckpoint = 'm'\n[data]\ntrain_data = 'd'\n" + text)
         cfg.validate()
+
+
+def test_settings_the_others_leave_idle_are_named_with_why():
+    base = dict(checkpoint="m", train_data="d")
+    syn = AuditConfig(**base).unused_settings()  # the defaults: synthetic-clusters, SIDE
+    assert {"classifier_epochs", "classifier_fit", "tdkd_temperature", "labels_csv"} <= set(syn)
+    assert "TI classifier" in syn["classifier_epochs"]
+    assert not {"classifier_width", "tdkd_epochs", "tdkd_lr", "n_syn", "eta", "guidance_stop"} & set(syn)
+    paper = AuditConfig(**base, **config.PRESETS["paper"]).unused_settings()
+    assert not {"classifier_epochs", "tdkd_temperature", "n_syn"} & set(paper)
+    ti_only = AuditConfig(**base, label_source="clusters", methods=["random", "ti"]).unused_settings()
+    assert {"n_syn", "tdkd_epochs"} <= set(ti_only) and "classifier_epochs" not in ti_only
+    random_only = AuditConfig(**base, label_source="clusters", methods=["random"], sampler="ddpm").unused_settings()
+    assert {"classifier_width", "tdkd_lr", "guidance_schedule", "eta"} <= set(random_only)
+    # under synthetic-clusters the clusters (and so every sample's noise stream) still come from the TD stages
+    syn_random = AuditConfig(**base, methods=["random"]).unused_settings()
+    assert "n_syn" not in syn_random and {"tdkd_epochs", "classifier_width"} <= set(syn_random)
+    assert "labels_csv" not in AuditConfig(**base, label_source="original").unused_settings()

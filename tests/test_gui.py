@@ -291,6 +291,15 @@ def test_settings_form_comes_from_the_settings_model_and_validates_like_the_cli(
     saved = demo_workspace.load_config()
     assert saved.n_per_lambda == 24 and saved.lambdas == [0, 3, 6]
     assert saved.classifier_epochs == cfg.classifier_epochs  # the rest as it was
+    # settings the others leave idle are greyed, with why; they stay editable
+    assert cfg.label_source == "clusters" and form.labels["classifier_epochs"].isEnabled()
+    form.editors["label_source"].setCurrentText("synthetic-clusters")
+    assert not form.labels["classifier_epochs"].isEnabled() and form.editors["classifier_epochs"].isEnabled()
+    assert "trains no TI classifier" in form.labels["classifier_epochs"].toolTip()
+    assert "not used by these settings" in form.idle_note.text()
+    assert form.labels["tdkd_epochs"].isEnabled() and form.labels["classifier_width"].isEnabled()
+    form.editors["label_source"].setCurrentText("clusters")
+    assert form.labels["classifier_epochs"].isEnabled() and not form.labels["labels_csv"].isEnabled()
 
 
 def test_a_complete_audit_opens_on_its_verdict_and_cannot_be_started_again(qtbot, window, demo_workspace):

@@ -208,6 +208,12 @@ def test_a_fork_retrains_what_its_changes_touch_and_refuses_bad_requests(finishe
     assert reusable_stages(base, changed, done)[-1] == "synthetic"
     reseeded = AuditConfig.from_stored(dict(base.to_dict(), seed=7))
     assert reusable_stages(base, reseeded, done)[-1] == "tdkd"  # the classifiers stay; Random does not
+    # under synthetic-clusters no TI classifier is trained: the TD network's width still retrains it
+    syn_done = {"import", "embed", "synthetic", "labels", "tdkd"}
+    syn = AuditConfig.from_stored(dict(base.to_dict(), label_source="synthetic-clusters"))
+    assert reusable_stages(syn, syn, syn_done)[-1] == "tdkd"
+    assert reusable_stages(syn, AuditConfig.from_stored(dict(syn.to_dict(), classifier_width=8)),
+                           syn_done)[-1] == "labels"
     record = fork(finished.root, tmp_path / "s7", {"seed": 7})
     assert "random_kept" not in record
     with pytest.raises(WorkspaceError, match="already holds an audit"):

@@ -56,6 +56,7 @@ def test_the_run_view_reads_the_stage_list_without_loading_the_engine():
     (["random"], "original", ["labels"]),
     (["random", "side", "ti"], "random", ["labels", "classifier", "synthetic", "tdkd"]),
     (["random", "side"], "synthetic-clusters", ["synthetic", "labels", "tdkd"]),
+    (["random"], "synthetic-clusters", ["synthetic", "labels"]),  # K from the clusters; no TD classifier
 ])
 def test_the_pipeline_holds_only_what_the_settings_need(methods, source, expected):
     cfg = AuditConfig(checkpoint="x", train_data="y", methods=methods, label_source=source)

@@ -44,13 +44,14 @@ def stage_names(cfg: AuditConfig) -> list[str]:
     """The stages these settings need, in the order they run: the one place that decides it.
 
     ``synthetic-clusters`` labels live on the synthetic set, so it is made before the labels
-    and no TI classifier is trained (the TD classifier learns the cluster labels). Otherwise
+    and no TI classifier is trained (the TD classifier learns the cluster labels; a Random-only
+    audit still clusters, since K fixes the noise streams, but trains none). Otherwise
     the TI classifier is trained when a method guides (TI guidance uses it, SIDE distils it),
     and the synthetic set and TDKD only when SIDE is among the methods. The labels stage runs
     for every audit: K fixes every sample's noise stream, Random's included.
     """
     if cfg.label_source == "synthetic-clusters":
-        middle = ["synthetic", "labels", "tdkd"]
+        middle = ["synthetic", "labels", *(["tdkd"] if "side" in cfg.methods else [])]
     else:
         middle = ["labels"]
         if "side" in cfg.methods or "ti" in cfg.methods:

@@ -50,6 +50,8 @@ class SettingsView(QWidget):
         self.changeable: frozenset[str] = config.RESUMABLE_CHANGES  # what a started audit may change
         self._resolved_values: dict = {}  # what the run chose for the automatic settings
         self.editors: dict[str, QWidget] = {}
+        self.labels: dict[str, QLabel] = {}
+        self.unused: dict[str, str] = {}  # idle under the form's current values, with why
         self.automatic: set[str] = set()  # settings where 0 lets the run choose
         body = QWidget()
         column = QVBoxLayout(body)
@@ -76,6 +78,11 @@ class SettingsView(QWidget):
             label.setToolTip(editor.toolTip())
             forms[section].addRow(label, editor)
             self.editors[f.name] = editor
+            self.labels[f.name] = label
+        # the settings that decide which others are used: re-mark as they change
+        for name in ("label_source", "sampler"):
+            self.editors[name].currentTextChanged.connect(self._mark_unused)
+        self.editors["methods"].editingFinished.connect(self._mark_unused)
         column.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -95,9 +102,12 @@ class SettingsView(QWidget):
         buttons.addWidget(self.error, 1)
         self.resolved = QLabel("")
         self.resolved.setWordWrap(True)
+        self.idle_note = QLabel("")  # says what the greyed names mean, while there are any
+        self.idle_note.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(self.state)
         layout.addWidget(self.resolved)
+        layout.addWidget(self.idle_note)
         layout.addWidget(scroll, 1)
         layout.addLayout(buttons)
 
@@ -136,6 +146,7 @@ class SettingsView(QWidget):
                 editor.setText(value if isinstance(value, str) else config.toml_value(value))
             fixed = self.started and f.name not in self.changeable
             editor.setEnabled(not fixed)
+        self._mark_unused()
         self.state.setText(
             "The audit has started: settings that change results are read-only (a change would mix two audits "
             "in one workspace; start a new audit instead). Run settings (batch size, device, processes, precision, "
@@ -144,6 +155,22 @@ class SettingsView(QWidget):
                 "same files)." if self.changeable - config.RESUMABLE_CHANGES else ".") if self.started else
             "Settings of this audit, as in its audit.toml; hover a name for what it does and its default. "
             "Saved settings take effect when the audit starts.")
+
+    def _mark_unused(self) -> None:
+        """Grey the names of settings the form's values leave idle (``AuditConfig.unused_settings``);
+        their editors stay editable, since a later change may use them again."""
+        try:
+            self.unused = config.loads(self.toml_text(), source="settings form").unused_settings()
+        except SideError:
+            return  # a value that does not parse yet: keep the last marking
+        for name, label in self.labels.items():
+            why = self.unused.get(name)
+            label.setEnabled(not why)  # drawn in the palette's disabled colour; its tooltip still shows
+            tip = self.editors[name].toolTip()
+            label.setToolTip(f"Not used: {why}.\n\n{tip}" if why else tip)
+        self.idle_note.setText(f"Names in grey ({len(self.unused)}) are not used by these settings; hover one for "
+                               "why." if self.unused else "")
+        self.idle_note.setVisible(bool(self.unused))
 
     def toml_text(self) -> str:
         """The form as audit.toml text (every setting, in its section)."""
