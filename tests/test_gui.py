@@ -292,7 +292,8 @@ def test_settings_form_comes_from_the_settings_model_and_validates_like_the_cli(
     assert saved.n_per_lambda == 24 and saved.lambdas == [0, 3, 6]
     assert saved.classifier_epochs == cfg.classifier_epochs  # the rest as it was
     # settings the others leave idle are greyed, with why; they stay editable
-    assert cfg.label_source == "clusters" and form.labels["classifier_epochs"].isEnabled()
+    form.editors["label_source"].setCurrentText("clusters")
+    assert form.labels["classifier_epochs"].isEnabled()
     form.editors["label_source"].setCurrentText("synthetic-clusters")
     assert not form.labels["classifier_epochs"].isEnabled() and form.editors["classifier_epochs"].isEnabled()
     assert "trains no TI classifier" in form.labels["classifier_epochs"].toolTip()

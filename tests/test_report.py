@@ -51,11 +51,12 @@ def test_html_is_self_contained_and_holds_the_stored_numbers(audited, tmp_path):
     assert "Holm" in html and "McNemar exact" in html and "Gu et al." in html
     assert "best λ" not in html.replace("never the best λ", "").replace("not the best λ", "")
     assert "memorised" in html
-    # the tiny audit labels by k-means: no given labels read, so labels_csv is marked idle, and the
-    # TI classifier's settings (it trained one) are not
+    # the audit labels by clusters of the model's own samples: the TI classifier's settings (it
+    # trained none) are marked idle with why; the TD classifier's width, which it used, is not
     settings = html.split("Settings (resolved)")[1]
-    assert re.search(r"labels_csv = \"\" <span class=\"idle\">\(not used: label_source clusters", settings)
-    assert re.search(r"classifier_epochs = \d+<br>", settings)
+    assert re.search(r"classifier_epochs = \d+ <span class=\"idle\">\(not used: label_source synthetic-clusters "
+                     r"trains no TI classifier", settings)
+    assert re.search(r"classifier_width = \d+<br>", settings)
     # the comparison table keeps every cell on whole words in a portrait PDF: what and verdict
     # never wrap mid-word (Qt's PDF squeezed wrapping columns to a character a line)
     table = html.split("Against Random, paired")[1].split("</table>")[0]
