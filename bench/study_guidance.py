@@ -55,7 +55,8 @@ ARMS = {"reliability": ("reliability", [5.0, 10.0]), "constant": ("constant", [5
         "reliability-hi": ("reliability", [10.0, 20.0]), "temperature": ("reliability", [5.0, 10.0]),
         "unguided-finish": ("reliability", [5.0, 10.0]), "settled": ("reliability", [5.0, 10.0]),
         "settled-hi": ("reliability", [10.0, 20.0]), "syn-clusters": ("reliability", [5.0, 10.0]),
-        "syn-clusters-hi": ("reliability", [10.0, 20.0]), "syn-narrow": ("reliability", [10.0, 20.0])}
+        "syn-clusters-hi": ("reliability", [10.0, 20.0]), "syn-narrow": ("reliability", [10.0, 20.0]),
+        "syn-w12": ("reliability", [10.0, 20.0])}
 # arms that change the guide itself: the fork retrains TDKD (seeded by the arm's seed, so every
 # seed is another draw of the TD classifier) and keeps the reliability arm's Random samples
 EXTRA = {"temperature": {"tdkd_temperature": 4.0},
@@ -72,7 +73,9 @@ EXTRA = {"temperature": {"tdkd_temperature": 4.0},
          "syn-clusters-hi": {"guidance_stop": "settled", "label_source": "synthetic-clusters"},
          # the fifteenth study: the defaults with a TD classifier half as wide (a quarter of the
          # convolutions' work), for the speed of guided sampling on small models
-         "syn-narrow": {"guidance_stop": "settled", "label_source": "synthetic-clusters", "classifier_width": 8}}
+         "syn-narrow": {"guidance_stop": "settled", "label_source": "synthetic-clusters", "classifier_width": 8},
+         # the sixteenth study: width 12, the widest that met the speed target (1.29)
+         "syn-w12": {"guidance_stop": "settled", "label_source": "synthetic-clusters", "classifier_width": 12}}
 # arms forked from another arm of the same seed than the reliability arm (keeping its samples)
 PARENT = {"settled-hi": "settled", "syn-clusters": "settled", "syn-clusters-hi": "syn-clusters"}
 
