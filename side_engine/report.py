@@ -61,9 +61,8 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
         }
         from .config import AuditConfig, method_name
 
-        model["config"] = AuditConfig.from_stored(info["config"]).to_dict()
-        model["unused"] = AuditConfig.from_stored(info["config"]).unused_settings()
-        model["method_name"] = method_name(AuditConfig.from_stored(info["config"]))
+        cfg = AuditConfig.from_stored(info["config"])
+        model["config"], model["unused"], model["method_name"] = cfg.to_dict(), cfg.unused_settings(), method_name(cfg)
         model["on_target_chance"] = data.get("on_target_chance")
         from .results import on_target_meaning
 
