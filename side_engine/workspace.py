@@ -29,6 +29,20 @@ class Workspace:
     def classifiers_dir(self) -> Path:
         return self.root / "classifiers"
 
+    def classifier_hparams(self, name: str) -> dict | None:
+        """What the stored classifier ``name`` ("ti", "td") was trained with, read from its
+        safetensors header alone (no torch, no weights): the run's own width, which its settings
+        stop saying once an automatic default changes between versions. None where none is stored."""
+        import json
+
+        try:
+            with open(self.classifiers_dir / f"{name}.safetensors", "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(n)) if 0 < n < 1 << 24 else {}
+            return json.loads(header["__metadata__"]["hparams"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     @property
     def cache_dir(self) -> Path:
         return self.root / "cache"

@@ -355,9 +355,14 @@ class MainWindow(QMainWindow):
                 out["weights"] = model["weights"]
         if k:
             out["k"] = k
-            if cfg is not None:
+            if cfg is not None and "n_syn" not in cfg.unused_settings():
                 out["n_syn"] = cfg.resolved_n_syn(int(k))
-        if cfg is not None and model.get("resolution"):  # the classifier sees what the UNet models
+        # the width a stored classifier was trained with, else what these settings resolve to
+        trained = self.store.ws.classifier_hparams("td") or self.store.ws.classifier_hparams("ti")
+        if trained:
+            out["classifier_width"] = trained["width"]
+        elif cfg is not None and model.get("resolution") and "classifier_width" not in cfg.unused_settings():
+            # the classifier sees what the UNet models
             size = model["latent_shape"][1] if model.get("space") == "latent" else model["resolution"]
             out["classifier_width"] = cfg.resolved_width(int(size))
         if audit:

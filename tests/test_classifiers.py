@@ -40,6 +40,19 @@ def test_save_and_load_roundtrip(tmp_path):
     assert back.time_dependent and torch.equal(back(x, t), td(x, t))
 
 
+def test_a_workspace_reads_what_its_classifier_was_trained_with_from_the_header(tmp_path):
+    from side_engine.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    ws.ensure_dirs()
+    assert ws.classifier_hparams("td") is None  # none stored yet
+    save_classifier(ResNetClassifier(3, 1, 4, time_dependent=True), ws.classifiers_dir / "td.safetensors")
+    assert ws.classifier_hparams("td") == {"num_classes": 3, "in_channels": 1, "width": 4, "small_stem": True,
+                                           "time_dependent": True}
+    (ws.classifiers_dir / "ti.safetensors").write_bytes(b"\xff" * 64)  # not a safetensors file
+    assert ws.classifier_hparams("ti") is None
+
+
 def test_folded_guidance_copy_has_same_logits_and_input_gradient_and_leaves_original():
     from side_engine.classifiers import for_guidance, prefers_channels_last
 

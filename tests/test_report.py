@@ -56,7 +56,13 @@ def test_html_is_self_contained_and_holds_the_stored_numbers(audited, tmp_path):
     settings = html.split("Settings (resolved)")[1]
     assert re.search(r"classifier_epochs = \d+ <span class=\"idle\">\(not used: label_source synthetic-clusters "
                      r"trains no TI classifier", settings)
-    assert re.search(r"classifier_width = \d+<br>", settings)
+    # automatic settings say what the run chose, from what it stored: K, and the trained width
+    db = storage.connect(audited.db_path)
+    k = storage.get_kv(db, "k")
+    db.close()
+    assert f"k = 0 (automatic: {k})<br>" in settings
+    width = audited.classifier_hparams("td")["width"]
+    assert f"classifier_width = 0 (automatic: {width})<br>" in settings
     # the comparison table keeps every cell on whole words in a portrait PDF: what and verdict
     # never wrap mid-word (Qt's PDF squeezed wrapping columns to a character a line)
     table = html.split("Against Random, paired")[1].split("</table>")[0]
