@@ -73,3 +73,11 @@ def test_settings_the_others_leave_idle_are_named_with_why():
     syn_random = AuditConfig(**base, methods=["random"]).unused_settings()
     assert "n_syn" not in syn_random and {"tdkd_epochs", "classifier_width"} <= set(syn_random)
     assert "labels_csv" not in AuditConfig(**base, label_source="original").unused_settings()
+
+
+def test_the_automatic_classifier_width_follows_the_image_size():
+    base = dict(checkpoint="m", train_data="d")
+    for cfg in (AuditConfig(**base), AuditConfig(**base, **config.PRESETS["paper"])):
+        # 16 up to 32 px for either guide: widths 8 and 12 lost study cells (docs/method.md)
+        assert [cfg.resolved_width(size) for size in (16, 32, 33, 64, 65, 256)] == [16, 16, 32, 32, 64, 64]
+    assert AuditConfig(**base, classifier_width=8).resolved_width(256) == 8  # a set width is kept
