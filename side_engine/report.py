@@ -28,22 +28,6 @@ def _b64(data: bytes, name: str = "") -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
-def chosen_by_run(ws: Workspace, db, cfg) -> dict[str, int]:
-    """What the run chose for the automatic settings left at 0, from what it stored (K, and the
-    width its classifier was trained with), so "classifier_width = 0" never stands alone in a
-    report whose defaults may since have changed."""
-    out: dict[str, int] = {}
-    k = storage.get_kv(db, "k")
-    if k and not cfg.k:
-        out["k"] = int(k)
-    if k and not cfg.n_syn:
-        out["n_syn"] = cfg.resolved_n_syn(int(k))
-    trained = ws.classifier_hparams("td") or ws.classifier_hparams("ti")
-    if trained and not cfg.classifier_width:
-        out["classifier_width"] = int(trained["width"])
-    return out
-
-
 def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> dict:
     """Everything a report shows, read from the workspace database."""
     ws = Workspace(workspace)
@@ -79,7 +63,7 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
 
         cfg = AuditConfig.from_stored(info["config"])
         model["config"], model["unused"], model["method_name"] = cfg.to_dict(), cfg.unused_settings(), method_name(cfg)
-        model["automatic"] = chosen_by_run(ws, db, cfg)
+        model["automatic"] = results.chosen_by_run(ws, db, cfg)
         model["on_target_chance"] = data.get("on_target_chance")
         from .results import on_target_meaning
 

@@ -367,6 +367,31 @@ def _nan(v: float) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
+def chosen_by_run(ws, db: sqlite_utils.Database, cfg: AuditConfig) -> dict[str, int]:
+    """What the run chose for the automatic settings left at 0 and used (K, n_syn, the classifier
+    width), from what it stored: the width is the stored classifier's own, which today's rule no
+    longer gives once an automatic default changes; before any classifier is stored, the rule.
+    The report and the app both show this, so "classifier_width = 0" never stands alone."""
+    from .storage import get_kv
+
+    out: dict[str, int] = {}
+    idle = cfg.unused_settings()
+    k = get_kv(db, "k")
+    if k and not cfg.k:
+        out["k"] = int(k)
+    if k and not cfg.n_syn and "n_syn" not in idle:
+        out["n_syn"] = cfg.resolved_n_syn(int(k))
+    if not cfg.classifier_width and "classifier_width" not in idle:
+        trained = ws.classifier_hparams("td") or ws.classifier_hparams("ti")
+        model = get_kv(db, "model") or {}
+        if trained:
+            out["classifier_width"] = int(trained["width"])
+        elif model.get("resolution"):  # the classifier sees what the UNet models
+            size = model["latent_shape"][1] if model.get("space") == "latent" else model["resolution"]
+            out["classifier_width"] = cfg.resolved_width(int(size))
+    return out
+
+
 def audit_info(db: sqlite_utils.Database) -> dict:
     rows = list(db["audits"].rows) if "audits" in db.table_names() else []
     if not rows:

@@ -344,7 +344,7 @@ class MainWindow(QMainWindow):
         if self.store is None or not self.store.started():
             return {}
         cfg = self.store.config()
-        model, k = self.store.stored("model") or {}, self.store.stored("k")
+        model = self.store.stored("model") or {}
         audit = self.store.audit_row()
         out = {}
         if model:
@@ -353,18 +353,8 @@ class MainWindow(QMainWindow):
                 out["latent shape"] = "×".join(map(str, model.get("latent_shape", [])))
             if model.get("weights"):
                 out["weights"] = model["weights"]
-        if k:
-            out["k"] = k
-            if cfg is not None and "n_syn" not in cfg.unused_settings():
-                out["n_syn"] = cfg.resolved_n_syn(int(k))
-        # the width a stored classifier was trained with, else what these settings resolve to
-        trained = self.store.ws.classifier_hparams("td") or self.store.ws.classifier_hparams("ti")
-        if trained:
-            out["classifier_width"] = trained["width"]
-        elif cfg is not None and model.get("resolution") and "classifier_width" not in cfg.unused_settings():
-            # the classifier sees what the UNet models
-            size = model["latent_shape"][1] if model.get("space") == "latent" else model["resolution"]
-            out["classifier_width"] = cfg.resolved_width(int(size))
+        if cfg is not None:
+            out |= self.store.chosen_by_run(cfg)
         if audit:
             out["scorer"] = audit.get("scorer")
             out["device"] = audit.get("device")
