@@ -32,7 +32,7 @@ from side_engine.checkpoint import load_target  # noqa: E402
 from side_engine.classifiers import ResNetClassifier, for_guidance, time_dependent_from  # noqa: E402
 from side_engine.config import AuditConfig  # noqa: E402
 from side_engine.demo import DEMO_MODEL, DEMO_SETTINGS  # noqa: E402
-from side_engine.devices import autocast  # noqa: E402
+from side_engine.devices import autocast, cpu_has_native_bf16  # noqa: E402
 from side_engine.sampler import Guide, GuidedSampler  # noqa: E402
 
 SETTLED_T = 500  # a typical settled step (the guide check measures it per run)
@@ -143,6 +143,12 @@ def main() -> None:
         s_def.guidance_weights = dict(s_rel.guidance_weights)
         s_def.guidance_window = (SETTLED_T + 1, s_def.T)
         variants["ours SIDE-guided fp32, reliability weights, settled stop (the default)"] = ours(s_def, True)
+        # the seventeenth study's candidate: the same, with the classifier's gradient in bf16
+        # (guide_precision; the UNet stays fp32). Where the CPU has no native bf16 it is emulated
+        s_bf16 = GuidedSampler(unet, sched, "ddim", args.steps, 0.0, device, "fp32", guide_precision="bf16")
+        s_bf16.guidance_weights = dict(s_rel.guidance_weights)
+        s_bf16.guidance_window = s_def.guidance_window
+        variants["ours SIDE-guided, settled stop, bf16 guide"] = ours(s_bf16, True)
         for w in args.widths:
             variants[f"ours SIDE-guided fp32, settled stop, width {w}"] = ours(
                 s_def, True, for_guidance(td_classifier(w, ch)))
@@ -206,6 +212,8 @@ def main() -> None:
               "ours SIDE-guided fp32, reliability weights", default_u)
         ratio("guided/unguided, the product's default (reliability weights, settled stop)",
               "ours SIDE-guided fp32, reliability weights, settled stop (the default)", default_u)
+        ratio(f"guided/unguided, settled stop, bf16 guide (native bf16 on this CPU: {cpu_has_native_bf16()})",
+              "ours SIDE-guided, settled stop, bf16 guide", default_u)
         for w in args.widths:
             ratio(f"guided/unguided, settled stop, width {w}", f"ours SIDE-guided fp32, settled stop, width {w}",
                   default_u)

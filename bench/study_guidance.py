@@ -56,7 +56,8 @@ ARMS = {"reliability": ("reliability", [5.0, 10.0]), "constant": ("constant", [5
         "unguided-finish": ("reliability", [5.0, 10.0]), "settled": ("reliability", [5.0, 10.0]),
         "settled-hi": ("reliability", [10.0, 20.0]), "syn-clusters": ("reliability", [5.0, 10.0]),
         "syn-clusters-hi": ("reliability", [10.0, 20.0]), "syn-narrow": ("reliability", [10.0, 20.0]),
-        "syn-w12": ("reliability", [10.0, 20.0])}
+        "syn-w12": ("reliability", [10.0, 20.0]), "syn-default": ("reliability", [10.0, 20.0]),
+        "syn-bf16": ("reliability", [10.0, 20.0])}
 # arms that change the guide itself: the fork retrains TDKD (seeded by the arm's seed, so every
 # seed is another draw of the TD classifier) and keeps the reliability arm's Random samples
 EXTRA = {"temperature": {"tdkd_temperature": 4.0},
@@ -75,9 +76,14 @@ EXTRA = {"temperature": {"tdkd_temperature": 4.0},
          # convolutions' work), for the speed of guided sampling on small models
          "syn-narrow": {"guidance_stop": "settled", "label_source": "synthetic-clusters", "classifier_width": 8},
          # the sixteenth study: width 12, the widest that met the speed target (1.29)
-         "syn-w12": {"guidance_stop": "settled", "label_source": "synthetic-clusters", "classifier_width": 12}}
+         "syn-w12": {"guidance_stop": "settled", "label_source": "synthetic-clusters", "classifier_width": 12},
+         # the seventeenth study: the defaults forked from the base in one step (syn-clusters-hi's
+         # settings), and the same classifiers with the guide's gradient in bf16 (a fork of it)
+         "syn-default": {"guidance_stop": "settled", "label_source": "synthetic-clusters"},
+         "syn-bf16": {"guidance_stop": "settled", "label_source": "synthetic-clusters", "guide_precision": "bf16"}}
 # arms forked from another arm of the same seed than the reliability arm (keeping its samples)
-PARENT = {"settled-hi": "settled", "syn-clusters": "settled", "syn-clusters-hi": "syn-clusters"}
+PARENT = {"settled-hi": "settled", "syn-clusters": "settled", "syn-clusters-hi": "syn-clusters",
+          "syn-bf16": "syn-default"}
 
 
 def draw(classifier_seed: int, tag: str = "") -> str:
@@ -108,7 +114,9 @@ def arm_settings(model: str, arm: str, seed: int, n: int) -> dict:
     schedule, lambdas = ARMS[arm]
     return {**located(model), "seed": seed, "n_per_lambda": n, "lambdas": [0, *lambdas], "methods": ["random", "side"],
             "guidance_schedule": schedule, "guidance_max_t": 1.0, "table_lambdas": [min(lambdas), max(lambdas)],
-            **EXTRA.get(arm, {})}
+            # every study before the seventeenth ran its guide in fp32 (then the only CPU precision):
+            # arms keep it unless they vary it, whatever this machine's "auto" resolves to
+            "guide_precision": "fp32", **EXTRA.get(arm, {})}
 
 
 def run_arm(model: str, arm: str, seed: int, n: int, from_base: bool = False, classifier_seed: int = 0,

@@ -28,7 +28,7 @@ from .classifiers import (
     small_stem_for,
 )
 from .config import RESUMABLE_CHANGES, AuditConfig, adopt_legacy, movable
-from .devices import default_batch_size, describe, fit_batch_size, resolve_device
+from .devices import default_batch_size, describe, fit_batch_size, guide_precision, resolve_device
 from .errors import Cancelled, ConfigError, InputError, WorkspaceError
 from .pipeline import stage_order
 from .progress import Progress, WorkspaceLog
@@ -242,7 +242,8 @@ def probe_step(ctx: StageContext):
     clf = for_guidance(ResNetClassifier(k, ch, cfg.resolved_width(size), small_stem_for(size, cfg.classifier_stem),
                                         time_dependent=True).to(device))
     sampler = GuidedSampler(ctx.target.unet, ctx.target.scheduler, cfg.sampler, cfg.steps, cfg.eta,
-                            device, cfg.precision, convention=cfg.sampler_convention)
+                            device, cfg.precision, convention=cfg.sampler_convention,
+                            guide_precision=guide_precision(cfg.guide_precision, cfg.precision, device))
 
     def step(b: int) -> torch.Tensor:
         noise = torch.randn(b, ch, size, size, device=device)

@@ -24,6 +24,7 @@ ScorerName = Literal["auto", "pixel", "pixel-carlini", "sscd"]
 Convention = Literal["pipeline", "clipped-eps"]
 DeviceName = Literal["auto", "cuda", "mps", "cpu"]
 Precision = Literal["fp32", "bf16"]
+GuidePrecision = Literal["auto", "same", "fp32", "bf16"]
 Stem = Literal["auto", "small", "large"]
 UmsMode = Literal["union", "nearest-only"]
 Schedule = Literal["reliability", "constant"]
@@ -41,6 +42,7 @@ SCORERS = get_args(ScorerName)
 CONVENTIONS = get_args(Convention)
 DEVICES = get_args(DeviceName)
 PRECISIONS = get_args(Precision)
+GUIDE_PRECISIONS = get_args(GuidePrecision)
 STEMS = get_args(Stem)
 UMS_MODES = get_args(UmsMode)
 SCHEDULES = get_args(Schedule)
@@ -51,7 +53,8 @@ WEIGHT_CHOICES = get_args(WeightChoice)
 
 # Settings that may change between a stopped run and its resume without
 # mixing results from different audits.
-RESUMABLE_CHANGES = frozenset({"batch_size", "device", "precision", "threads", "compile", "processes"})
+RESUMABLE_CHANGES = frozenset({"batch_size", "device", "precision", "guide_precision", "threads", "compile",
+                               "processes"})
 
 # Folders the runner verifies by content against the audit's record before any stage (the
 # checkpoint's SHA-256, the training files' fingerprint): where only their path changed it is the
@@ -67,7 +70,7 @@ def movable(fingerprinted: bool) -> frozenset[str]:
 # Settings added after audits were stored: the value an audit stored without them ran with
 # (not today's default, which may differ), for resume checks and reports of older audits.
 LEGACY = {"guidance_schedule": "constant", "guidance_stop": "end", "resize_filter": "bicubic", "heldout_data": "",
-          "tdkd_temperature": 1.0}
+          "tdkd_temperature": 1.0, "guide_precision": "same"}
 
 
 def _f(section: str, default: Any, help: str, choices: tuple[str, ...] | None = None,
@@ -176,6 +179,10 @@ class AuditConfig:
     batch_size: int = _f("run", 0, "images per batch; 0 = chosen from the device", automatic=True)
     device: DeviceName = _f("run", "auto", "auto | cuda | mps | cpu", DEVICES)
     precision: Precision = _f("run", "fp32", "fp32 | bf16 (bf16 autocast on CUDA only)", PRECISIONS)
+    guide_precision: GuidePrecision = _f("run", "same", "the classifier's gradient during guided sampling: auto (bf16 "
+                                         "on a CPU with native bf16 (AMX or AVX512-BF16), else as precision) | same "
+                                         "(as precision) | fp32 | bf16 (autocast, CPU too); the UNet follows "
+                                         "precision, so Random never changes", GUIDE_PRECISIONS)
     compile: CompileChoice = _f("run", "auto", "torch.compile the UNet and classifiers on CUDA: auto (when sampling is "
                       ">= 150 000 image-steps: compiling takes a minute or two) | on | off", COMPILE_CHOICES)
     threads: int = _f("run", 0, "CPU threads for torch and the SSCD scorer; 0 = one per core this process may use",
@@ -218,7 +225,8 @@ class AuditConfig:
         guided = any(m != "random" for m in self.methods)
         if not guided:
             why = "no guided method: only Random runs"
-            out |= dict.fromkeys(("guidance_max_t", "guidance_min_t", "guidance_stop", "guidance_schedule"), why)
+            out |= dict.fromkeys(("guidance_max_t", "guidance_min_t", "guidance_stop", "guidance_schedule",
+                                  "guide_precision"), why)
             idle = [f.name for f in fields(self) if f.metadata["section"] in ("classifier", "tdkd")]
             if self.label_source == "synthetic-clusters":  # the clusters, and so K, still come from the synthetic set
                 idle.remove("n_syn")

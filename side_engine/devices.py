@@ -36,10 +36,34 @@ def describe(device: torch.device) -> str:
     return device.type
 
 
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast where asked for and supported; a no-op context otherwise."""
-    enabled = precision == "bf16" and device.type == "cuda"
+def autocast(device: torch.device, precision: str, cpu: bool = False):
+    """bf16 autocast where asked for and supported; a no-op context otherwise. ``cpu``: on a
+    CPU too (the guide's gradient, ``guide_precision``); the UNet never, so that Random stays
+    the checkpoint's own fp32 sampler there."""
+    enabled = precision == "bf16" and (device.type == "cuda" or (cpu and device.type == "cpu"))
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16: where oneDNN runs bf16 convolutions in hardware (measured 2x the fp32
+    speed for the guide's gradient on the demo). Elsewhere bf16 is emulated and slower."""
+    import torch.cpu as cpu  # private probes, stable since torch 2.1; absent means no
+
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in probes)
+
+
+def guide_precision(setting: str, precision: str, device: torch.device) -> str:
+    """What the classifier's gradient runs in (``guide_precision``): ``auto`` is bf16 on a CPU
+    with native bf16 and the run's ``precision`` elsewhere; ``same`` is ``precision``. On MPS
+    the guide follows ``precision`` (no bf16 autocast there)."""
+    if setting == "same" or (setting == "bf16" and device.type == "mps"):
+        return precision
+    if setting == "auto":
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else precision
+    if setting in ("fp32", "bf16"):
+        return setting
+    raise ConfigError(f"setting 'guide_precision' = {setting!r}: must be auto, same, fp32 or bf16")
 
 
 def default_batch_size(device: torch.device, sample_size: int, channels: int) -> int:

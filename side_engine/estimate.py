@@ -44,6 +44,7 @@ def probe(unet, scheduler, cfg: AuditConfig, k: int, channels: int, size: int, d
     estimate follows what the run will do rather than a model of it.
     """
     from .classifiers import for_guidance
+    from .devices import guide_precision
     from .sampler import Guide, GuidedSampler
 
     b = max(1, min(batch, 32 if device.type == "cpu" else 64))
@@ -51,7 +52,8 @@ def probe(unet, scheduler, cfg: AuditConfig, k: int, channels: int, size: int, d
     clf = ResNetClassifier(max(k, 2), channels, cfg.resolved_width(size), small_stem_for(size, cfg.classifier_stem),
                            time_dependent=True).to(device)
     sampler = GuidedSampler(unet, scheduler, "ddim", max(cfg.steps, 2), 0.0, device, cfg.precision,
-                            convention=cfg.sampler_convention)
+                            convention=cfg.sampler_convention,
+                            guide_precision=guide_precision(cfg.guide_precision, cfg.precision, device))
     zeros, ones = torch.zeros(b), torch.ones(b)
     cls = torch.zeros(b, dtype=torch.long)
     guide = Guide(for_guidance(clf), torch.arange(b, device=device), True)

@@ -51,7 +51,7 @@ RANDOM_DEPENDS = frozenset({"seed", "sampler", "steps", "eta", "sampler_conventi
 # and its target (stratified over N_G: n_per_lambda) and the schedule are unchanged: a fork that
 # only widens the λ grid samples the new λ alone
 GUIDED_DEPENDS = RANDOM_DEPENDS | {"n_per_lambda", "guidance_schedule", "guidance_max_t", "guidance_min_t",
-                                   "guidance_stop"}
+                                   "guidance_stop", "guide_precision"}
 
 
 def changed_settings(base: AuditConfig, new: AuditConfig, verified: frozenset[str] = frozenset()) -> set[str]:

@@ -367,15 +367,19 @@ def _nan(v: float) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def chosen_by_run(ws, db: sqlite_utils.Database, cfg: AuditConfig) -> dict[str, int]:
+def chosen_by_run(ws, db: sqlite_utils.Database, cfg: AuditConfig) -> dict[str, int | str]:
     """What the run chose for the automatic settings left at 0 and used (K, n_syn, the classifier
-    width), from what it stored: the width is the stored classifier's own, which today's rule no
-    longer gives once an automatic default changes; before any classifier is stored, the rule.
+    width; what ``guide_precision`` auto or same resolved to), from what it stored: the width is
+    the stored classifier's own, which today's rule no longer gives once an automatic default
+    changes; before any classifier is stored, the rule.
     The report and the app both show this, so "classifier_width = 0" never stands alone."""
     from .storage import get_kv
 
-    out: dict[str, int] = {}
+    out: dict[str, int | str] = {}
     idle = cfg.unused_settings()
+    used = get_kv(db, "guide_precision")
+    if used and cfg.guide_precision in ("auto", "same") and "guide_precision" not in idle:
+        out["guide_precision"] = used
     k = get_kv(db, "k")
     if k and not cfg.k:
         out["k"] = int(k)

@@ -22,7 +22,9 @@ CPU only while cores are free, so there the sampler times both ways on real
 batches and keeps the faster (``OverlapChoice``): a second busy process turns
 the gain into a loss. The classifier is a folded
 copy (``classifiers.for_guidance``); on CUDA, bf16 autocast covers both networks
-and ``compile`` wraps them in ``torch.compile`` (eager again if that fails).
+and ``compile`` wraps them in ``torch.compile`` (eager again if that fails). The
+classifier's gradient may run in bf16 while the UNet stays fp32 (``guide_precision``:
+on a CPU with native bf16 it halves the guide's cost), so λ = 0 never changes.
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ class GuidedSampler:
         channels_last: bool = False,
         compile: bool = False,
         convention: str = "pipeline",
+        guide_precision: str | None = None,
     ) -> None:
         if convention not in CONVENTIONS:
             raise ValueError(f"unknown sampler convention {convention!r}: one of {', '.join(CONVENTIONS)}")
@@ -142,6 +145,9 @@ class GuidedSampler:
         self.eta = float(eta)
         self.device = torch.device(device)
         self.precision = precision
+        # the classifier's gradient: its own precision (devices.guide_precision; bf16 autocast on a
+        # CPU too), the UNet's otherwise. Guidance is a direction, the UNet's ε is the model itself
+        self.guide_precision = guide_precision or precision
         cfg = scheduler.config
         self.T = int(cfg.num_train_timesteps)
         self.prediction_type = cfg.prediction_type
@@ -240,7 +246,7 @@ class GuidedSampler:
             if self._channels_last_input(guide.classifier):
                 xr = xr.contiguous(memory_format=torch.channels_last)
             xr = xr.detach().requires_grad_(True)
-            with autocast(self.device, self.precision):
+            with autocast(self.device, self.guide_precision, cpu=True):
                 if guide.time_dependent:
                     logits = self._call(guide.classifier, xr, t_batch.index_select(0, guide.rows))
                 else:

@@ -84,7 +84,7 @@ class AuditStore:
         """A value the run stored (``model``, ``k``, …)."""
         return storage.get_kv(self.db, key, default) if self.started() else default
 
-    def chosen_by_run(self, cfg: config.AuditConfig) -> dict[str, int]:
+    def chosen_by_run(self, cfg: config.AuditConfig) -> dict[str, int | str]:
         """What the run chose for the automatic settings it used (results.chosen_by_run)."""
         return results.chosen_by_run(self.ws, self.db, cfg) if self.started() else {}
 

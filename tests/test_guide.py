@@ -177,6 +177,37 @@ def test_the_settled_stop_guides_only_above_the_step_the_model_settled_by(finish
     assert "guidance stopped there" in html
 
 
+def test_a_fork_that_changes_only_the_guides_precision_keeps_random_and_redraws_the_guided(finished, tmp_path):
+    db = storage.connect(finished.db_path)
+    try:
+        used = storage.get_kv(db, "guide_precision")  # what "auto"/"same" resolved to on this machine
+    finally:
+        db.close()
+    assert used in ("fp32", "bf16")
+    setting = finished.load_config().guide_precision
+    from side_engine.report import build_report, render_html
+
+    html = render_html(build_report(finished.root)).replace("&#34;", '"')
+    assert f'guide_precision = "{setting}" (automatic: {used})' in html
+    other = "fp32" if used == "bf16" else "bf16"
+    new = tmp_path / "precision"
+    record = fork(finished.root, new, {"guide_precision": other})
+    assert record["reused"] == ["import", "embed", "labels", "classifier", "synthetic", "tdkd"]
+    assert record["random_kept"] == 6 and not record.get("guided_kept")
+    AuditRunner(new).run()
+    base_rows, _, _ = stored_samples(finished)
+    rows, _, _ = stored_samples(Workspace(new))
+    assert [r for r in rows if r[0] == "random"] == [r for r in base_rows if r[0] == "random"]
+    assert sorted(r[:3] for r in rows if r[0] == "side") == sorted(r[:3] for r in base_rows if r[0] == "side")
+    db = storage.connect(Workspace(new).db_path)
+    try:
+        assert storage.get_kv(db, "guide_precision") == other
+    finally:
+        db.close()
+    html = render_html(build_report(new)).replace("&#34;", '"')
+    assert f'guide_precision = "{other}"<br>' in html  # chosen, so no "automatic" beside it
+
+
 def test_a_fork_that_widens_the_grid_keeps_the_guided_samples_it_would_redraw(finished, tmp_path):
     widened = tmp_path / "widened"
     record = fork(finished.root, widened, {"lambdas": [0, 5, 8]})

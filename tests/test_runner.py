@@ -308,3 +308,29 @@ def test_any_split_of_the_sample_indices_makes_the_same_samples(tmp_path, tiny_m
     assert [r[:5] + (r[6],) for r in a[0]] == [r[:5] + (r[6],) for r in b[0]]  # same seeds, classes, nearest
     assert np.allclose([r[5] for r in a[0]], [r[5] for r in b[0]], atol=1e-5)  # same best scores
     assert [m[:4] for m in a[1]] == [m[:4] for m in b[1]]  # same in-band pairs
+
+
+def test_a_resume_whose_guide_runs_in_another_precision_says_so(tmp_path, tiny_model, faces):
+    ws = init_workspace(tmp_path / "ws", str(tiny_model), str(faces), **TINY_SETTINGS, guide_precision="fp32")
+    with pytest.raises(Cancelled):
+        AuditRunner(ws, RecordingProgress(cancel_after=("sample", 16))).run()
+    db = storage.connect(ws.db_path)
+    try:
+        guided = db.execute("select count(*) from samples where lam > 0").fetchone()[0]
+        assert guided > 0 and storage.get_kv(db, "guide_precision") == "fp32"
+    finally:
+        db.close()
+    cfg = ws.load_config()
+    cfg.guide_precision = "bf16"  # a run setting: the resume is allowed, and the mix is said
+    ws.write_config(cfg, overwrite=True)
+    AuditRunner(ws).run()
+    db = storage.connect(ws.db_path)
+    try:
+        assert storage.get_kv(db, "guide_precision") == "bf16"
+        said = [w for w in storage.get_kv(db, "warnings", []) if "guide_precision" in w]
+        assert len(said) == 1 and f"in fp32 for the {guided} guided samples" in said[0]
+    finally:
+        db.close()
+    from side_engine.report import build_report, render_html
+
+    assert f"in fp32 for the {guided} guided samples" in render_html(build_report(ws.root))

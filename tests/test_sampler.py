@@ -7,7 +7,7 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 from torch.nn import functional as F
 
-from side_engine.classifiers import ResNetClassifier, time_dependent_from
+from side_engine.classifiers import ResNetClassifier, for_guidance, time_dependent_from
 from side_engine.sampler import Guide, GuidedSampler, sample_inputs, sample_seed
 
 
@@ -306,3 +306,48 @@ def test_guidance_min_t_leaves_the_last_steps_unguided():
     assert sampler.guidance_window == (math.ceil(0.2 * (sampler.T - 1)), sampler.T - 1)
     assert make_sampler(target, AuditConfig(checkpoint="m", train_data="d", steps=6), torch.device("cpu"),
                         compile=False).guidance_window == (0, sampler.T)
+
+
+def test_a_bf16_guide_leaves_lambda_zero_exact_and_keeps_the_guided_direction():
+    # guide_precision = bf16: the classifier's gradient under autocast, the UNet in fp32, so Random
+    # is the same image bit for bit and a guided image moves the same way, up to bf16 rounding
+    unet, sched = _unet(), DDPMScheduler(num_train_timesteps=100)
+    td = for_guidance(_td_classifier())
+    noise = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(4))
+    cls = torch.tensor([0, 1, 2, 1])
+    lam = torch.tensor([0.0, 6.0, 0.0, 6.0])
+    rows = torch.nonzero(lam > 0).ravel()
+    full = GuidedSampler(unet, sched, "ddim", 6, overlap=False)
+    half = GuidedSampler(unet, sched, "ddim", 6, overlap=False, guide_precision="bf16")
+    assert full.guide_precision == "fp32" and half.guide_precision == "bf16"
+    plain = full.sample(noise, torch.zeros(4), cls)
+    a = full.sample(noise, lam, cls, [Guide(td, rows, True)])
+    b = half.sample(noise, lam, cls, [Guide(td, rows, True)])
+    assert torch.equal(a[[0, 2]], b[[0, 2]]) and torch.equal(a[[0, 2]], plain[[0, 2]])
+    assert not torch.equal(a[[1, 3]], b[[1, 3]])  # bf16 did run
+    shift_a, shift_b = (a - plain)[[1, 3]].flatten(1), (b - plain)[[1, 3]].flatten(1)
+    assert (F.cosine_similarity(shift_a, shift_b) > 0.95).all()
+    assert torch.allclose(shift_a.norm(dim=1), shift_b.norm(dim=1), rtol=0.1)
+
+
+def test_guide_precision_auto_is_bf16_only_on_a_cpu_that_has_it_natively(monkeypatch):
+    from side_engine import devices
+    from side_engine.config import AuditConfig
+    from side_engine.errors import ConfigError
+
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    assert devices.guide_precision("auto", "fp32", cpu) == "bf16"
+    assert devices.guide_precision("auto", "fp32", cuda) == "fp32"  # CUDA: as precision
+    assert devices.guide_precision("auto", "bf16", cuda) == "bf16"
+    assert devices.guide_precision("auto", "fp32", mps) == "fp32"
+    assert devices.guide_precision("same", "fp32", cpu) == "fp32"
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    assert devices.guide_precision("auto", "fp32", cpu) == "fp32"  # emulated bf16 would be slower
+    assert devices.guide_precision("bf16", "fp32", cpu) == "bf16"  # asked for: given
+    assert devices.guide_precision("fp32", "bf16", cuda) == "fp32"
+    assert devices.guide_precision("bf16", "fp32", mps) == "fp32"  # no bf16 autocast on MPS
+    with pytest.raises(ConfigError, match="guide_precision"):
+        devices.guide_precision("fp16", "fp32", cpu)
+    with pytest.raises(ConfigError, match="'guide_precision' = 'fp16'"):
+        AuditConfig(checkpoint="m", train_data="d", guide_precision="fp16").validate()

@@ -150,7 +150,21 @@ class StageContext(SamplingContext):
 
         sampler = make_sampler(self.target, self.cfg, self.device, self.compiles())
         self._samplers.append(sampler)
+        self._record_guide_precision(sampler.guide_precision)
         return sampler
+
+    def _record_guide_precision(self, used: str) -> None:
+        """Store what the guide's gradient ran in (``guide_precision`` = auto resolves by machine);
+        a resume that resolves otherwise is said, since its guided images differ in rounding."""
+        before = storage.get_kv(self.db, "guide_precision")
+        if before and before != used:
+            guided = self.db.execute("select count(*) from samples where lam > 0").fetchone()[0] \
+                if "samples" in self.db.table_names() else 0
+            if guided:
+                self.warn(f"the classifier's gradient ran in {before} for the {guided} guided samples stored before "
+                          f"this run and in {used} from now on (guide_precision = {self.cfg.guide_precision!r} "
+                          "resolved otherwise on this machine, or was changed): their rounding differs")
+        storage.set_kv(self.db, "guide_precision", used)
 
     def close_samplers(self) -> None:
         for sampler in self._samplers:

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from ..config import AuditConfig
+from ..devices import guide_precision
 from ..errors import WorkspaceError
 from ..labels import nearest_cluster
 from ..sampler import Guide, GuidedSampler, sample_inputs, sample_seed, to_uint8
@@ -217,7 +218,8 @@ def guidance_bounds(cfg: AuditConfig, T: int, settled_t: int | None) -> tuple[in
 
 def make_sampler(target, cfg: AuditConfig, device: torch.device, compile: bool) -> GuidedSampler:
     sampler = GuidedSampler(target.unet, target.scheduler, cfg.sampler, cfg.steps, cfg.eta, device, cfg.precision,
-                            compile=compile, convention=cfg.sampler_convention)
+                            compile=compile, convention=cfg.sampler_convention,
+                            guide_precision=guide_precision(cfg.guide_precision, cfg.precision, device))
     sampler.guidance_window = guidance_window(cfg, sampler, None)  # the settled stop: once measured
     return sampler
 
