@@ -57,10 +57,13 @@ def compare(ws_a: Path, ws_b: Path) -> dict:
            "endpoints": {}}
     for band, key in ENDPOINTS:
         mask = masks[(band, True)]
-        c = statistics.paired_comparison([pooled(b, keep, mask, nearest_only)], pooled(a, keep, mask, nearest_only))
+        arm_a, arm_b = pooled(a, keep, mask, nearest_only), pooled(b, keep, mask, nearest_only)
+        c = statistics.paired_comparison([arm_b], arm_a)
         out["endpoints"][f"{key} >={band}"] = {
             "a": c[f"{key}_random"], "b": c[f"{key}_method"], "ratio": c[f"{key}_ratio"],
-            "lo": c[f"{key}_ratio_lo"], "hi": c[f"{key}_ratio_hi"], "p": c[f"{key}_p"]}
+            "lo": c[f"{key}_ratio_lo"], "hi": c[f"{key}_ratio_hi"], "p": c[f"{key}_p"],
+            # the guided images that changed their outcome: in the band only under b, only under a
+            "gained": int((arm_b.hit & ~arm_a.hit).sum()), "lost": int((arm_a.hit & ~arm_b.hit).sum())}
     same_nearest = same_band = total = 0
     mid = masks[("mid", True)]
     for da, db_ in zip(a, b):
@@ -83,7 +86,8 @@ def main() -> None:
     print("| audits | guide | n per λ | AMS ≥mid ratio | UMS ≥mid ratio | AMS high ratio | same nearest | "
           "same ≥mid outcome |\n|---|---|---:|---|---|---|---:|---:|")
     for r in rows:
-        cells = [f"{e['ratio']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}]" for e in r["endpoints"].values()]
+        cells = [f"{e['ratio']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}]" + (f" (+{e['gained']} −{e['lost']})"
+                 if k.startswith("ams") else "") for k, e in r["endpoints"].items()]
         print(f"| {Path(r['b']).name} vs {Path(r['a']).name} | {' vs '.join(map(str, r['guide_precision'][::-1]))} "
               f"| {r['n']} | {' | '.join(cells)} | {100 * r['same_nearest']:.1f} % | "
               f"{100 * r['same_mid_outcome']:.1f} % |")
