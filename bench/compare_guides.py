@@ -2,8 +2,9 @@
 differently (a fork that changed only how the guide runs, e.g. ``guide_precision``): are the
 guided images as good? Paired on (λ, sample index) over the declared λ range, the second
 audit against the first: the ratio of AMS and UMS at "at least mid" and AMS at "high", with
-the product's paired bootstrap interval, and how many guided images kept their nearest
-training image and their band.
+the product's paired bootstrap interval; McNemar's exact test on the images that changed band;
+the difference of distinct training images with an uncentred paired bootstrap interval; and how
+many guided images kept their nearest training image and their band.
 
     python bench/compare_guides.py WS_FP32 WS_BF16 [WS_FP32_2 WS_BF16_2 ...] [--json OUT]
 
@@ -36,6 +37,17 @@ def pooled(datas: list[dict], keep: np.ndarray, mask, nearest_only: bool) -> sta
                           np.concatenate([a.pair_train for a in arms]))
 
 
+def ums_difference(arm_b: statistics.Arm, arm_a: statistics.Arm) -> tuple[float, float, float]:
+    """Distinct training images, b − a, with the paired bootstrap interval of the *uncentred*
+    difference (the eighteenth study): both arms' draws share their resampled indices, so their
+    resampling bias largely cancels, and two identical arms give [0, 0] — unlike the ratio of
+    separately centred draws, whose interval can exclude its own estimate of 1."""
+    draws = np.concatenate([arm_b.ums_resampled(c) - arm_a.ums_resampled(c)
+                            for c in statistics.bootstrap_counts(arm_a.n)]) * arm_a.n
+    lo, hi = statistics.percentile_interval(draws)
+    return (arm_b.ums() - arm_a.ums()) * arm_a.n, lo, hi
+
+
 def compare(ws_a: Path, ws_b: Path) -> dict:
     cfg = Workspace(ws_a).load_config()
     lams = cfg.table_grid()
@@ -64,6 +76,11 @@ def compare(ws_a: Path, ws_b: Path) -> dict:
             "lo": c[f"{key}_ratio_lo"], "hi": c[f"{key}_ratio_hi"], "p": c[f"{key}_p"],
             # the guided images that changed their outcome: in the band only under b, only under a
             "gained": int((arm_b.hit & ~arm_a.hit).sum()), "lost": int((arm_a.hit & ~arm_b.hit).sum())}
+        e = out["endpoints"][f"{key} >={band}"]
+        if key == "ams":  # McNemar's exact test on the images whose outcome changed
+            e["mcnemar_p"] = statistics.mcnemar_exact(e["gained"], e["lost"])
+        else:
+            e["difference"], e["difference_lo"], e["difference_hi"] = ums_difference(arm_b, arm_a)
     same_nearest = same_band = total = 0
     mid = masks[("mid", True)]
     for da, db_ in zip(a, b):
@@ -86,8 +103,10 @@ def main() -> None:
     print("| audits | guide | n per λ | AMS ≥mid ratio | UMS ≥mid ratio | AMS high ratio | same nearest | "
           "same ≥mid outcome |\n|---|---|---:|---|---|---|---:|---:|")
     for r in rows:
-        cells = [f"{e['ratio']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}]" + (f" (+{e['gained']} −{e['lost']})"
-                 if k.startswith("ams") else "") for k, e in r["endpoints"].items()]
+        cells = [f"{e['ratio']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}]" + (
+            f" (+{e['gained']} −{e['lost']}, McNemar p {e['mcnemar_p']:.2g})" if k.startswith("ams") else
+            f"; difference {e['difference']:+.0f} [{e['difference_lo']:+.1f}, {e['difference_hi']:+.1f}] images")
+            for k, e in r["endpoints"].items()]
         print(f"| {Path(r['b']).name} vs {Path(r['a']).name} | {' vs '.join(map(str, r['guide_precision'][::-1]))} "
               f"| {r['n']} | {' | '.join(cells)} | {100 * r['same_nearest']:.1f} % | "
               f"{100 * r['same_mid_outcome']:.1f} % |")
