@@ -149,8 +149,8 @@ class SettingsView(QWidget):
         self._mark_unused()
         self.state.setText(
             "The audit has started: settings that change results are read-only (a change would mix two audits "
-            "in one workspace; start a new audit instead). Run settings (batch size, device, processes, precision, "
-            "threads, compile) may change before a resume" + (
+            "in one workspace; start a new audit instead). Run settings ("
+            + ", ".join(sorted(config.RESUMABLE_CHANGES)) + ") may change before a resume" + (
                 ", and the model or training folder may point to where it lies now (the run checks it holds the "
                 "same files)." if self.changeable - config.RESUMABLE_CHANGES else ".") if self.started else
             "Settings of this audit, as in its audit.toml; hover a name for what it does and its default. "
