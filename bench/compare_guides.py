@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from side_engine import results, statistics, storage  # noqa: E402
+from side_engine import results, statistics, storage, unseen  # noqa: E402
 from side_engine.workspace import Workspace  # noqa: E402
 
 ENDPOINTS = (("mid", "ams"), ("mid", "ums"), ("high", "ams"))
@@ -30,11 +30,7 @@ ENDPOINTS = (("mid", "ams"), ("mid", "ums"), ("high", "ams"))
 
 def pooled(datas: list[dict], keep: np.ndarray, mask, nearest_only: bool) -> statistics.Arm:
     """The guided images of every λ of the range as one arm: λ j's sample i at position j·n + i."""
-    arms = [results.arm(d, mask, keep, nearest_only) for d in datas]
-    n = len(keep)
-    return statistics.Arm(np.concatenate([a.hit for a in arms]),
-                          np.concatenate([a.pair_pos + j * n for j, a in enumerate(arms)]),
-                          np.concatenate([a.pair_train for a in arms]))
+    return unseen.pooled([results.arm(d, mask, keep, nearest_only) for d in datas])
 
 
 def ums_difference(arm_b: statistics.Arm, arm_a: statistics.Arm) -> tuple[float, float, float]:

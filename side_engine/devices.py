@@ -63,7 +63,9 @@ def guide_precision(setting: str, precision: str, device: torch.device) -> str:
         return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else precision
     if setting in ("fp32", "bf16"):
         return setting
-    raise ConfigError(f"setting 'guide_precision' = {setting!r}: must be auto, same, fp32 or bf16")
+    from .config import GUIDE_PRECISIONS
+
+    raise ConfigError(f"setting 'guide_precision' = {setting!r}: must be one of {', '.join(GUIDE_PRECISIONS)}")
 
 
 def default_batch_size(device: torch.device, sample_size: int, channels: int) -> int:
