@@ -10,7 +10,7 @@ import math
 import numpy as np
 import sqlite_utils
 
-from . import measures, statistics
+from . import measures, statistics, unseen
 from .config import AuditConfig
 from .scorers import Band, bands_for, bands_setting
 
@@ -59,7 +59,7 @@ def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clo
     verdict = compare(db, cfg, higher_is_closer, bands)
     from .estimate import per_sample_seconds
 
-    unseen = unseen_estimates(db, cfg, higher_is_closer, bands, per_sample_seconds(db, cfg))
+    estimates = unseen_estimates(db, cfg, higher_is_closer, bands, per_sample_seconds(db, cfg))
     ranked = _exposure_rows(db)
     with db.atomic():
         for table in ("metrics", "topk", "summary", "exposure"):
@@ -74,7 +74,7 @@ def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clo
 
         set_kv(db, "comparison", verdict)
         set_kv(db, "best_histogram", best_histogram(db))  # the app reads 40 counts, not 2.5 M scores
-        set_kv(db, "unseen", unseen)
+        set_kv(db, "unseen", estimates)
         set_kv(db, "extraction_n", extraction_n(db))
         set_kv(db, "calibration", calibration(db, metric_rows, verdict))
         set_kv(db, "exposure_stored", True)  # audits from before m005 have an empty table, not a ranking
@@ -235,11 +235,7 @@ def _coverage(rnd: dict, pooled: list[dict], mask, keep: np.ndarray, nearest_onl
     """Distinct training images reached at equal budgets; the method's pool holds its samples at
     every λ of the range (positions offset per λ)."""
     r = arm(rnd, mask, keep, nearest_only)
-    arms = [arm(d, mask, keep, nearest_only) for d in pooled]
-    offset = np.cumsum([0] + [a.n for a in arms[:-1]])
-    m = statistics.Arm(np.concatenate([a.hit for a in arms]),
-                       np.concatenate([a.pair_pos + o for a, o in zip(arms, offset)]),
-                       np.concatenate([a.pair_train for a in arms]))
+    m = unseen.pooled([arm(d, mask, keep, nearest_only) for d in pooled])
     return statistics.coverage_curve(r, m, statistics.budgets_for(r.n))
 
 
@@ -250,8 +246,6 @@ def unseen_estimates(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clos
     find and the expected count as the budget grows (``side_engine.unseen``); and the budget
     each strategy needs for 90 % of the images the whole audit's samples say are extractable.
     ``per_sample``: seconds per generated image by method, for the planner's hours."""
-    from . import unseen
-
     nearest_only = cfg.ums == "nearest-only"
     out: dict = {"estimator": unseen.DEFAULT, "cap": unseen.EXTRAPOLATION_CAP, "share": unseen.PLAN_SHARE,
                  "lambdas": cfg.table_grid(), "strategies": [], "planner": []}
