@@ -310,7 +310,7 @@ def test_any_split_of_the_sample_indices_makes_the_same_samples(tmp_path, tiny_m
     assert [m[:4] for m in a[1]] == [m[:4] for m in b[1]]  # same in-band pairs
 
 
-def test_a_resume_whose_guide_runs_in_another_precision_says_so(tmp_path, tiny_model, faces):
+def test_a_resume_whose_guide_runs_in_another_precision_says_so(tmp_path, tiny_model, faces, monkeypatch):
     ws = init_workspace(tmp_path / "ws", str(tiny_model), str(faces), **TINY_SETTINGS, guide_precision="fp32")
     with pytest.raises(Cancelled):
         AuditRunner(ws, RecordingProgress(cancel_after=("sample", 16))).run()
@@ -323,7 +323,13 @@ def test_a_resume_whose_guide_runs_in_another_precision_says_so(tmp_path, tiny_m
     cfg = ws.load_config()
     cfg.guide_precision = "bf16"  # a run setting: the resume is allowed, and the mix is said
     ws.write_config(cfg, overwrite=True)
-    AuditRunner(ws).run()
+    from side_engine import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    said_live = RecordingProgress()
+    AuditRunner(ws, said_live).run()
+    emulated = [m for m in said_live.messages if "without native bf16" in m]
+    assert len(emulated) == 1  # bf16 where it is emulated is slower: the log says so, once a run
     db = storage.connect(ws.db_path)
     try:
         assert storage.get_kv(db, "guide_precision") == "bf16"
