@@ -106,8 +106,9 @@ def budget_chart(curves: Sequence[dict], title: str, xlabel: str, ylabel: str) -
             if not seg:
                 continue
             x = [p["budget"] for p in seg]
-            ax.fill_between(x, [p["lo"] for p in seg], [p["hi"] for p in seg], color=c["colour"], alpha=0.12,
-                            linewidth=0)
+            if not extrapolated:  # the extrapolation is an estimate with no validated range
+                ax.fill_between(x, [p["lo"] for p in seg], [p["hi"] for p in seg], color=c["colour"], alpha=0.12,
+                                linewidth=0)
             ax.plot(x, [p["expected"] for p in seg], style, color=c["colour"], linewidth=1.6,
                     label=None if extrapolated else c["label"])
         if c.get("asymptote") is not None:

@@ -376,10 +376,14 @@ def print_summary(result: dict) -> None:
         console.print(on_target_meaning(result["on_target_by"]), highlight=False)
     from .report import verdict_line
 
-    for c in (result.get("comparison") or {}).get("range", []):
+    comparison = result.get("comparison") or {}
+    for c in comparison.get("range", []):
         if c["cumulative"] and c["band"] == "mid":
             for key in ("ums", "ams"):
                 console.print(verdict_line(c, key, "mid"), highlight=False)
+    if comparison.get("conditional_on"):
+        console.print(f"Brackets: 95 % intervals, conditional on {comparison['conditional_on']} "
+                      "(docs/method.md: how they were checked, and the spread between trainings).", highlight=False)
     for w in result.get("warnings", []):
         console.print(f"[bold red]Warning:[/] {w}", highlight=False)
 

@@ -77,11 +77,11 @@ def build_report(workspace: str | Path, redact: bool = False, top: int = 24) -> 
         model["headline"] = headline(data, exposure, n_train, bands)
         model["table1"] = _table1(data)
         model["comparisons"] = _comparisons(data)
-        from .statistics import wilson
+        from .statistics import clopper_pearson
 
-        for c in model["classifiers"]:  # accuracy is a rate too: with its Wilson interval when n is known
+        for c in model["classifiers"]:  # accuracy is a rate too: with its exact interval when n is known
             n = c["details"].get("measured_n")
-            c["interval"] = (wilson(round(c["accuracy"] * n), n) if n and c["accuracy"] is not None else None)
+            c["interval"] = (clopper_pearson(round(c["accuracy"] * n), n) if n and c["accuracy"] is not None else None)
         model["comparison"] = data.get("comparison") or {}
         model["measure"] = data["audit"].get("measure", "")
         info["model"] = data["audit"].get("model", "")
@@ -228,11 +228,12 @@ def unseen_lines(unseen: dict | None, band: str = "mid") -> list[str]:
                          f"{r['generated']} generated images; with none found the estimate cannot say how many a "
                          f"larger budget would find (anywhere up to all {r.get('ceiling', 'the')} training images).")
             continue
+        # the lower bound rounded down: 21.7 is "at least 21"; the upper end is the training set
         lines.append(f"{STRATEGY_WORDS.get(r['strategy'], r['strategy'])}: {r['observed']} training images found "
-                     f"at ≥{band} in {r['generated']} generated images; an estimated {r[est]:.0f} "
-                     # the interval rounded outwards: 21.3 is "at most 22", never "[21, 21]"
-                     f"[{math.floor(r[est + '_lo'])}, {math.ceil(r[est + '_hi'])}] would be found with an "
-                     f"unlimited budget ({ESTIMATOR_WORDS.get(est, est)}).")
+                     f"at ≥{band} in {r['generated']} generated images; with an unlimited budget an estimated "
+                     f"{r[est]:.0f}, at least {math.floor(r.get('total_lo', r[est + '_lo']))} (95 % lower bound) "
+                     f"and up to all {r.get('ceiling', 'the')} training images — the counts cannot bound how many "
+                     f"rarely generated ones remain ({ESTIMATOR_WORDS.get(est, est)}).")
     plan = [p for p in unseen.get("planner", []) if p["band"] == band]
     if plan:
         parts = []
@@ -251,8 +252,8 @@ def unseen_lines(unseen: dict | None, band: str = "mid") -> list[str]:
     return lines
 
 
-ESTIMATOR_WORDS = {"chao2": "Chao2 estimate, 95 % interval; a lower bound",
-                   "ichao2": "iChao2 estimate, 95 % interval; a lower bound: on small audits it fell 17-37 % short "
+ESTIMATOR_WORDS = {"chao2": "Chao2 estimate, itself a lower bound",
+                   "ichao2": "iChao2 estimate, itself a lower bound: on small audits it fell 17-37 % short "
                              "of what large runs reached"}
 
 
@@ -389,7 +390,7 @@ def write_csv(model: dict, workspace: str | Path, out: Path) -> Path:
             if not model["redacted"]:
                 cols.insert(1, "path")
             # per strategy and band (at least as close): hits, and the per-sample extraction
-            # probability hits / generated images with its Wilson 95 % interval
+            # probability hits / generated images with its exact 95 % interval
             n = results.extraction_n(db)
             keys = [f"{e['strategy']}_{e['band']}" for e in results.extraction(exp[0], n)] if exp else []
             extra = [f"{k}_{part}" for k in keys for part in ("hits", "p", "p_lo", "p_hi")]

@@ -83,7 +83,8 @@ def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clo
 def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
                    bands: list[Band], scorer: str) -> tuple[list[dict], list[dict], list[dict]]:
     """The metric tables from the samples stored so far (also mid-run, read-only): every rate
-    with its 95 % interval (AMS Wilson, UMS bootstrap over generated images)."""
+    with its 95 % interval (AMS exact binomial, UMS the jackknife over generated images, or the
+    exact Poisson interval with few finds: ``statistics``)."""
     metric_rows, topk_rows, summary_rows = [], [], []
     nearest_only = cfg.ums == "nearest-only"
     classes = _classes(db)
@@ -99,6 +100,8 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
             row = by_band.setdefault(name, {"method": method, "lam": lam, "n_generated": n, "scorer": scorer,
                                             "band": name})
             for key, v in r.items():
+                if key == "ums_method":  # how the interval was made: said in the method text
+                    continue
                 base, _, end = key.partition("_")
                 row[f"{base}{suffix}" + (f"_{end}" if end else "")] = _nan(v) if n else (0.0 if not end else None)
         metric_rows += by_band.values()
@@ -110,9 +113,9 @@ def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer
         steered = d["steered"][np.isfinite(d["steered"])]
         ratio = d["guidance_ratio"][np.isfinite(d["guidance_ratio"])]
         k_steer = int(steered.sum())
-        s_lo, s_hi = statistics.wilson(k_steer, len(steered))
+        s_lo, s_hi = statistics.clopper_pearson(k_steer, len(steered))
         gu = d["gu"][np.isfinite(d["gu"])]
-        g_lo, g_hi = statistics.wilson(int((gu < measures.GU_THRESHOLD).sum()), len(gu))
+        g_lo, g_hi = statistics.clopper_pearson(int((gu < measures.GU_THRESHOLD).sum()), len(gu))
         guided = len(steered) and method != "random"
         # the guidance ratio's mean over generated images, with a normal interval (n in the hundreds)
         half = 1.96 * ratio.std(ddof=1) / math.sqrt(len(ratio)) if len(ratio) > 1 else None
@@ -152,7 +155,7 @@ def _classes(db: sqlite_utils.Database) -> tuple[np.ndarray | None, int] | None:
 
 def _on_target(d: dict, cfg: AuditConfig, classes, mid: Band | None, higher_is_closer: bool) -> dict:
     """The independent measure of steering: the scorer's nearest training image carries the
-    sample's target class (any distance, and at ≥mid), Wilson intervals. Random is scored
+    sample's target class (any distance, and at ≥mid), exact binomial intervals. Random is scored
     against the same targets (its samples are paired with the guided ones): its rate is chance."""
     from .guide_check import on_target
     from .sampler import target_classes
@@ -168,21 +171,27 @@ def _on_target(d: dict, cfg: AuditConfig, classes, mid: Band | None, higher_is_c
     close = measures.at_least(d["best"], mid, higher_is_closer) if mid is not None else np.zeros(len(hit), bool)
     out = {}
     for key, h in zip(keys, (hit, hit & close)):
-        lo, hi = statistics.wilson(int(h.sum()), len(h))
+        lo, hi = statistics.clopper_pearson(int(h.sum()), len(h))
         out.update({key: float(h.mean()), f"{key}_lo": _nan(lo), f"{key}_hi": _nan(hi)})
     return out
 
 
 COMPARED = ("side", "ti")
-ALPHA = 0.05
+ALPHA = statistics.ALPHA
+HOLM_FAMILY = "the λ grid of one endpoint (AMS or UMS) in one band"
+CONDITIONAL_ON = ("this audit's classifiers: the intervals cover what more samples from the same guided sampler "
+                  "would give, not what another training of its classifier would")
 
 
 def compare(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool, bands: list[Band],
             coverage: bool = True) -> dict:
-    """Each guided method against Random, paired on shared sample indices: per λ (McNemar exact
-    for AMS, paired bootstrap for UMS, Holm over the λ grid), over the declared λ range (one
-    pre-declared test: the Table-1 row), and the coverage of training images at equal budget."""
+    """Each guided method against Random, paired on shared sample indices: per λ (AMS McNemar
+    exact, UMS the paired jackknife of the log ratio; Holm over the λ grid of one endpoint and
+    band), over the declared λ range (one pre-declared test: the Table-1 row), and the coverage
+    of training images at equal budget. Each verdict is its own interval's: "more" exactly when
+    the ratio's interval lies above 1 (per λ: and Holm's adjusted p below alpha)."""
     out: dict = {"alpha": ALPHA, "table_lambdas": cfg.table_grid(), "declared": bool(cfg.table_lambdas),
+                 "holm_family": HOLM_FAMILY, "conditional_on": CONDITIONAL_ON,
                  "per_lambda": [], "range": [], "coverage": []}
     if "random" not in cfg.methods:
         return out
@@ -194,7 +203,6 @@ def compare(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
             continue
         lams = [lam for m, lam in cfg.grid() if m == method]
         data = {lam: _load(db, method, lam) for lam in lams}
-        # per λ, every band in one pass of bootstrap draws (the numbers each would get alone)
         per_lam: dict[float, list[dict]] = {}
         for lam in lams:
             keep = np.intersect1d(rnd["index"], data[lam]["index"])
@@ -494,12 +502,12 @@ def extraction_n(db: sqlite_utils.Database) -> dict[str, int]:
 
 def extraction(row: dict, n: dict[str, int]) -> list[dict]:
     """A training image's per-sample extraction probability per strategy and band (at least as
-    close), each with its Wilson 95 % interval: hits / generated images."""
+    close), each with its exact 95 % interval: hits / generated images."""
     out = []
     for key, hits in row.items():
         strategy, _, band = key.rpartition("_")
         if strategy in n and band in ("high", "mid", "low") and isinstance(hits, int):
-            lo, hi = statistics.wilson(hits, n[strategy])
+            lo, hi = statistics.clopper_pearson(hits, n[strategy])
             out.append({"strategy": strategy, "band": band, "hits": hits, "n": n[strategy],
                         "p": hits / n[strategy] if n[strategy] else None, "lo": lo, "hi": hi})
     return out

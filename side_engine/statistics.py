@@ -1,32 +1,51 @@
 """Uncertainty of the audit's rates, and paired comparisons of a method with Random.
 
-Pure functions of arrays. Generated images are the sampling unit: AMS is a
-binomial proportion (Wilson interval); UMS counts distinct training images
-over N_G, which no closed form covers, so it is bootstrapped over generated
-images (percentile interval shifted onto the estimate, see ``centred``). Methods share
-per-sample seeds (sample ``i`` starts from the same
-noise for every method and λ), so a method and Random are compared *paired*
-on the sample indices both hold: McNemar's exact test for AMS, a paired
-bootstrap for UMS and for every ratio, Holm-corrected over the λ grid.
+Pure functions of arrays; every interval here is checked against a known truth by
+``bench/calibration.py`` (coverage and false-verdict rates, ``bench/RESULTS.md``). Generated
+images are the sampling unit, and every interval is *conditional on this audit's classifiers*:
+it covers the rate that more samples from the same guided sampler would give, not what another
+training of its classifier would.
+
+- AMS is a binomial proportion: exact (Clopper–Pearson) interval, which never under-covers at
+  the rates near 0 an audit's high band has.
+- UMS counts distinct training images. Its variance is at most the expected number of images
+  found exactly once (an image's indicator has variance (1−p)^n(1−(1−p)^n) ≤ n p (1−p)^(n−1)),
+  which the delete-one jackknife over generated images estimates: Σ s_i², s_i the images only
+  generated image i reached. A resampling bootstrap sees only the images found and so misses
+  the variance of those not yet found (it covered 72 % of the truth at N_G 512). With fewer than
+  ``FEW`` such images the normal interval is not used: the count's exact Poisson interval is
+  (a count of independent finds is less spread than a Poisson count of the same mean).
+- A method against Random, paired on sample positions (shared noise): the log ratio's
+  delete-one jackknife over positions, so pairing enters through each position's two terms,
+  and the verdict is that same interval's (it says "more" exactly when the ratio's interval
+  lies above 1). With few finds, the exact conditional test of two Poisson counts (again
+  conservative), and its exact interval of the ratio.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
+from scipy import special, stats
 
+from .arms import SEED, Arm, budgets_for
 from .measures import TOPK_FRACTIONS
 
+__all__ = ["Arm", "SEED", "budgets_for"]  # their home is ``arms``; imported from here before
+
 Z95 = 1.959963984540054
-BOOTSTRAP = 1000  # resamples (docs/method.md: at least 1 000)
-SEED = 20240607  # fixed: an audit's intervals are reproducible
+ALPHA = 0.05
+BOOTSTRAP = 1000  # resamples of the top-k intervals and the coverage curve's mixed strategy
+# below this many sole finds (images found by one generated image only) in the counts compared,
+# the normal approximation is not used: the exact Poisson methods are (``bench/calibration.py``)
+FEW = 5
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion k/n (NaN, NaN for n = 0)."""
+    """Wilson score interval of a binomial proportion k/n (NaN, NaN for n = 0). Newcombe's
+    difference is built from it; a rate the product prints uses ``clopper_pearson``."""
     if n <= 0:
         return math.nan, math.nan
     p = k / n
@@ -48,58 +67,27 @@ def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> t
     return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
 
-def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Exact (Clopper–Pearson) interval of a binomial proportion k/n: the p at which k or more
-    (k or fewer) successes have probability alpha/2, found by bisection on the binomial tail.
-    k = 0 gives [0, 1 − (alpha/2)^(1/n)] — "at most a few percent", never a certain zero."""
+def clopper_pearson(k: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) interval of a binomial proportion k/n: at least its nominal
+    coverage at every p. k = 0 gives [0, 1 − (alpha/2)^(1/n)] — "at most a few percent", never a
+    certain zero."""
     if n <= 0:
         return math.nan, math.nan
-    log_comb = _log_comb(n, n)
+    # the beta quantiles scipy.stats.binomtest(k, n).proportion_ci(method="exact") solves for
+    lo = 0.0 if k <= 0 else float(special.betaincinv(k, n - k + 1, alpha / 2))
+    hi = 1.0 if k >= n else float(special.betaincinv(k + 1, n - k, 1 - alpha / 2))
+    return lo, hi
 
-    def cdf(x: int, p: float) -> float:
-        if p <= 0:
-            return 1.0
-        if p >= 1:
-            return 1.0 if x >= n else 0.0
-        return _binom_cdf(log_comb, x, n, p)
 
-    def solve(f, target: float) -> float:  # f decreasing in p on [0, 1]
-        lo, hi = 0.0, 1.0
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if f(mid) > target else (lo, mid)
-        return (lo + hi) / 2
-
-    lower = 0.0 if k == 0 else solve(lambda p: cdf(k - 1, p), 1 - alpha / 2)  # P(X >= k) = alpha/2
-    upper = 1.0 if k >= n else solve(lambda p: cdf(k, p), alpha / 2)  # P(X <= k) = alpha/2
-    return lower, upper
+proportion_interval = clopper_pearson  # the interval of every rate of generated images shown
 
 
 def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: of the b + c discordant pairs, is a split as
-    uneven as (b, c) likely under Binomial(b + c, 1/2)?"""
-    n = b + c
-    if n == 0:
+    """Two-sided exact McNemar p-value: of the b + c discordant pairs, is a split as uneven as
+    (b, c) likely under Binomial(b + c, 1/2)?"""
+    if b + c == 0:
         return 1.0
-    k = min(b, c)
-    if n <= 1000:  # exact in integers
-        return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
-    # thousands of discordant pairs (the paper's 50 000 samples a λ): 2**n overflows a float
-    return min(1.0, 2 * _binom_cdf(_log_comb(n, k), k, n, 0.5))
-
-
-def _log_comb(n: int, k: int) -> np.ndarray:
-    """log C(n, i) for i = 0..k, accumulated term by term (no factorial overflows)."""
-    i = np.arange(1, k + 1)
-    return np.concatenate([[0.0], np.cumsum(np.log(n - i + 1) - np.log(i))])
-
-
-def _binom_cdf(log_comb: np.ndarray, x: int, n: int, p: float) -> float:
-    """P(X <= x) under Binomial(n, p), 0 < p < 1, summed in logs; ``log_comb`` covers 0..x."""
-    i = np.arange(x + 1)
-    terms = log_comb[:x + 1] + i * math.log(p) + (n - i) * math.log1p(-p)
-    top = float(terms.max())
-    return float(min(1.0, math.exp(top) * np.exp(terms - top).sum()))
+    return float(min(1.0, stats.binomtest(min(b, c), b + c, 0.5).pvalue))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -115,10 +103,237 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return out
 
 
+def _z(alpha: float) -> float:
+    return Z95 if alpha == ALPHA else float(special.ndtri(1 - alpha / 2))
+
+
+def poisson_interval(x: float, alpha: float = ALPHA) -> tuple[float, float]:
+    """Exact (Garwood) interval of a Poisson mean from a count x (real x: chi-square quantiles)."""
+    lo = 0.0 if x <= 0 else float(special.gammaincinv(x, alpha / 2))
+    return lo, float(special.gammaincinv(x + 1, 1 - alpha / 2))
+
+
+def count_interval(total: float, terms: np.ndarray, alpha: float = ALPHA) -> tuple[float, float, str]:
+    """Interval of the expected value of a count made of per-position ``terms`` (what each
+    generated image adds to it): normal with the jackknife variance Σ terms² when at least
+    ``FEW`` positions add to it; otherwise the exact Poisson interval of the count in units of the
+    terms' typical size (one image a term with one pair a sample), which never claims certainty."""
+    terms = np.asarray(terms, dtype=np.float64)
+    z = _z(alpha)
+    if np.count_nonzero(terms) >= FEW:
+        half = z * math.sqrt(float((terms ** 2).sum()))
+        return max(0.0, total - half), total + half, "jackknife"
+    unit = _unit(terms)
+    lo, hi = poisson_interval(total / unit, alpha)
+    return lo * unit, hi * unit, "exact Poisson"
+
+
+def _unit(terms: np.ndarray) -> float:
+    """The size of one find in a count's terms: Σ t² / Σ t (1 when each position adds at most 1)."""
+    s = float(terms.sum())
+    return max(1.0, float((terms ** 2).sum()) / s) if s > 0 else 1.0
+
+
+def distinct_interval(arm: Arm, alpha: float = ALPHA) -> tuple[float, float, str]:
+    """UMS's interval on the count scale: the expected number of distinct training images an
+    audit of this N_G reaches with this sampler. The count's terms are the sole finds; with too
+    few of them, the exact Poisson interval of the count itself (the terms then say too little
+    about its spread)."""
+    d, sole = arm.distinct(), arm.sole_finds().astype(np.float64)
+    if np.count_nonzero(sole) >= FEW:
+        return count_interval(d, sole, alpha)
+    unit = _unit(_pairs_per_hit(arm))
+    # images found SURE times or more would be found again by any audit of this size (a miss
+    # has chance about e^-SURE): they are counted as they are; the rest is the Poisson count
+    sure = _found_often(arm)
+    lo, hi = poisson_interval((d - sure) / unit, alpha)
+    return sure + lo * unit, sure + hi * unit, "exact Poisson"
+
+
+SURE = 8  # finds of one image above which missing it in a new audit has chance < e^-8 ≈ 0.03 %
+
+
+def _found_often(arm: Arm) -> int:
+    if not len(arm.pair_train):
+        return 0
+    pairs = np.unique(np.stack([arm.pair_train, arm.pair_pos]), axis=1)
+    _, freq = np.unique(pairs[0], return_counts=True)
+    return int((freq >= SURE).sum())
+
+
+def _pairs_per_hit(arm: Arm) -> np.ndarray:
+    """Distinct training images each generated image reached (1 for one pair a sample)."""
+    if not len(arm.pair_pos):
+        return np.zeros(0)
+    pairs = np.unique(np.stack([arm.pair_train, arm.pair_pos]), axis=1)
+    return np.bincount(pairs[1], minlength=arm.n).astype(np.float64)
+
+
+def rate_intervals(arm: Arm, alpha: float = ALPHA) -> dict:
+    """AMS with its exact interval, UMS with its interval (``distinct_interval``), 95 %."""
+    lo, hi = clopper_pearson(int(arm.hit.sum()), arm.n, alpha)
+    if not arm.n:
+        return {"ams": math.nan, "ams_lo": lo, "ams_hi": hi, "ums": math.nan, "ums_lo": math.nan,
+                "ums_hi": math.nan, "ums_method": None}
+    ulo, uhi, how = distinct_interval(arm, alpha)
+    return {"ams": arm.ams(), "ams_lo": lo, "ams_hi": hi, "ums": arm.ums(), "ums_lo": ulo / arm.n,
+            "ums_hi": uhi / arm.n, "ums_method": how}
+
+
+def rate_intervals_many(arms: Sequence[Arm], alpha: float = ALPHA) -> list[dict]:
+    """``rate_intervals`` of several arms (the bands of one (method, λ))."""
+    return [rate_intervals(a, alpha) for a in arms]
+
+
+def ums_interval(arm: Arm, alpha: float = ALPHA) -> tuple[float, float]:
+    """UMS's 95 % interval (rate scale)."""
+    r = rate_intervals(arm, alpha)
+    return r["ums_lo"], r["ums_hi"]
+
+
+def paired_comparison(method: Sequence[Arm], random: Arm, alpha: float = ALPHA) -> dict:
+    """A method against Random on the same sample positions. ``method`` holds one arm per λ;
+    with several, the method's rate is their mean (a declared λ range, never a maximum).
+
+    For AMS and UMS: each arm's rate and interval, the difference and the ratio with their
+    intervals, and the two-sided p-value of the same computation (the ratio's interval excludes
+    1 exactly when p < alpha): ``compare_counts``."""
+    return paired_comparisons([(method, random)], alpha)[0]
+
+
+def paired_comparisons(pairs: Sequence[tuple[Sequence[Arm], Arm]], alpha: float = ALPHA) -> list[dict]:
+    """``paired_comparison`` of several (method arms, Random arm) on the same n positions."""
+    for method, random in pairs:
+        if not method or any(a.n != random.n for a in method):
+            raise ValueError("paired comparison needs arms on the same sample positions")
+    return [_paired(method, random, alpha) for method, random in pairs]
+
+
+def _paired(method: Sequence[Arm], random: Arm, alpha: float) -> dict:
+    n, lams = random.n, len(method)
+    out: dict = {"n": n}
+    # AMS: the per-position terms are hits (the method's averaged over its λ); UMS: sole finds
+    hits_m = np.mean([a.hit for a in method], axis=0).astype(np.float64)
+    hits_r = random.hit.astype(np.float64)
+    sole_m = np.mean([a.sole_finds() for a in method], axis=0).astype(np.float64)
+    sole_r = random.sole_finds().astype(np.float64)
+    d_m = float(np.mean([a.distinct() for a in method]))
+    d_r = float(random.distinct())
+    for key, (tm, tr), (cm, cr), centred in (
+            ("ams", (hits_m.sum(), hits_r.sum()), (hits_m, hits_r), True),
+            ("ums", (d_m, d_r), (sole_m, sole_r), False)):
+        out[f"{key}_method"], out[f"{key}_random"] = (tm / n, tr / n) if n else (math.nan, math.nan)
+        if key == "ams" and lams == 1:
+            c = mcnemar_ratio(method[0].hit, random.hit, alpha)
+        else:
+            c = compare_counts(tm, cm, tr, cr, centred, alpha)
+        for name in ("diff", "diff_lo", "diff_hi"):
+            out[f"{key}_{name}"] = c[name] / n if n else math.nan
+        for name in ("ratio", "ratio_lo", "ratio_hi", "p", "test"):
+            out[f"{key}_{name}"] = c[name]
+    # each arm's own interval, on the scale of the rate compared
+    if lams == 1:
+        out["ams_method_lo"], out["ams_method_hi"] = clopper_pearson(int(method[0].hit.sum()), n, alpha)
+        lo, hi, _ = distinct_interval(method[0], alpha)
+    else:
+        lo, hi, _ = count_interval(hits_m.sum(), hits_m - (hits_m.mean() if n else 0), alpha)
+        out["ams_method_lo"], out["ams_method_hi"] = lo / n, min(hi / n, 1.0)
+        lo, hi, _ = count_interval(d_m, sole_m, alpha)
+    out["ums_method_lo"], out["ums_method_hi"] = lo / n, hi / n
+    out["ams_random_lo"], out["ams_random_hi"] = clopper_pearson(int(random.hit.sum()), n, alpha)
+    lo, hi, _ = distinct_interval(random, alpha)
+    out["ums_random_lo"], out["ums_random_hi"] = lo / n, hi / n
+    if lams == 1:  # McNemar's discordant images, for the reader (the verdict is the ratio's)
+        b = int((method[0].hit & ~random.hit).sum())
+        c = int((random.hit & ~method[0].hit).sum())
+        out["ams_discordant"] = [b, c]
+        out["ams_mcnemar_p"] = mcnemar_exact(b, c)
+    return out
+
+
+def compare_counts(total_m: float, terms_m: np.ndarray, total_r: float, terms_r: np.ndarray,
+                   centred: bool, alpha: float = ALPHA) -> dict:
+    """Two counts on the same positions (the method's averaged over ``lams`` λ): difference and
+    ratio with 95 % intervals and one two-sided p-value, from one computation.
+
+    Enough finds (``FEW`` positions adding to either count): the delete-one jackknife over
+    positions of the log ratio (terms centred for a mean of hits, uncentred for a distinct
+    count, whose variance the sole finds bound), a normal interval on the log scale — it can
+    never exclude its own estimate — and the p-value of the same z. Fewer: each count read as
+    Poisson in units of its terms' size (a distinct count of independent finds is less spread,
+    and positive pairing only narrows the truth), the exact conditional binomial test of the
+    method's share of the two, and its Clopper–Pearson interval turned into a ratio."""
+    terms_m, terms_r = np.asarray(terms_m, np.float64), np.asarray(terms_r, np.float64)
+    z = _z(alpha)
+    diff = total_m - total_r
+    dm = terms_m - terms_m.mean() if centred and len(terms_m) else terms_m
+    dr = terms_r - terms_r.mean() if centred and len(terms_r) else terms_r
+    se_diff = math.sqrt(float(((dm - dr) ** 2).sum()))
+    out = {"diff": diff, "diff_lo": math.nan, "diff_hi": math.nan}  # printed with the jackknife only
+    if total_m <= 0 and total_r <= 0:
+        return {**out, "ratio": math.nan, "ratio_lo": math.nan, "ratio_hi": math.nan, "p": 1.0,
+                "test": "nothing found by either"}
+    enough = min(np.count_nonzero(terms_m), np.count_nonzero(terms_r)) >= FEW and total_m > 0 and total_r > 0
+    if enough:
+        log_r = math.log(total_m / total_r)
+        se = math.sqrt(float(((dm / total_m - dr / total_r) ** 2).sum()))
+        out.update(diff_lo=diff - z * se_diff, diff_hi=diff + z * se_diff)
+        if se > 0:
+            p = float(2 * special.ndtr(-abs(log_r) / se))
+            return {**out, "ratio": math.exp(log_r), "ratio_lo": math.exp(log_r - z * se),
+                    "ratio_hi": math.exp(log_r + z * se), "p": min(1.0, p), "test": "paired jackknife (log ratio)"}
+        # no position tells the two apart (identical arms): the exact route, never a certain 1
+    # few finds: conditional exact test of two Poisson counts, in units of their terms' size
+    unit = max(_unit(np.abs(terms_m)), _unit(np.abs(terms_r)))
+    x, y = total_m / unit, total_r / unit
+    lo_share = 0.0 if x <= 0 else float(special.betaincinv(x, y + 1, alpha / 2))
+    hi_share = 1.0 if y <= 0 else float(special.betaincinv(x + 1, y, 1 - alpha / 2))
+    ratio = total_m / total_r if total_r > 0 else math.inf
+    # two-sided p of the share x / (x + y) under 1/2: twice the smaller exact tail
+    upper = 1.0 if x <= 0 else float(special.betainc(x, y + 1, 0.5))  # P(X ≥ x)
+    lower = 1.0 if y <= 0 else float(special.betainc(y, x + 1, 0.5))  # P(X ≤ x)
+    # the difference has no exact interval here: none is printed rather than a normal one
+    out.update(diff_lo=math.nan, diff_hi=math.nan)
+    return {**out, "ratio": ratio, "ratio_lo": lo_share / (1 - lo_share),
+            "ratio_hi": math.inf if hi_share >= 1 else hi_share / (1 - hi_share),
+            "p": min(1.0, 2 * min(upper, lower)), "test": "exact conditional (few finds)"}
+
+
+def mcnemar_ratio(hit_m: np.ndarray, hit_r: np.ndarray, alpha: float = ALPHA) -> dict:
+    """AMS of one λ against Random on the same positions: McNemar's exact test and the ratio's
+    interval from the same computation. Given a images both hit and N = b + c discordant ones,
+    the method's share π of the discordant has an exact (Clopper–Pearson) interval, and the
+    ratio of the two rates is (a + πN) / (a + (1 − π)N), increasing in π and 1 at π = 1/2: the
+    interval excludes 1 exactly when McNemar's p < alpha. With no discordant image the
+    interval is that of N's Poisson upper bound, never a certain 1. The difference's interval is
+    the paired jackknife's (normal), printed as a description only."""
+    n = len(hit_m)
+    a = int((hit_m & hit_r).sum())
+    b, c = int((hit_m & ~hit_r).sum()), int((hit_r & ~hit_m).sum())
+    big_n = b + c
+    z = _z(alpha)
+    x, y = hit_m.astype(np.float64), hit_r.astype(np.float64)
+    diff = float(x.sum() - y.sum())
+    se = math.sqrt(float((((x - x.mean()) - (y - y.mean())) ** 2).sum())) if n else 0.0
+    out = {"diff": diff, "diff_lo": diff - z * se if se > 0 else math.nan,
+           "diff_hi": diff + z * se if se > 0 else math.nan, "test": "McNemar exact"}
+    if a + b + c == 0:
+        return {**out, "ratio": math.nan, "ratio_lo": math.nan, "ratio_hi": math.nan, "p": 1.0,
+                "test": "nothing found by either"}
+    lo_pi, hi_pi = clopper_pearson(b, big_n, alpha) if big_n else (0.0, 1.0)
+    span = big_n if big_n else poisson_interval(0, alpha)[1]
+
+    def ratio(pi: float) -> float:
+        den = a + (1 - pi) * span
+        return (a + pi * span) / den if den > 0 else math.inf
+
+    return {**out, "ratio": (a + b) / (a + c) if a + c else math.inf, "ratio_lo": ratio(lo_pi),
+            "ratio_hi": ratio(hi_pi), "p": mcnemar_exact(b, c)}
+
+
 def bootstrap_counts(n: int, resamples: int = BOOTSTRAP, seed: int = SEED, chunk: int = 250) -> Iterator[np.ndarray]:
     """(b, n) multiplicities of each generated image in ``resamples`` bootstrap draws, in chunks
-    so memory stays bounded for large N_G. The same seed gives the same draws, which is what
-    pairs two methods: both see the same resampled indices."""
+    so memory stays bounded for large N_G. The same seed gives the same draws."""
     rng = np.random.default_rng(seed)
     left = resamples
     while left > 0:
@@ -127,53 +342,6 @@ def bootstrap_counts(n: int, resamples: int = BOOTSTRAP, seed: int = SEED, chunk
         draws += (np.arange(b, dtype=draws.dtype) * n)[:, None]  # row r's draws counted in bins r*n..
         yield np.bincount(draws.ravel(), minlength=b * n).astype(np.int32).reshape(b, n)
         left -= b
-
-
-@dataclass
-class Arm:
-    """One (method, λ) on aligned sample positions 0..n-1: which generated images hit the band
-    (AMS) and which (position, training image) pairs lie in it (UMS)."""
-
-    hit: np.ndarray  # (n,) bool
-    pair_pos: np.ndarray  # (P,) int: position of the generated image of each in-band pair
-    pair_train: np.ndarray  # (P,) int: its training image
-
-    @property
-    def n(self) -> int:
-        return len(self.hit)
-
-    def ams(self) -> float:
-        return float(self.hit.mean()) if self.n else math.nan
-
-    def ums(self) -> float:
-        return len(np.unique(self.pair_train)) / self.n if self.n else math.nan
-
-    def ums_resampled(self, counts: np.ndarray) -> np.ndarray:
-        """(b,) UMS of each bootstrap draw: training images with an in-band pair whose generated
-        image was drawn at least once, over n."""
-        if not len(self.pair_train):
-            return np.zeros(len(counts))
-        order = np.argsort(self.pair_train, kind="stable")
-        train_sorted = self.pair_train[order]
-        starts = np.flatnonzero(np.r_[True, train_sorted[1:] != train_sorted[:-1]])
-        drawn = (counts[:, self.pair_pos[order]] > 0).astype(np.uint8)
-        reached = np.maximum.reduceat(drawn, starts, axis=1)
-        return reached.sum(axis=1) / self.n
-
-    def ams_resampled(self, counts: np.ndarray) -> np.ndarray:
-        # the hit columns only (a few % of n): a product with the whole (b, n) matrix converted
-        # it to float64 first, 100 MB a call at n = 50 000; the integer sums are exact either way
-        return counts[:, np.flatnonzero(self.hit)].sum(axis=1, dtype=np.float64) / self.n
-
-
-def centred(resampled: np.ndarray, observed: float) -> np.ndarray:
-    """Bootstrap UMS draws shifted so that they centre on the observed UMS. Resampling with
-    replacement repeats some generated images and drops others, so a draw reaches fewer distinct
-    training images than the audit did (about 63 % of them when each was hit once): the raw
-    percentile interval would sit below the estimate, often with the estimate as its upper end.
-    The shift removes that bias and keeps the bootstrap's spread (bias-corrected percentile)."""
-    r = np.asarray(resampled, dtype=np.float64)
-    return np.clip(r - r.mean() + observed, 0.0, None) if len(r) else r
 
 
 def percentile_interval(values: np.ndarray) -> tuple[float, float]:
@@ -185,169 +353,48 @@ def percentile_interval(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def rate_intervals(arm: Arm, resamples: int = BOOTSTRAP, seed: int = SEED) -> dict:
-    """AMS with its Wilson interval, UMS with its bootstrap interval (95 %)."""
-    return rate_intervals_many([arm], resamples, seed)[0]
-
-
-def rate_intervals_many(arms: Sequence[Arm], resamples: int = BOOTSTRAP, seed: int = SEED) -> list[dict]:
-    """``rate_intervals`` of several arms on the same n generated images (the bands of one
-    (method, λ)): one pass of bootstrap draws serves them all, each arm's numbers those it
-    would get alone (the same seed draws the same resamples)."""
-    if len({a.n for a in arms}) > 1:
-        raise ValueError("arms of one bootstrap pass need the same number of generated images")
-    n = arms[0].n if arms else 0
-    ums_b: list[list[np.ndarray]] = [[] for _ in arms]
-    if n:
-        for counts in bootstrap_counts(n, resamples, seed):
-            for out, a in zip(ums_b, arms):
-                out.append(a.ums_resampled(counts))
-    rows = []
-    for a, draws in zip(arms, ums_b):
-        lo, hi = wilson(int(a.hit.sum()), a.n)
-        ulo, uhi = ums_interval(a, np.concatenate(draws) if draws else np.zeros(0))
-        rows.append({"ams": a.ams(), "ams_lo": lo, "ams_hi": hi, "ums": a.ums(), "ums_lo": ulo, "ums_hi": uhi})
-    return rows
-
-
-def ums_interval(arm: Arm, draws: np.ndarray) -> tuple[float, float]:
-    """UMS's 95 % interval from its bootstrap draws — or, where they cannot spread (no in-band
-    pair at all, or every draw reaching the same images), the exact interval of its count of
-    distinct training images out of n: a bootstrap of a sample with no hit is all zeros, and
-    [0, 0] would claim a certain none where n samples can only say "at most a few percent"."""
-    if not arm.n:
-        return math.nan, math.nan
-    if not len(draws) or float(np.ptp(draws)) == 0.0:
-        return clopper_pearson(len(np.unique(arm.pair_train)), arm.n)
-    return percentile_interval(centred(draws, arm.ums()))
-
-
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(b > 0, a / np.where(b > 0, b, 1), np.where(a > 0, np.inf, np.nan))
-
-
-def _two_sided_p(diffs: np.ndarray) -> float:
-    """Percentile-bootstrap p-value of "no difference" (add-one, so never exactly 0)."""
-    d = np.asarray(diffs)
-    below, above = int((d <= 0).sum()), int((d >= 0).sum())
-    return min(1.0, 2 * (min(below, above) + 1) / (len(d) + 1))
-
-
-def paired_comparison(method: Sequence[Arm], random: Arm, resamples: int = BOOTSTRAP, seed: int = SEED) -> dict:
-    """A method against Random on the same sample positions. ``method`` holds one arm per λ;
-    with several, the method's rate is their mean (a declared λ range, never a maximum).
-
-    AMS: McNemar's exact test on the discordant generated images (one λ only; for a range the
-    paired bootstrap is used); UMS and both ratios: paired bootstrap (the same resampled
-    indices for the method and Random)."""
-    return paired_comparisons([(method, random)], resamples, seed)[0]
-
-
-def paired_comparisons(pairs: Sequence[tuple[Sequence[Arm], Arm]], resamples: int = BOOTSTRAP,
-                       seed: int = SEED) -> list[dict]:
-    """``paired_comparison`` of several (method arms, Random arm) on the same n positions (the
-    bands of one λ): one pass of bootstrap draws serves them all, with the numbers each gets alone."""
-    if not pairs:
-        return []
-    n = pairs[0][1].n
-    for method, random in pairs:
-        if not method or random.n != n or any(a.n != n for a in method):
-            raise ValueError("paired comparison needs arms on the same sample positions")
-    draws: list[tuple[list, list, list, list]] = [([], [], [], []) for _ in pairs]
-    for counts in bootstrap_counts(n, resamples, seed):
-        for (a_m, a_r, u_m, u_r), (method, random) in zip(draws, pairs):
-            a_m.append(np.mean([a.ams_resampled(counts) for a in method], axis=0))
-            u_m.append(np.mean([a.ums_resampled(counts) for a in method], axis=0))
-            a_r.append(random.ams_resampled(counts))
-            u_r.append(random.ums_resampled(counts))
-    return [_paired(method, random, *map(np.concatenate, d)) for (method, random), d in zip(pairs, draws)]
-
-
-def _paired(method: Sequence[Arm], random: Arm, a_m: np.ndarray, a_r: np.ndarray, u_m: np.ndarray,
-            u_r: np.ndarray) -> dict:
-    n = random.n
-    ams_m = float(np.mean([a.ams() for a in method]))
-    ums_m = float(np.mean([a.ums() for a in method]))
-    ams_r, ums_r = random.ams(), random.ums()
-    u_m, u_r = centred(u_m, ums_m), centred(u_r, ums_r)
-    out = {"n": n, "ams_method": ams_m, "ams_random": ams_r, "ums_method": ums_m, "ums_random": ums_r}
-    if len(method) == 1:
-        b = int((method[0].hit & ~random.hit).sum())
-        c = int((random.hit & ~method[0].hit).sum())
-        out.update(ams_discordant=[b, c], ams_p=mcnemar_exact(b, c), ams_test="McNemar exact")
-    else:
-        out.update(ams_p=_two_sided_p(a_m - a_r), ams_test="paired bootstrap")
-    for key, m, r, mb, rb in (("ams", ams_m, ams_r, a_m, a_r), ("ums", ums_m, ums_r, u_m, u_r)):
-        out[f"{key}_method_lo"], out[f"{key}_method_hi"] = percentile_interval(mb)
-        out[f"{key}_random_lo"], out[f"{key}_random_hi"] = percentile_interval(rb)
-        if key == "ums":  # a count that cannot spread: its exact interval (``ums_interval``)
-            if len(method) == 1 and float(np.ptp(mb)) == 0.0:
-                out["ums_method_lo"], out["ums_method_hi"] = ums_interval(method[0], mb)
-            if float(np.ptp(rb)) == 0.0:
-                out["ums_random_lo"], out["ums_random_hi"] = ums_interval(random, rb)
-        out[f"{key}_diff"] = m - r
-        out[f"{key}_diff_lo"], out[f"{key}_diff_hi"] = percentile_interval(mb - rb)
-        out[f"{key}_ratio"] = float(_ratio(np.array([m]), np.array([r]))[0])
-        out[f"{key}_ratio_lo"], out[f"{key}_ratio_hi"] = _ratio_interval(_ratio(mb, rb))
-    out["ums_p"] = _two_sided_p(u_m - u_r)
-    out["ums_test"] = "paired bootstrap"
-    return out
-
-
-def _ratio_interval(ratios: np.ndarray) -> tuple[float, float]:
-    """Percentile interval of a ratio whose resamples may be infinite (Random found nothing)."""
-    r = ratios[~np.isnan(ratios)]
-    if not len(r):
-        return math.nan, math.nan
-    lo, hi = np.percentile(np.where(np.isinf(r), np.finfo(float).max, r), [2.5, 97.5])
-    big = np.finfo(float).max / 2
-    return (math.inf if lo > big else float(lo)), (math.inf if hi > big else float(hi))
-
-
-def coverage_curve(random: Arm, method: Arm, budgets: Sequence[int], resamples: int = 200,
-                   seed: int = SEED) -> list[dict]:
+def coverage_curve(random: Arm, method: Arm, budgets: Sequence[int], alpha: float = ALPHA) -> list[dict]:
     """Distinct training images reached at an equal sampling budget B: B Random samples, B
-    method samples, and B/2 + B/2 of both. Each point is the mean over ``resamples`` draws of
-    B generated images (with replacement) from the stored ones, with its 2.5-97.5 % range:
-    what an audit of that budget would reach, and how much it varies."""
-    rng = np.random.default_rng(seed)
+    method samples, and B/2 + B/2 of both. Each point is the exact interpolation of the expected
+    count from the stored images (drawn without replacement), and its range is what a *new*
+    audit of that budget would reach (``unseen.curve_ranges``; the mix: its two halves' spreads
+    added, the images both would find counted once)."""
+    from . import unseen
+
+    inc_r, inc_m = unseen.incidence(random), unseen.incidence(method)
     out = []
-
-    def reached(arm: Arm, picks: np.ndarray) -> int:
-        drawn = np.zeros(arm.n, bool)
-        drawn[picks] = True
-        return len(np.unique(arm.pair_train[drawn[arm.pair_pos]]))
-
-    def reached_mixed(picks_r: np.ndarray, picks_m: np.ndarray) -> int:
-        dr, dm = np.zeros(random.n, bool), np.zeros(method.n, bool)
-        dr[picks_r], dm[picks_m] = True, True
-        return len(np.union1d(random.pair_train[dr[random.pair_pos]], method.pair_train[dm[method.pair_pos]]))
-
     for budget in budgets:
-        half = budget // 2
-        rows = {"random": [], "method": [], "mixed": []}
-        for _ in range(resamples):
-            rows["random"].append(reached(random, rng.integers(0, random.n, budget)))
-            rows["method"].append(reached(method, rng.integers(0, method.n, budget)))
-            rows["mixed"].append(reached_mixed(rng.integers(0, random.n, budget - half),
-                                               rng.integers(0, method.n, half)))
-        point = {"budget": int(budget)}
-        for key, vals in rows.items():
-            v = np.asarray(vals, dtype=np.float64)
-            point[key] = float(v.mean())
-            point[f"{key}_lo"], point[f"{key}_hi"] = (float(x) for x in np.percentile(v, [2.5, 97.5]))
+        b = int(budget)
+        point = {"budget": b}
+        for key, inc in (("random", inc_r), ("method", inc_m)):
+            c = unseen.curve_ranges(inc, [b], alpha)[0]
+            point[key], point[f"{key}_lo"], point[f"{key}_hi"] = c["expected"], c["lo"], c["hi"]
+        half = b // 2
+        halves = [(inc_r, random, b - half), (inc_m, method, half)]
+        point["mixed"] = _mixed_expected(halves)
+        parts = [unseen.curve_ranges(inc, [h], alpha)[0] for inc, _, h in halves if h > 0]
+        var = sum(((c["hi"] - c["lo"]) / (2 * _z(alpha))) ** 2 for c in parts)
+        spread = _z(alpha) * math.sqrt(var)
+        point["mixed_lo"], point["mixed_hi"] = max(0.0, point["mixed"] - spread), point["mixed"] + spread
         out.append(point)
     return out
 
 
-def budgets_for(n: int) -> list[int]:
-    """Budgets from 8 up to N_G, doubling, always ending at N_G."""
-    out, b = [], 8
-    while b < n:
-        out.append(b)
-        b *= 2
-    return out + [n] if n >= 2 else out
+def _mixed_expected(halves: Sequence[tuple]) -> float:
+    """Expected distinct training images when h of each arm's stored images are drawn without
+    replacement: an image is missed only when every part misses it."""
+    from .unseen import _reached
+
+    miss: dict[int, float] = {}
+    for _, arm, h in halves:
+        if not len(arm.pair_train) or h <= 0:
+            continue
+        pairs = np.unique(np.stack([arm.pair_train, arm.pair_pos]), axis=1)
+        train, freq = np.unique(pairs[0], return_counts=True)
+        reached = _reached(freq.astype(np.float64), arm.n, min(h, arm.n))
+        for j, r in zip(train.tolist(), reached.tolist()):
+            miss[j] = miss.get(j, 1.0) * (1 - r)
+    return float(sum(1 - m for m in miss.values()))
 
 
 def topk_mean_intervals(best: np.ndarray, higher_is_closer: bool, fractions: Sequence[float] = TOPK_FRACTIONS,

@@ -50,7 +50,7 @@ class MainWindow(QMainWindow):
         self.worker: AuditWorker | None = None
         self.estimate_worker: EstimateWorker | None = None
         # live tables of an unfinished audit: computed off the window's thread, at most a fifth
-        # of the time (a bootstrap of every interval takes seconds at the paper's scale)
+        # of the time (every interval over every stored sample takes seconds at the paper's scale)
         self.live_worker: LiveMetricsWorker | None = None
         self._live: dict[str, dict] = {}
         self._live_due = 0.0
@@ -529,7 +529,7 @@ class MainWindow(QMainWindow):
             self.worker.wait()
         for worker in (self.estimate_worker, self.live_worker, self.export_worker):
             if worker is not None:
-                worker.wait()  # a probe, a bootstrap or a report: seconds; they write nothing half-done
+                worker.wait()  # a probe, the intervals or a report: seconds; they write nothing half-done
         self.refresh_timer.stop()
         if self.store is not None:
             self.store.close()

@@ -61,7 +61,7 @@ class AuditStore:
     def metrics(self) -> dict:
         if not self.started() or not list(self.db["audits"].rows):
             return {"audit": {}, "rows": [], "topk": [], "summary": [], "classifiers": [], "exposure": []}
-        # the tables the metrics stage stored: never a bootstrap here (the window's thread); an
+        # the tables the metrics stage stored: never the intervals recomputed here (the window's thread); an
         # unfinished audit's live tables come from ``workers.LiveMetricsWorker``
         return results.metrics_json(self.db)
 

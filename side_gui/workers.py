@@ -189,7 +189,7 @@ class EstimateWorker(_EngineWorker):
 
 
 class LiveMetricsWorker(_EngineWorker):
-    """The tables of an audit that is not complete, every interval bootstrapped from the samples
+    """The tables of an audit that is not complete, every interval computed from the samples
     stored so far (``results.live_metrics``), its training images at risk and the gallery's
     page for ``gallery_filters``: seconds at the paper's scale, so never on the window's thread.
     Reads through a connection of its own; writes nothing."""

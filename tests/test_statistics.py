@@ -54,20 +54,24 @@ def _unique_arm(n):
     return Arm(np.ones(n, bool), np.arange(n), np.arange(n))
 
 
-def test_ums_bootstrap_of_all_distinct_hits_centres_on_one_minus_one_over_e():
+def test_ums_interval_of_all_distinct_hits_is_the_jackknife_of_the_distinct_count():
+    """Each of 200 images found once: leaving any generated image out loses one training image,
+    so the jackknife variance is the number found once (200), an upper bound of the count's
+    variance; the interval is 200 ± 1.96 √200 distinct images over 200."""
     arm = _unique_arm(200)
-    assert arm.ums() == 1.0
-    assert np.allclose(arm.ums_resampled(np.ones((3, 200), np.int32)), 1.0)  # every image drawn once
-    counts = np.zeros((1, 200), np.int32)
-    counts[0, :50] = 4  # a quarter drawn: a quarter of the training images reached
-    assert arm.ums_resampled(counts)[0] == pytest.approx(0.25)
-    # a raw bootstrap draw reaches only about 1 - 1/e of the distinct images, with the occupancy
-    # variance n (1/e - 2/e^2): the interval is that spread, shifted onto the estimate
+    assert arm.ums() == 1.0 and arm.sole_finds().tolist() == [1] * 200
     r = rate_intervals(arm)
-    sd = math.sqrt(200 * (math.exp(-1) - 2 * math.exp(-2))) / 200
-    assert r["ums_lo"] == pytest.approx(1 - 1.96 * sd, abs=0.006)
-    assert r["ums_lo"] < r["ums"] <= r["ums_hi"]
-    assert r["ams"] == 1.0 and r["ams_hi"] == 1.0
+    half = 1.959964 * math.sqrt(200) / 200
+    assert r["ums_lo"] == pytest.approx(1 - half, abs=1e-6) and r["ums_hi"] == pytest.approx(1 + half, abs=1e-6)
+    assert r["ums_method"] == "jackknife"
+    assert r["ams"] == 1.0 and r["ams_hi"] == 1.0 and r["ams_lo"] == pytest.approx(0.025 ** (1 / 200))
+
+
+def test_sole_finds_count_the_images_only_one_generated_image_reached():
+    # image 7 by positions 0-2, image 3 by 2 only, image 5 by 3 only; position 3 also reaches 9 alone
+    arm = Arm(np.array([True, True, True, True]), np.array([0, 1, 2, 2, 3, 3]), np.array([7, 7, 7, 3, 5, 9]))
+    assert arm.sole_finds().tolist() == [0, 0, 1, 2]
+    assert arm.distinct() == 4
 
 
 def test_ums_counts_a_training_image_once_however_many_images_hit_it():
@@ -77,15 +81,16 @@ def test_ums_counts_a_training_image_once_however_many_images_hit_it():
     assert arm.ums_resampled(counts) == pytest.approx([1 / 4, 2 / 4])
 
 
-def test_paired_comparison_of_identical_arms_shows_no_difference():
+def test_paired_comparison_of_identical_arms_shows_no_difference_and_no_certain_ratio():
     rng = np.random.default_rng(0)
     hit = rng.random(100) < 0.2
     arm = Arm(hit, np.flatnonzero(hit), rng.integers(0, 30, hit.sum()))
     c = paired_comparison([arm], arm)
-    assert c["ams_discordant"] == [0, 0] and c["ams_p"] == 1.0
-    assert c["ams_diff"] == 0 and c["ams_diff_lo"] == 0 and c["ams_diff_hi"] == 0
-    assert c["ums_ratio"] == 1.0 and c["ums_ratio_lo"] == 1.0 and c["ums_ratio_hi"] == 1.0
-    assert c["ums_p"] == 1.0
+    assert c["ams_discordant"] == [0, 0] and c["ams_p"] == 1.0 and c["ams_test"] == "McNemar exact"
+    assert c["ams_diff"] == 0
+    for key in ("ams", "ums"):  # the ratio is 1, its interval around it, never a certain [1, 1]
+        assert c[f"{key}_ratio"] == 1.0 and c[f"{key}_ratio_lo"] < 1 < c[f"{key}_ratio_hi"]
+        assert c[f"{key}_p"] == 1.0
 
 
 def test_paired_comparison_finds_a_clear_gain_and_its_mcnemar_counts():
@@ -99,35 +104,58 @@ def test_paired_comparison_finds_a_clear_gain_and_its_mcnemar_counts():
     c = paired_comparison([m_arm], r_arm)
     assert c["ams_discordant"] == [40, 0]
     assert c["ams_p"] == pytest.approx(2 * 0.5**40)
-    assert c["ams_ratio"] == pytest.approx(5.0) and c["ams_ratio_lo"] > 1
+    assert c["ams_ratio"] == pytest.approx(5.0) and 1 < c["ams_ratio_lo"] < 5 <= c["ams_ratio_hi"]
     assert c["ums_method"] == pytest.approx(50 / n) and c["ums_random"] == pytest.approx(5 / n)
-    assert c["ums_diff_lo"] > 0 and c["ums_p"] < 0.01
-    # two λ of a range: the method's rate is their mean, tested by the paired bootstrap
+    # Random's 5 images were each found twice (no sole find): the exact conditional route
+    assert c["ums_test"].startswith("exact conditional") and c["ums_ratio_lo"] > 1 and c["ums_p"] < 0.01
+    # two λ of a range: the method's rate is their mean, compared by the paired jackknife
     c2 = paired_comparison([m_arm, r_arm], r_arm)
-    assert c2["ams_method"] == pytest.approx((50 + 10) / 2 / n) and c2["ams_test"] == "paired bootstrap"
+    assert c2["ams_method"] == pytest.approx((50 + 10) / 2 / n) and c2["ams_test"].startswith("paired jackknife")
     with pytest.raises(ValueError):
         paired_comparison([_unique_arm(10)], _unique_arm(11))
 
 
-def test_coverage_at_equal_budget_counts_distinct_training_images():
+@pytest.mark.parametrize("seed", range(40))
+def test_a_verdict_and_its_interval_come_from_one_computation(seed):
+    """Whatever the counts: the ratio's interval holds its estimate, and it excludes 1 exactly
+    when p < 0.05 (AMS of one λ: McNemar; UMS and ranges: the jackknife or the exact route)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 400))
+    arms = []
+    for rate, pool in ((rng.uniform(0.01, 0.4), int(rng.integers(3, 300))), (rng.uniform(0.01, 0.4), 50)):
+        hit = rng.random(n) < rate
+        arms.append(Arm(hit, np.flatnonzero(hit), rng.integers(0, pool, hit.sum())))
+    for c in (paired_comparison([arms[0]], arms[1]), paired_comparison(arms, arms[1])):
+        for key in ("ams", "ums"):
+            lo, hi, p = c[f"{key}_ratio_lo"], c[f"{key}_ratio_hi"], c[f"{key}_p"]
+            if math.isnan(c[f"{key}_ratio"]):
+                continue
+            assert lo <= c[f"{key}_ratio"] <= hi
+            assert (p < 0.05) == (lo > 1 or hi < 1), (key, c[f"{key}_test"], lo, hi, p)
+
+
+def test_coverage_at_equal_budget_is_the_exact_interpolation_with_a_new_audits_range():
     n = 64
     rnd = Arm(np.ones(n, bool), np.arange(n), np.zeros(n, np.int64))  # Random finds image 0 only
     side = Arm(np.ones(n, bool), np.arange(n), np.arange(n) % 8 + 1)  # the method finds 8 others
-    pts = coverage_curve(rnd, side, [8, 64], resamples=50)
+    pts = coverage_curve(rnd, side, [8, 64])
     assert [p["budget"] for p in pts] == [8, 64]
     assert all(p["random"] == 1 for p in pts)
-    # 32 Random draws reach image 0; 32 method draws (with replacement) miss each of the 8
-    # others with probability (7/8)^32
-    assert pts[1]["mixed"] == pytest.approx(1 + 8 * (1 - (7 / 8) ** 32), abs=0.15)
-    assert pts[1]["mixed_hi"] == 9 and pts[1]["method"] > pts[1]["mixed"] - 1
-    assert pts[0]["random_lo"] <= pts[0]["random"] <= pts[0]["random_hi"]
+    # 8 of 64 drawn without replacement miss one of the 8 images (each found 8 times) with
+    # probability C(56, 8) / C(64, 8)
+    assert pts[0]["method"] == pytest.approx(8 * (1 - math.comb(56, 8) / math.comb(64, 8)))
+    half = 1 - math.comb(56, 32) / math.comb(64, 32)  # 32 of 64 drawn reach one of the 8
+    assert pts[1]["method"] == 8 and pts[1]["mixed"] == pytest.approx(1 + 8 * half)
+    for p in pts:  # found eight times or more: counted; the range allows for images not found
+        for key in ("random", "method", "mixed"):
+            assert p[f"{key}_lo"] <= p[key] < p[f"{key}_hi"]
     assert budgets_for(100) == [8, 16, 32, 64, 100] and budgets_for(8) == [8]
 
 
-def test_a_count_the_bootstrap_cannot_spread_gets_its_exact_interval_never_a_certain_zero():
-    """64 samples with no in-band pair can only say "at most a few percent": UMS's interval is
-    then the exact one of its count (Clopper–Pearson), not the bootstrap's [0, 0]; so is the
-    interval of samples that all reach the same single image (every resample reaches it)."""
+def test_a_count_with_few_finds_gets_an_exact_interval_never_a_certain_zero():
+    """64 samples with no in-band pair can only say "at most a few": UMS's interval is the
+    exact Poisson one of its count (0 to 3.69 images); samples that all reach one image have
+    found it for sure, and the interval still allows for images not yet found."""
     n = 64
     assert clopper_pearson(0, n) == (0.0, pytest.approx(1 - 0.025 ** (1 / n)))  # 5.6 %
     lo, hi = clopper_pearson(5, n)  # scipy.stats.beta.ppf(0.025, 5, 60), (0.975, 6, 59)
@@ -135,13 +163,15 @@ def test_a_count_the_bootstrap_cannot_spread_gets_its_exact_interval_never_a_cer
     assert clopper_pearson(n, n) == (pytest.approx(0.025 ** (1 / n)), 1.0)
     none = Arm(np.zeros(n, bool), np.zeros(0, np.int64), np.zeros(0, np.int64))
     r = rate_intervals(none)
-    assert r["ums"] == 0 and r["ums_lo"] == 0 and r["ums_hi"] == pytest.approx(1 - 0.025 ** (1 / n))
-    assert r["ams_hi"] > 0  # Wilson's, as before
+    assert r["ums"] == 0 and r["ums_lo"] == 0 and r["ums_hi"] == pytest.approx(-math.log(0.025) / n)
+    assert r["ams_hi"] > 0 and r["ums_method"] == "exact Poisson"
     one = Arm(np.ones(n, bool), np.arange(n), np.zeros(n, np.int64))  # every sample, the same image
     r = rate_intervals(one)
-    assert r["ums"] == pytest.approx(1 / n) and (r["ums_lo"], r["ums_hi"]) == pytest.approx(clopper_pearson(1, n))
+    assert r["ums_lo"] == pytest.approx(1 / n) and r["ums_hi"] == pytest.approx((1 - math.log(0.025)) / n)
     c = paired_comparison([none], none)  # and in the paired comparison's per-arm intervals
-    assert c["ums_method_hi"] == c["ums_random_hi"] == pytest.approx(1 - 0.025 ** (1 / n))
+    assert c["ums_method_hi"] == c["ums_random_hi"] == pytest.approx(-math.log(0.025) / n)
+    assert math.isnan(c["ums_ratio"]) and c["ums_p"] == 1.0
     some = _unique_arm(n)
     c = paired_comparison([some], none)
     assert c["ums_random_hi"] > 0 and c["ums_method_lo"] < c["ums_method_hi"]
+    assert c["ums_ratio"] == math.inf and c["ums_ratio_lo"] > 1 and c["ums_p"] < 0.05

@@ -20,7 +20,7 @@ from PIL import Image
 
 from .. import measures, storage
 from ..errors import InputError
-from ..statistics import wilson
+from ..statistics import clopper_pearson
 from ..training_set import list_images, to_model_pixels
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def run(ctx: StageContext) -> None:
 
 def summarise(best: np.ndarray, bands, higher_is_closer: bool) -> dict:
     """Per band (exact and at least as close): how many held-out images landed there, the rate
-    and its Wilson 95 % interval — the band's false-alarm rate."""
+    and its exact (Clopper–Pearson) 95 % interval — the band's false-alarm rate."""
     n = len(best)
     rows = []
     for b in bands:
@@ -98,7 +98,7 @@ def summarise(best: np.ndarray, bands, higher_is_closer: bool) -> dict:
             hit = measures.at_least(best, b, higher_is_closer) if cumulative else measures.in_band(
                 best, b, bands, higher_is_closer)
             k = int(np.count_nonzero(hit))
-            lo, hi = wilson(k, n)
+            lo, hi = clopper_pearson(k, n)
             rows.append({"band": b.name, "cumulative": cumulative, "count": k, "rate": k / n if n else None,
                          "lo": lo, "hi": hi})
     return {"n": n, "bands": rows}

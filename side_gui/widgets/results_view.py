@@ -276,11 +276,13 @@ class BudgetPlot(pg.PlotWidget):
                     continue
                 budgets.update(p["budget"] for p in seg)
                 x = np.log2([p["budget"] for p in seg])
-                fill = pg.FillBetweenItem(pg.PlotCurveItem(x, [p["lo"] for p in seg]),
-                                          pg.PlotCurveItem(x, [p["hi"] for p in seg]), brush=pg.mkBrush(*colour, 35))
-                self.addItem(fill)
-                items += [fill, self.plot(x, [p["expected"] for p in seg],
-                                          pen=pg.mkPen(colour, width=2, style=style))]
+                if not extrapolated:  # the extrapolation is an estimate with no validated range
+                    fill = pg.FillBetweenItem(pg.PlotCurveItem(x, [p["lo"] for p in seg]),
+                                              pg.PlotCurveItem(x, [p["hi"] for p in seg]),
+                                              brush=pg.mkBrush(*colour, 35))
+                    self.addItem(fill)
+                    items.append(fill)
+                items.append(self.plot(x, [p["expected"] for p in seg], pen=pg.mkPen(colour, width=2, style=style)))
             level = pg.InfiniteLine(pos=r[est], angle=0, pen=pg.mkPen(colour, width=1, style=Qt.PenStyle.DotLine))
             self.addItem(level)
             self.curves[r["strategy"]] = [*items, level]
@@ -391,7 +393,10 @@ class ResultsView(QWidget):
         audit = self._data.get("audit", {})
         scorer = audit.get("scorer") or ""
         note = (f"scorer {scorer} ({audit.get('measure', '')}); N_G = {n} per (method, λ); error bars: 95 % "
-                "intervals. UMS depends on N_G: compare only at equal N_G.")
+                "intervals (AMS exact; UMS the expected distinct count at this N_G), conditional on this audit's "
+                "classifiers — another training of them moves SIDE's rows too. UMS depends on N_G: compare only "
+                "at equal N_G. A verdict is its ratio interval's: \"more\" exactly when it lies above 1 (per λ: "
+                "also after Holm over the λ grid of one endpoint and band).")
         self.note.setText(note if rows else "no metrics yet")
         warnings = self._data.get("warnings") or []
         self.warnings.setText("\n".join(f"⚠ {w}" for w in warnings))
@@ -474,10 +479,12 @@ class ResultsView(QWidget):
         cap = unseen.get("cap", 3.0)
         self.unseen_note.setText(
             f"Training images each strategy found, and how many it would find with an unlimited budget "
-            f"({'Chao2' if est == 'chao2' else 'iChao2'} on how often each image was found; 95 % intervals, "
-            "never below what was found; a lower bound: on small audits it fell 17-37 % short of large runs). "
-            f"The curve is extrapolated to {cap:g}× the budget, no further: "
-            f"beyond that the estimate's theory does not hold. Guided strategies pool λ "
+            f"({'Chao2' if est == 'chao2' else 'iChao2'} on how often each image was found, itself a lower "
+            "bound: on small audits it fell 17-37 % short of large runs). Brackets: a 95 % lower bound, and the "
+            "training set's size as the upper end — the counts cannot bound how many rarely generated images "
+            "remain. Within the budget the shaded range is what a new audit of that budget would reach; "
+            f"the curve is extrapolated to {cap:g}× the budget, no further, as an estimate with no range. "
+            f"Guided strategies pool λ "
             f"{', '.join(f'{x:g}' for x in unseen.get('lambdas', []))}. Curves: Random grey, SIDE red, half and "
             "half orange; solid observed, dashed extrapolated, dotted the unlimited-budget estimate.")
         alt = "chao2" if est == "ichao2" else "ichao2"  # the other estimator, beside it
@@ -494,6 +501,7 @@ class ResultsView(QWidget):
                 cells += [f"{r[est]:.1f} [{r[est + '_lo']:.1f}, {r[est + '_hi']:.1f}]",
                           f"{r[alt]:.1f} [{r[alt + '_lo']:.1f}, {r[alt + '_hi']:.1f}]"]
             cells += [f"beyond {cap:g}×" if m["beyond_cap"] else "—" if m["expected"] is None
+                      else f"≈ {m['expected']:.1f}" if m["lo"] is None
                       else f"{m['expected']:.1f} [{m['lo']:.1f}, {m['hi']:.1f}]" for m in r["multiples"]]
             rows.append(cells)
         self.unseen_table.set_cells(headers, rows)

@@ -21,12 +21,12 @@ TITLES = ("training image", "closest copy", "#", "file", "high", "mid", "low", "
 
 
 def probability_text(hits: int | None, n: int | None) -> str:
-    """hits / n as a percentage with its Wilson 95 % interval: the image's extraction probability."""
+    """hits / n as a percentage with its exact (Clopper–Pearson) 95 % interval: the image's extraction probability."""
     if hits is None or not n:
         return ""
-    from side_engine.statistics import wilson
+    from side_engine.statistics import clopper_pearson
 
-    lo, hi = wilson(hits, n)
+    lo, hi = clopper_pearson(hits, n)
     return f"{100 * hits / n:.2f} % [{100 * lo:.2f}, {100 * hi:.2f}]"
 
 
@@ -62,7 +62,7 @@ class ExposureModel(RowsMixin, QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole and col in ("random_mid", "side_mid"):
             strategy = col.split("_")[0]
             return (f"{row.get(col)} of {self.n.get(strategy)} {strategy} generated images matched it at ≥mid: its "
-                    "per-sample extraction probability, 95 % Wilson interval")
+                    "per-sample extraction probability, 95 % exact interval")
         if role != Qt.ItemDataRole.DisplayRole:
             return None
         if col in ("random_mid", "side_mid"):
