@@ -15,8 +15,9 @@ Truths (``ASSEMBLAGES``):
 - ``lognormal``: 500 images, log-normal heterogeneity (σ = 2);
 - ``sparse``: 24 images sharing 1 % of samples (a high band at small N_G);
 - ``multi-match``: 150 pairs of near-duplicate training images, a find reaches both (SSCD);
-- ``demo-model``: the demo model's own ≥mid detections from 4 096 of its samples, when that
-  run is there (``--truth WS``), p_j = count / 4 096.
+- a model's own ≥mid detections from 4 096 of its samples, p_j = count / 4 096, for each
+  Random-only audit given (``--truth WS …``: the demo model's and ``faces3``'s, made with
+  ``side-audit init WS --label-source clusters --n-per-lambda 4096`` and methods = ["random"]).
 
 Nulls: two independent Random arms (different noise seeds), and a paired null as the product
 pairs — the method's sample at each position is Random's own with probability 0.8 (shared noise,
@@ -26,7 +27,8 @@ three to one. Holm's family: three null λ arms of one endpoint.
 
     python bench/calibration.py                                  # the table, ~10 min on 2 cores
     python bench/calibration.py --reps 200 --sizes 128 512       # quick look
-    python bench/calibration.py --truth bench/work/truth/demo-random --json bench/results/calibration.json
+    python bench/calibration.py --truth bench/work/truth/demo-random bench/work/truth/faces3-random \
+        --json bench/results/calibration.json
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -78,7 +81,7 @@ class Truth:
         return q * self.p.sum() / q.sum()
 
 
-def assemblages(truth_ws: Path | None = None) -> list[Truth]:
+def assemblages(truth_ws: list[Path] | None = None) -> list[Truth]:
     rng = np.random.default_rng(7)
     geometric = 0.85 ** np.arange(100)
     lognormal = rng.lognormal(0.0, 2.0, 500)
@@ -88,13 +91,11 @@ def assemblages(truth_ws: Path | None = None) -> list[Truth]:
            Truth("lognormal", 0.10 * lognormal / lognormal.sum()),
            Truth("sparse", np.full(24, 0.01 / 24)),
            Truth("multi-match", np.full(150, 3e-4), group=2)]
-    if truth_ws is not None:
-        out.append(model_truth(truth_ws))
-    return out
+    return out + [model_truth(ws) for ws in truth_ws or []]
 
 
-def model_truth(ws: Path, band: str = "mid") -> Truth:
-    """A Random-only audit's detections at ≥ ``band`` as an assemblage: p_j = Y_j / N."""
+def model_arm(ws: Path, band: str = "mid") -> tuple[Arm, int]:
+    """A Random-only audit's arm at ≥ ``band``, and the training set's size."""
     from side_engine import results, storage
     from side_engine.config import AuditConfig
 
@@ -104,9 +105,43 @@ def model_truth(ws: Path, band: str = "mid") -> Truth:
         bands, higher = results.stored_bands(db)
         mask = next(m for name, cum, m in results.band_masks(bands, higher) if name == band and cum)
         a = results.arm(results._load(db, "random", 0.0), mask, None, cfg.ums == "nearest-only")
-        n_train = db["train_images"].count
+        return a, db["train_images"].count
     finally:
         db.close()
+
+
+def empirical(ws: Path, sizes=(128, 256, 512), band: str = "mid") -> list[dict]:
+    """The real thing, without a model of it: disjoint blocks of one large Random run. Each block
+    is an audit of n; its UMS interval should hold what the whole run says an audit of n reaches
+    (the exact interpolation of all 4 096, the best estimate there is), and two blocks are two
+    Random arms of different noise — a real null, paired by position as the product pairs."""
+    from side_engine import unseen
+
+    whole, _ = model_arm(ws, band)
+    rows = []
+    for n in sizes:
+        k = whole.n // n
+        truth = float(unseen.expected_at(unseen.incidence(whole), [n])[0]) / n
+        blocks = [block(whole, i * n, n) for i in range(k)]
+        cover = [covered(*(lambda r: (r["ums_lo"], r["ums_hi"]))(statistics.rate_intervals(b)), truth)
+                 for b in blocks]
+        pairs = [statistics.paired_comparison([blocks[2 * i]], blocks[2 * i + 1]) for i in range(k // 2)]
+        rows.append({"truth": f"{ws.name}-{band} (blocks)", "n_g": n, "blocks": k,
+                     "UMS interval holds the whole run's expectation": share(cover),
+                     "null pairs called more/fewer (UMS)": float(np.mean([c["ums_p"] < 0.05 for c in pairs])),
+                     "null pairs called more/fewer (AMS)": float(np.mean([c["ams_p"] < 0.05 for c in pairs])),
+                     "pairs": len(pairs)})
+    return rows
+
+
+def block(arm: Arm, start: int, n: int) -> Arm:
+    keep = (arm.pair_pos >= start) & (arm.pair_pos < start + n)
+    return Arm(arm.hit[start:start + n], arm.pair_pos[keep] - start, arm.pair_train[keep])
+
+
+def model_truth(ws: Path, band: str = "mid") -> Truth:
+    """A Random-only audit's detections at ≥ ``band`` as an assemblage: p_j = Y_j / N."""
+    a, n_train = model_arm(ws, band)
     freq = np.bincount(a.pair_train, minlength=n_train)
     return Truth(f"{ws.name}-{band}", freq[freq > 0] / a.n, n_train=n_train)
 
@@ -160,12 +195,15 @@ def check_rates(truth: Truth, n: int, reps: int, rng) -> dict:
     """AMS (exact binomial) and UMS (jackknife / exact Poisson) against their expectations."""
     rows = draw(truth, n, reps, rng)
     ams_true, ums_true = float(truth.p.sum()), truth.expected_distinct(n) / n
-    ams, ums = [], []
+    ums = []
     for row in rows:
         r = statistics.rate_intervals(arm_of(truth, row))
-        ams.append(covered(r["ams_lo"], r["ams_hi"], ams_true))
         ums.append(covered(r["ums_lo"], r["ums_hi"], ums_true))
-    return {"AMS interval (exact binomial)": share(ams), "UMS interval": share(ums)}
+    # AMS is binomial: its coverage is computed exactly, summed over every count (no simulation error)
+    k = np.arange(n + 1)
+    weights = stats.binom.pmf(k, n, ams_true)
+    ams = sum(w for i, w in zip(k, weights) if covered(*statistics.clopper_pearson(int(i), n), ams_true) == 1)
+    return {"AMS interval (exact binomial; computed exactly)": float(ams), "UMS interval": share(ums)}
 
 
 def check_null(truth: Truth, n: int, reps: int, rng) -> dict:
@@ -384,10 +422,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--reps", type=int, default=REPS)
     ap.add_argument("--checks", nargs="+", default=list(CHECKS), choices=list(CHECKS))
-    ap.add_argument("--truth", type=Path, help="a Random-only audit of many samples (a model's own truth)")
+    ap.add_argument("--truth", type=Path, nargs="+", help="Random-only audits of many samples (models' own truths)")
     ap.add_argument("--only", nargs="+", help="truths by name")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--empirical", action="store_true", help="only the blocks of each --truth run, printed")
     args = ap.parse_args(argv)
+    if args.empirical:
+        for ws in args.truth or []:
+            for band in ("mid", "high"):
+                for row in empirical(ws, band=band):
+                    print(json.dumps(row))
+        return 0
     truths = [t for t in assemblages(args.truth) if not args.only or t.name in args.only]
     rows = run(truths, args.sizes, args.reps, args.checks)
     table = markdown(rows, args.sizes)

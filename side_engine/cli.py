@@ -381,7 +381,7 @@ def print_summary(result: dict) -> None:
         if c["cumulative"] and c["band"] == "mid":
             for key in ("ums", "ams"):
                 console.print(verdict_line(c, key, "mid"), highlight=False)
-    if comparison.get("conditional_on"):
+    if comparison.get("conditional_on") and comparison.get("range"):
         console.print(f"Brackets: 95 % intervals, conditional on {comparison['conditional_on']} "
                       "(docs/method.md: how they were checked, and the spread between trainings).", highlight=False)
     for w in result.get("warnings", []):

@@ -83,8 +83,8 @@ def compute_and_store(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_clo
 def compute_tables(db: sqlite_utils.Database, cfg: AuditConfig, higher_is_closer: bool,
                    bands: list[Band], scorer: str) -> tuple[list[dict], list[dict], list[dict]]:
     """The metric tables from the samples stored so far (also mid-run, read-only): every rate
-    with its 95 % interval (AMS exact binomial, UMS the jackknife over generated images, or the
-    exact Poisson interval with few finds: ``statistics``)."""
+    with its 95 % interval (AMS exact binomial, UMS the jackknife over generated images:
+    ``statistics``)."""
     metric_rows, topk_rows, summary_rows = [], [], []
     nearest_only = cfg.ums == "nearest-only"
     classes = _classes(db)

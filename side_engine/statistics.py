@@ -11,15 +11,15 @@ training of its classifier would.
 - UMS counts distinct training images. Its variance is at most the expected number of images
   found exactly once (an image's indicator has variance (1−p)^n(1−(1−p)^n) ≤ n p (1−p)^(n−1)),
   which the delete-one jackknife over generated images estimates: Σ s_i², s_i the images only
-  generated image i reached. A resampling bootstrap sees only the images found and so misses
-  the variance of those not yet found (it covered 72 % of the truth at N_G 512). With fewer than
-  ``FEW`` such images the normal interval is not used: the count's exact Poisson interval is
-  (a count of independent finds is less spread than a Poisson count of the same mean).
-- A method against Random, paired on sample positions (shared noise): the log ratio's
-  delete-one jackknife over positions, so pairing enters through each position's two terms,
-  and the verdict is that same interval's (it says "more" exactly when the ratio's interval
-  lies above 1). With few finds, the exact conditional test of two Poisson counts (again
-  conservative), and its exact interval of the ratio.
+  generated image i reached. The count of such finds is raised to its one-sided Poisson upper
+  bound, so that a handful — or none — never reads as certain. A resampling bootstrap sees only
+  the images found and misses the variance of those not yet found (it covered 72 % of the truth
+  at N_G 512).
+- A method against Random, paired on sample positions (shared noise): AMS at one λ McNemar's
+  exact test with the ratio interval of the same discordant images; otherwise the log ratio's
+  delete-one jackknife over positions, so pairing enters through each position's two terms.
+  Either way the verdict is that same interval's: "more" exactly when the ratio's interval lies
+  above 1.
 """
 
 from __future__ import annotations
@@ -38,9 +38,6 @@ __all__ = ["Arm", "SEED", "budgets_for"]  # their home is ``arms``; imported fro
 Z95 = 1.959963984540054
 ALPHA = 0.05
 BOOTSTRAP = 1000  # resamples of the top-k intervals and the coverage curve's mixed strategy
-# below this many sole finds (images found by one generated image only) in the counts compared,
-# the normal approximation is not used: the exact Poisson methods are (``bench/calibration.py``)
-FEW = 5
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -113,19 +110,17 @@ def poisson_interval(x: float, alpha: float = ALPHA) -> tuple[float, float]:
     return lo, float(special.gammaincinv(x + 1, 1 - alpha / 2))
 
 
-def count_interval(total: float, terms: np.ndarray, alpha: float = ALPHA) -> tuple[float, float, str]:
+def count_interval(total: float, terms: np.ndarray, centred: bool = False,
+                   alpha: float = ALPHA) -> tuple[float, float, str]:
     """Interval of the expected value of a count made of per-position ``terms`` (what each
-    generated image adds to it): normal with the jackknife variance Σ terms² when at least
-    ``FEW`` positions add to it; otherwise the exact Poisson interval of the count in units of the
-    terms' typical size (one image a term with one pair a sample), which never claims certainty."""
+    generated image adds to it): normal, with the jackknife variance (terms centred for a sum of
+    hits, uncentred for a distinct count) and the count of contributing positions raised to its
+    Poisson upper bound (``_sole_variance``)."""
     terms = np.asarray(terms, dtype=np.float64)
-    z = _z(alpha)
-    if np.count_nonzero(terms) >= FEW:
-        half = z * math.sqrt(float((terms ** 2).sum()))
-        return max(0.0, total - half), total + half, "jackknife"
-    unit = _unit(terms)
-    lo, hi = poisson_interval(total / unit, alpha)
-    return lo * unit, hi * unit, "exact Poisson"
+    spread = terms - terms.mean() if centred and len(terms) else terms
+    var = float((spread ** 2).sum()) + _sole_variance(terms, _unit(np.abs(terms))) - float((terms ** 2).sum())
+    half = _z(alpha) * math.sqrt(var)
+    return max(0.0, total - half), total + half, "jackknife"
 
 
 def _unit(terms: np.ndarray) -> float:
@@ -136,29 +131,25 @@ def _unit(terms: np.ndarray) -> float:
 
 def distinct_interval(arm: Arm, alpha: float = ALPHA) -> tuple[float, float, str]:
     """UMS's interval on the count scale: the expected number of distinct training images an
-    audit of this N_G reaches with this sampler. The count's terms are the sole finds; with too
-    few of them, the exact Poisson interval of the count itself (the terms then say too little
-    about its spread)."""
+    audit of this N_G reaches with this sampler. The variance is the jackknife's Σ s_i² (s_i the
+    images only generated image i reached), with the number of such finds raised to its one-sided
+    84 % Poisson upper bound (``_sole_variance``), so that a handful of them — or none — never
+    reads as a count known to the image."""
     d, sole = arm.distinct(), arm.sole_finds().astype(np.float64)
-    if np.count_nonzero(sole) >= FEW:
-        return count_interval(d, sole, alpha)
-    unit = _unit(_pairs_per_hit(arm))
-    # images found SURE times or more would be found again by any audit of this size (a miss
-    # has chance about e^-SURE): they are counted as they are; the rest is the Poisson count
-    sure = _found_often(arm)
-    lo, hi = poisson_interval((d - sure) / unit, alpha)
-    return sure + lo * unit, sure + hi * unit, "exact Poisson"
+    half = _z(alpha) * math.sqrt(_sole_variance(sole, _unit(sole if sole.any() else _pairs_per_hit(arm))))
+    return max(0.0, d - half), d + half, "jackknife"
 
 
-SURE = 8  # finds of one image above which missing it in a new audit has chance < e^-8 ≈ 0.03 %
+UPPER = 0.8413447460685429  # one standard error above: the sole finds' Poisson upper bound
 
 
-def _found_often(arm: Arm) -> int:
-    if not len(arm.pair_train):
-        return 0
-    pairs = np.unique(np.stack([arm.pair_train, arm.pair_pos]), axis=1)
-    _, freq = np.unique(pairs[0], return_counts=True)
-    return int((freq >= SURE).sum())
+def _sole_variance(terms: np.ndarray, unit: float = 1.0) -> float:
+    """Σ terms² with the count of positions adding to it raised to its one-sided Poisson upper
+    bound at ``UPPER`` (in units of one find): the expected sole finds bound the variance, and a
+    count of 0, 1 or 2 of them says little about their expectation."""
+    k = int(np.count_nonzero(terms))
+    extra = float(special.gammaincinv(k + 1, UPPER)) - k
+    return float((terms ** 2).sum()) + extra * unit * unit
 
 
 def _pairs_per_hit(arm: Arm) -> np.ndarray:
@@ -236,9 +227,9 @@ def _paired(method: Sequence[Arm], random: Arm, alpha: float) -> dict:
         out["ams_method_lo"], out["ams_method_hi"] = clopper_pearson(int(method[0].hit.sum()), n, alpha)
         lo, hi, _ = distinct_interval(method[0], alpha)
     else:
-        lo, hi, _ = count_interval(hits_m.sum(), hits_m - (hits_m.mean() if n else 0), alpha)
+        lo, hi, _ = count_interval(hits_m.sum(), hits_m, True, alpha)
         out["ams_method_lo"], out["ams_method_hi"] = lo / n, min(hi / n, 1.0)
-        lo, hi, _ = count_interval(d_m, sole_m, alpha)
+        lo, hi, _ = count_interval(d_m, sole_m, False, alpha)
     out["ums_method_lo"], out["ums_method_hi"] = lo / n, hi / n
     out["ams_random_lo"], out["ams_random_hi"] = clopper_pearson(int(random.hit.sum()), n, alpha)
     lo, hi, _ = distinct_interval(random, alpha)
@@ -253,50 +244,48 @@ def _paired(method: Sequence[Arm], random: Arm, alpha: float) -> dict:
 
 def compare_counts(total_m: float, terms_m: np.ndarray, total_r: float, terms_r: np.ndarray,
                    centred: bool, alpha: float = ALPHA) -> dict:
-    """Two counts on the same positions (the method's averaged over ``lams`` λ): difference and
+    """Two counts on the same positions (the method's averaged over its λ): difference and
     ratio with 95 % intervals and one two-sided p-value, from one computation.
 
-    Enough finds (``FEW`` positions adding to either count): the delete-one jackknife over
-    positions of the log ratio (terms centred for a mean of hits, uncentred for a distinct
-    count, whose variance the sole finds bound), a normal interval on the log scale — it can
-    never exclude its own estimate — and the p-value of the same z. Fewer: each count read as
-    Poisson in units of its terms' size (a distinct count of independent finds is less spread,
-    and positive pairing only narrows the truth), the exact conditional binomial test of the
-    method's share of the two, and its Clopper–Pearson interval turned into a ratio."""
+    The delete-one jackknife over positions of the log ratio: leaving position i out of both
+    arms moves it by about t_i(method)/total_m − t_i(Random)/total_r, so pairing enters through
+    each position's two terms (centred for a mean of hits, uncentred for a distinct count,
+    whose variance the sole finds bound). Each arm's count of contributing positions is raised
+    to its one-sided Poisson upper bound (``_sole_variance``) — an extra variance with no
+    pairing credit — so that a handful of finds never reads as certain. The interval is normal
+    on the log scale (it always holds its own estimate) and p is that z's. Where one count is 0
+    no log ratio exists: the exact conditional test of two Poisson counts and its interval."""
     terms_m, terms_r = np.asarray(terms_m, np.float64), np.asarray(terms_r, np.float64)
     z = _z(alpha)
     diff = total_m - total_r
     dm = terms_m - terms_m.mean() if centred and len(terms_m) else terms_m
     dr = terms_r - terms_r.mean() if centred and len(terms_r) else terms_r
-    se_diff = math.sqrt(float(((dm - dr) ** 2).sum()))
-    out = {"diff": diff, "diff_lo": math.nan, "diff_hi": math.nan}  # printed with the jackknife only
+    unit_m, unit_r = _unit(np.abs(terms_m)), _unit(np.abs(terms_r))
+    extra_m = _sole_variance(terms_m, unit_m) - float((terms_m ** 2).sum())
+    extra_r = _sole_variance(terms_r, unit_r) - float((terms_r ** 2).sum())
+    se_diff = math.sqrt(float(((dm - dr) ** 2).sum()) + extra_m + extra_r)
+    out = {"diff": diff, "diff_lo": diff - z * se_diff, "diff_hi": diff + z * se_diff}
     if total_m <= 0 and total_r <= 0:
         return {**out, "ratio": math.nan, "ratio_lo": math.nan, "ratio_hi": math.nan, "p": 1.0,
                 "test": "nothing found by either"}
-    enough = min(np.count_nonzero(terms_m), np.count_nonzero(terms_r)) >= FEW and total_m > 0 and total_r > 0
-    if enough:
+    if total_m > 0 and total_r > 0:
         log_r = math.log(total_m / total_r)
-        se = math.sqrt(float(((dm / total_m - dr / total_r) ** 2).sum()))
-        out.update(diff_lo=diff - z * se_diff, diff_hi=diff + z * se_diff)
-        if se > 0:
-            p = float(2 * special.ndtr(-abs(log_r) / se))
-            return {**out, "ratio": math.exp(log_r), "ratio_lo": math.exp(log_r - z * se),
-                    "ratio_hi": math.exp(log_r + z * se), "p": min(1.0, p), "test": "paired jackknife (log ratio)"}
-        # no position tells the two apart (identical arms): the exact route, never a certain 1
-    # few finds: conditional exact test of two Poisson counts, in units of their terms' size
-    unit = max(_unit(np.abs(terms_m)), _unit(np.abs(terms_r)))
+        se = math.sqrt(float(((dm / total_m - dr / total_r) ** 2).sum()) + extra_m / total_m ** 2
+                       + extra_r / total_r ** 2)
+        p = float(2 * special.ndtr(-abs(log_r) / se))
+        return {**out, "ratio": math.exp(log_r), "ratio_lo": math.exp(log_r - z * se),
+                "ratio_hi": math.exp(log_r + z * se), "p": min(1.0, p), "test": "paired jackknife (log ratio)"}
+    # one count is 0: the exact conditional test of two Poisson counts, in units of one find
+    unit = max(unit_m, unit_r)
     x, y = total_m / unit, total_r / unit
     lo_share = 0.0 if x <= 0 else float(special.betaincinv(x, y + 1, alpha / 2))
     hi_share = 1.0 if y <= 0 else float(special.betaincinv(x + 1, y, 1 - alpha / 2))
-    ratio = total_m / total_r if total_r > 0 else math.inf
     # two-sided p of the share x / (x + y) under 1/2: twice the smaller exact tail
     upper = 1.0 if x <= 0 else float(special.betainc(x, y + 1, 0.5))  # P(X ≥ x)
     lower = 1.0 if y <= 0 else float(special.betainc(y, x + 1, 0.5))  # P(X ≤ x)
-    # the difference has no exact interval here: none is printed rather than a normal one
-    out.update(diff_lo=math.nan, diff_hi=math.nan)
-    return {**out, "ratio": ratio, "ratio_lo": lo_share / (1 - lo_share),
+    return {**out, "ratio": total_m / total_r if total_r > 0 else math.inf, "ratio_lo": lo_share / (1 - lo_share),
             "ratio_hi": math.inf if hi_share >= 1 else hi_share / (1 - hi_share),
-            "p": min(1.0, 2 * min(upper, lower)), "test": "exact conditional (few finds)"}
+            "p": min(1.0, 2 * min(upper, lower)), "test": "exact conditional (one count is 0)"}
 
 
 def mcnemar_ratio(hit_m: np.ndarray, hit_r: np.ndarray, alpha: float = ALPHA) -> dict:

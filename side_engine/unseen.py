@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from .arms import SEED, Arm, budgets_for
 
@@ -177,8 +177,7 @@ def _lgamma(x: np.ndarray) -> np.ndarray:
     return np.array([math.lgamma(float(v)) for v in x])
 
 
-FEW = 5  # fewer images found once than this: the curve's ranges are exact Poisson ones
-SURE = 8  # an image expected this many times in a budget is reached by it (a miss: e^-8 ≈ 0.03 %)
+UPPER = 0.8413447460685429  # a count of images found once, raised one standard error (statistics)
 
 
 def _log_choose(n: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -200,10 +199,9 @@ def curve_ranges(inc: Incidence, budgets: Sequence[int], alpha: float = 0.05) ->
     ``mean_hi``: the delete-one jackknife of the interpolation, each image's term as one of its
     detections is left out) and of what one *new* audit of that budget would reach (``lo``,
     ``hi``: a new audit's own spread, at most the expected number of images it finds once,
-    added). With fewer than ``FEW`` images found once, exact Poisson ranges instead."""
+    added); both counts of images found once raised to their Poisson upper bounds."""
     t, y = inc.t, inc.freq.astype(np.float64)
     z = float(special.ndtri(1 - alpha / 2))
-    few = inc.q(1) < FEW
     out = []
     for b in budgets:
         b = int(min(max(int(round(b)), 1), t))
@@ -217,23 +215,16 @@ def curve_ranges(inc: Incidence, budgets: Sequence[int], alpha: float = 0.05) ->
             delta = _reached(y - 1, t - 1, b) - _reached(y, t - 1, b)
             var_mean = float((y * delta ** 2).sum())
         u = inc.unit
-        if few:  # in units of one find; images found SURE times or more in b are counted as they are
-            sure = float((y * b / t >= SURE).sum())
-            m_lo, m_hi = (sure + u * v for v in _garwood((e - sure) / u, alpha))
-            lo = sure + u * float(stats.poisson.ppf(alpha / 2, (m_lo - sure) / u))
-            hi = sure + u * float(stats.poisson.ppf(1 - alpha / 2, (m_hi - sure) / u))
-        else:
-            half_m = z * math.sqrt(u * var_mean)
-            m_lo, m_hi = max(0.0, e - half_m), e + half_m
-            half = z * math.sqrt(u * (var_mean + float(once.sum())))
-            lo, hi = max(0.0, e - half), e + half
+        # the images found once, a handful or none, raised to their Poisson upper bound as the
+        # distinct count's interval does (``statistics._sole_variance``): never a certain count
+        var_mean += (float(special.gammaincinv(inc.q(1) + 1, UPPER)) - inc.q(1)) * b / t
+        new_once = float(special.gammaincinv(float(once.sum()) + 1, UPPER))
+        half_m = z * math.sqrt(u * var_mean)
+        m_lo, m_hi = max(0.0, e - half_m), e + half_m
+        half = z * math.sqrt(u * (var_mean + new_once))
+        lo, hi = max(0.0, e - half), e + half
         out.append({"budget": b, "expected": e, "mean_lo": m_lo, "mean_hi": m_hi, "lo": lo, "hi": hi})
     return out
-
-
-def _garwood(x: float, alpha: float) -> tuple[float, float]:
-    lo = 0.0 if x <= 0 else float(special.gammaincinv(x, alpha / 2))
-    return lo, float(special.gammaincinv(x + 1, 1 - alpha / 2))
 
 
 def detection_probabilities(inc: Incidence) -> np.ndarray:

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import special, stats
 
 from side_engine.statistics import (
     Arm,
@@ -56,12 +57,13 @@ def _unique_arm(n):
 
 def test_ums_interval_of_all_distinct_hits_is_the_jackknife_of_the_distinct_count():
     """Each of 200 images found once: leaving any generated image out loses one training image,
-    so the jackknife variance is the number found once (200), an upper bound of the count's
-    variance; the interval is 200 ± 1.96 √200 distinct images over 200."""
+    so the jackknife variance is the number found once (200, an upper bound of the count's
+    variance), raised to its one-sided Poisson upper bound (one standard error above)."""
     arm = _unique_arm(200)
     assert arm.ums() == 1.0 and arm.sole_finds().tolist() == [1] * 200
     r = rate_intervals(arm)
-    half = 1.959964 * math.sqrt(200) / 200
+    upper = special.gammaincinv(201, stats.norm.cdf(1))  # ≈ 214.6: scipy's Poisson upper bound of 200
+    half = 1.959964 * math.sqrt(upper) / 200
     assert r["ums_lo"] == pytest.approx(1 - half, abs=1e-6) and r["ums_hi"] == pytest.approx(1 + half, abs=1e-6)
     assert r["ums_method"] == "jackknife"
     assert r["ams"] == 1.0 and r["ams_hi"] == 1.0 and r["ams_lo"] == pytest.approx(0.025 ** (1 / 200))
@@ -106,8 +108,9 @@ def test_paired_comparison_finds_a_clear_gain_and_its_mcnemar_counts():
     assert c["ams_p"] == pytest.approx(2 * 0.5**40)
     assert c["ams_ratio"] == pytest.approx(5.0) and 1 < c["ams_ratio_lo"] < 5 <= c["ams_ratio_hi"]
     assert c["ums_method"] == pytest.approx(50 / n) and c["ums_random"] == pytest.approx(5 / n)
-    # Random's 5 images were each found twice (no sole find): the exact conditional route
-    assert c["ums_test"].startswith("exact conditional") and c["ums_ratio_lo"] > 1 and c["ums_p"] < 0.01
+    # Random's 5 images were each found twice (no sole find): its variance is the Poisson upper
+    # bound of none found once (1.84), with no credit for pairing
+    assert c["ums_test"] == "paired jackknife (log ratio)" and c["ums_ratio_lo"] > 1 and c["ums_p"] < 0.01
     # two λ of a range: the method's rate is their mean, compared by the paired jackknife
     c2 = paired_comparison([m_arm, r_arm], r_arm)
     assert c2["ams_method"] == pytest.approx((50 + 10) / 2 / n) and c2["ams_test"].startswith("paired jackknife")
@@ -152,26 +155,28 @@ def test_coverage_at_equal_budget_is_the_exact_interpolation_with_a_new_audits_r
     assert budgets_for(100) == [8, 16, 32, 64, 100] and budgets_for(8) == [8]
 
 
-def test_a_count_with_few_finds_gets_an_exact_interval_never_a_certain_zero():
-    """64 samples with no in-band pair can only say "at most a few": UMS's interval is the
-    exact Poisson one of its count (0 to 3.69 images); samples that all reach one image have
-    found it for sure, and the interval still allows for images not yet found."""
+def test_a_count_with_few_finds_never_reads_as_certain():
+    """64 samples with no in-band pair can only say "at most a few": no image found once is read
+    as its Poisson upper bound, 1.84 (one standard error above 0), so UMS reads 0 to 2.7 images
+    out of 64, never a certain zero; so does one image that every sample reached."""
     n = 64
     assert clopper_pearson(0, n) == (0.0, pytest.approx(1 - 0.025 ** (1 / n)))  # 5.6 %
     lo, hi = clopper_pearson(5, n)  # scipy.stats.beta.ppf(0.025, 5, 60), (0.975, 6, 59)
     assert lo == pytest.approx(0.025854, abs=1e-6) and hi == pytest.approx(0.172978, abs=1e-6)
     assert clopper_pearson(n, n) == (pytest.approx(0.025 ** (1 / n)), 1.0)
+    half = 1.959964 * math.sqrt(special.gammaincinv(1, stats.norm.cdf(1)))  # -ln(0.1587) = 1.84
     none = Arm(np.zeros(n, bool), np.zeros(0, np.int64), np.zeros(0, np.int64))
     r = rate_intervals(none)
-    assert r["ums"] == 0 and r["ums_lo"] == 0 and r["ums_hi"] == pytest.approx(-math.log(0.025) / n)
-    assert r["ams_hi"] > 0 and r["ums_method"] == "exact Poisson"
+    assert r["ums"] == 0 and r["ums_lo"] == 0 and r["ums_hi"] == pytest.approx(half / n, rel=1e-5)
+    assert r["ams_hi"] > 0
     one = Arm(np.ones(n, bool), np.arange(n), np.zeros(n, np.int64))  # every sample, the same image
     r = rate_intervals(one)
-    assert r["ums_lo"] == pytest.approx(1 / n) and r["ums_hi"] == pytest.approx((1 - math.log(0.025)) / n)
+    assert r["ums"] == pytest.approx(1 / n) and r["ums_hi"] == pytest.approx((1 + half) / n, rel=1e-5)
     c = paired_comparison([none], none)  # and in the paired comparison's per-arm intervals
-    assert c["ums_method_hi"] == c["ums_random_hi"] == pytest.approx(-math.log(0.025) / n)
+    assert c["ums_method_hi"] == c["ums_random_hi"] == pytest.approx(half / n, rel=1e-5)
     assert math.isnan(c["ums_ratio"]) and c["ums_p"] == 1.0
     some = _unique_arm(n)
-    c = paired_comparison([some], none)
+    c = paired_comparison([some], none)  # Random found none: no log ratio, the exact test
     assert c["ums_random_hi"] > 0 and c["ums_method_lo"] < c["ums_method_hi"]
     assert c["ums_ratio"] == math.inf and c["ums_ratio_lo"] > 1 and c["ums_p"] < 0.05
+    assert c["ums_test"].startswith("exact conditional")

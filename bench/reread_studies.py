@@ -1,0 +1,109 @@
+"""Re-read the defaults' study cells with intervals that hold, from the counts that were kept.
+
+The studies kept each cell's rates (the method's mean over its declared λ range, Random's) but
+not the per-sample pairs the product's paired jackknife needs. From counts alone, a valid test
+remains: each count read as a Poisson count — a distinct count of independent finds, and a
+count of hits, are less spread than that, and the positive pairing of shared noise only narrows
+the truth — compared by the exact conditional test of the method's share of the two, with its
+exact interval of the ratio (``statistics.compare_counts`` with no per-position terms). It is
+conservative: a cell it calls "more" is more by any valid paired test; one it cannot call may
+still be.
+
+Endpoints (declared with issue 43, before this re-read): primary, UMS ≥mid ratio's lower bound
+above 1; not worse, AMS ≥mid and AMS at the high band with lower bounds above ``MARGIN`` (0.9).
+The null floor: how many cells a method identical to Random would meet, by simulation of
+Poisson counts at each cell's own Random counts.
+
+    python bench/reread_studies.py > bench/results/reread-defaults.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from side_engine.statistics import compare_counts  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+MARGIN = 0.9
+# (label, file, arm): the defaults' classifier draws, and the bf16 guide on the latter two's
+DRAWS = [("stored draw (chose the defaults)", "study-demo.json", "syn-clusters-hi", {"faces2"}),
+         ("stored draw (chose the defaults)", "study-syn-hi.json", "syn-clusters-hi", {"faces3", "regime"}),
+         ("seventeenth study's draw", "study-bf16.json", "syn-default", None),
+         ("eighteenth study's fresh seeds", "study-bf16-fresh.json", "syn-default", None)]
+ENDPOINTS = (("UMS ≥mid", "mid", "ums", 1.0), ("AMS ≥mid", "mid", "ams", MARGIN),
+             ("AMS high", "high", "ams", MARGIN))
+NONE = np.zeros(1)
+
+
+def cells() -> list[dict]:
+    out = []
+    for label, name, arm, models in DRAWS:
+        data = json.loads((RESULTS / name).read_text())
+        for r in data["rows"]:
+            if r["arm"] != arm or (models and r["model"] not in models):
+                continue
+            cell = {"draw": label, "model": r["model"], "seed": r["seed"], "endpoints": []}
+            for title, band, key, bound in ENDPOINTS:
+                b = r[band]
+                n = b["n"]
+                m, x = b[f"{key}_method"] * n, b[f"{key}_random"] * n
+                c = compare_counts(m, NONE, x, NONE, centred=False)
+                cell["endpoints"].append({"endpoint": title, "method": m, "random": x, "ratio": c["ratio"],
+                                          "lo": c["ratio_lo"], "hi": c["ratio_hi"], "p": c["p"],
+                                          "met": bool(c["ratio_lo"] > bound), "old": [b[f"{key}_ratio"],
+                                                                                     b[f"{key}_ratio_lo"],
+                                                                                     b[f"{key}_ratio_hi"]]})
+            cell["all"] = all(e["met"] for e in cell["endpoints"])
+            out.append(cell)
+    return out
+
+
+def null_floor(cell: dict, rng: np.random.Generator, reps: int = 2000) -> tuple[float, float]:
+    """(primary met, all met) for a method identical to Random at this cell's Random counts."""
+    hits = np.zeros((reps, len(ENDPOINTS)), bool)
+    for j, ((_, _, _, bound), e) in enumerate(zip(ENDPOINTS, cell["endpoints"])):
+        mean = max(e["random"], 0.5)
+        a, b = rng.poisson(mean, reps), rng.poisson(mean, reps)
+        hits[:, j] = [compare_counts(x, NONE, y, NONE, centred=False)["ratio_lo"] > bound for x, y in zip(a, b)]
+    return float(hits[:, 0].mean()), float(hits.all(axis=1).mean())
+
+
+def fmt(r: float, lo: float, hi: float) -> str:
+    return f"{r:.2f} [{lo:.2f}, {'∞' if hi == float('inf') else f'{hi:.2f}'}]"
+
+
+def main() -> int:
+    rng = np.random.default_rng(43)
+    rows = cells()
+    print("| draw | model | seed | UMS ≥mid (re-read; before) | AMS ≥mid | AMS high | endpoints met |")
+    print("|---|---|---:|---|---|---|---:|")
+    floors = []
+    for c in rows:
+        e = c["endpoints"]
+        parts = [f"{fmt(x['ratio'], x['lo'], x['hi'])}{' ✓' if x['met'] else ''}"
+                 + (f" (was {fmt(*x['old'])})" if i == 0 else "") for i, x in enumerate(e)]
+        print(f"| {c['draw']} | {c['model']} | {c['seed']} | " + " | ".join(parts)
+              + f" | {sum(x['met'] for x in e)} of 3 |")
+        floors.append(null_floor(c, rng))
+    by_draw: dict[str, list] = {}
+    for c, f in zip(rows, floors):
+        by_draw.setdefault(c["draw"], []).append((c, f))
+    print()
+    print("| draw | cells (model × seed) | primary met | all three met | null floor: primary | null floor: all |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for draw, items in by_draw.items():
+        cs = [c for c, _ in items]
+        print(f"| {draw} | {len(cs)} | {sum(c['endpoints'][0]['met'] for c in cs)} | {sum(c['all'] for c in cs)} | "
+              f"{sum(f[0] for _, f in items):.2f} | {sum(f[1] for _, f in items):.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
