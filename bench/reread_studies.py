@@ -15,6 +15,14 @@ The null floor: how many cells a method identical to Random would meet, by simul
 Poisson counts at each cell's own Random counts.
 
     python bench/reread_studies.py > bench/results/reread-defaults.md
+    python bench/reread_studies.py --export bench/work/study/faces2-syn-default-fit-s6 ...  # keep the pairs
+    python bench/reread_studies.py --pairs bench/results/pairs/*.json   # re-read cells whose pairs were kept
+
+``--export`` keeps what a cell's audit stored for the comparison — per band (≥mid, high), which
+sample positions hit and which (position, training image) pairs lie in the band, for Random and
+each guided λ of the declared range — in a small JSON beside the results, so that a later method
+can re-read the cell exactly; ``--pairs`` re-reads such files with the product's own paired
+comparison (``statistics.paired_comparison``).
 """
 
 from __future__ import annotations
@@ -79,7 +87,89 @@ def fmt(r: float, lo: float, hi: float) -> str:
     return f"{r:.2f} [{lo:.2f}, {'∞' if hi == float('inf') else f'{hi:.2f}'}]"
 
 
+def export(ws: Path) -> Path:
+    """The cell's arms at ≥mid and at high, on the positions Random and every λ of the range hold."""
+    from side_engine import results, storage
+    from side_engine.config import AuditConfig
+
+    db = storage.connect(ws / "audit.db", readonly=True)
+    try:
+        cfg = AuditConfig.from_stored(results.audit_info(db)["config"])
+        bands, higher = results.stored_bands(db)
+        lams = [lam for m, lam in cfg.grid() if m == "side" and lam in cfg.table_grid()]
+        data = {lam: results._load(db, m, lam) for m, lam in [("random", 0.0)] + [("side", x) for x in lams]}
+        keep = data[0.0]["index"]
+        for d in data.values():
+            keep = np.intersect1d(keep, d["index"])
+        out = {"workspace": ws.name, "seed": cfg.seed, "lambdas": lams, "n": int(len(keep)), "bands": {}}
+        for name, cum, mask in results.band_masks(bands, higher):
+            if not cum or name not in ("mid", "high"):
+                continue
+            arms = {}
+            for lam, d in data.items():
+                a = results.arm(d, mask, keep, cfg.ums == "nearest-only")
+                arms[str(lam)] = {"hit": np.flatnonzero(a.hit).tolist(), "pair_pos": a.pair_pos.tolist(),
+                                  "pair_train": a.pair_train.tolist()}
+            out["bands"][name] = arms
+    finally:
+        db.close()
+    path = RESULTS / "pairs" / f"{ws.name}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(out, separators=(",", ":")))
+    return path
+
+
+def reread_pairs(paths: list[Path]) -> None:
+    """Each kept cell through the product's paired comparison, over its declared λ range."""
+    from side_engine.arms import Arm
+
+    print("| cell | UMS ≥mid | AMS ≥mid | AMS high | endpoints met |")
+    print("|---|---|---|---|---:|")
+    for path in paths:
+        d = json.loads(Path(path).read_text())
+        n = d["n"]
+
+        def arm(x: dict, n: int = n) -> Arm:
+            hit = np.zeros(n, bool)
+            hit[x["hit"]] = True
+            return Arm(hit, np.asarray(x["pair_pos"], np.int64), np.asarray(x["pair_train"], np.int64))
+
+        parts, met = [], 0
+        for _, band, key, bound in ENDPOINTS:
+            arms = d["bands"][band]
+            c = compare_pairs([arm(arms[str(lam)]) for lam in d["lambdas"]], arm(arms["0.0"]))
+            ok = c[f"{key}_ratio_lo"] > bound
+            met += ok
+            parts.append(f"{fmt(c[f'{key}_ratio'], c[f'{key}_ratio_lo'], c[f'{key}_ratio_hi'])}"
+                         f"{' ✓' if ok else ''} ({c[f'{key}_verdict_word']})")
+        print(f"| {d['workspace']} | " + " | ".join(parts) + f" | {met} of 3 |")
+
+
+def compare_pairs(method, random) -> dict:
+    from side_engine.statistics import ALPHA, paired_comparison
+
+    c = paired_comparison(method, random)
+    for key in ("ams", "ums"):
+        word = "no difference shown" if c[f"{key}_p"] >= ALPHA else (
+            "more than Random" if c[f"{key}_ratio"] > 1 else "fewer than Random")
+        c[f"{key}_verdict_word"] = word
+    return c
+
+
 def main() -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--export", type=Path, nargs="+", help="study workspaces whose pairs to keep")
+    ap.add_argument("--pairs", type=Path, nargs="+", help="kept pairs to re-read")
+    args = ap.parse_args()
+    if args.export:
+        for ws in args.export:
+            print(export(ws))
+        return 0
+    if args.pairs:
+        reread_pairs(args.pairs)
+        return 0
     rng = np.random.default_rng(43)
     rows = cells()
     print("| draw | model | seed | UMS ≥mid (re-read; before) | AMS ≥mid | AMS high | endpoints met |")

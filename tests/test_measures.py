@@ -93,19 +93,20 @@ def test_an_empty_arm_has_no_rate_rather_than_a_zero_one():
     assert all(math.isnan(a) and math.isnan(u) for a, u in rates.values())
 
 
-def test_topk_mean_intervals_cover_the_estimate_and_narrow_with_more_images():
+def test_topk_mean_intervals_cover_the_estimate_narrow_with_more_images_and_skip_small_tails():
     from side_engine.measures import topk_mean
-    from side_engine.statistics import topk_mean_intervals
+    from side_engine.statistics import TOPK_MIN, topk_mean_intervals
 
     rng = np.random.default_rng(0)
-    small, large = rng.uniform(0, 1, 200), rng.uniform(0, 1, 3200)
+    small, large = rng.uniform(0, 1, 10 * TOPK_MIN), rng.uniform(0, 1, 160 * TOPK_MIN)
     for higher in (True, False):
         est = topk_mean(small, higher)[0.1]
         lo, hi = topk_mean_intervals(small, higher)[0.1]
         assert lo <= est <= hi and hi > lo
         lo2, hi2 = topk_mean_intervals(large, higher)[0.1]
         assert (hi2 - lo2) < (hi - lo) / 2  # ~1/sqrt(16) of the width
-    assert topk_mean_intervals(small, True) == topk_mean_intervals(small, True)  # fixed seed: reproducible
-    # the single closest image: a resample can only lose it, so the interval lies on one side of it
-    lo, hi = topk_mean_intervals(small, False)[0.001]
-    assert lo == pytest.approx(small.min()) and hi > lo
+    assert topk_mean_intervals(small, True) == pytest.approx(topk_mean_intervals(small, True), nan_ok=True)
+    # the closest 1 of 1 000 (and 5, 10, 50): a resample can only lose them, and such intervals
+    # under-cover, so none is given
+    for f in (0.001, 0.005, 0.01, 0.05):
+        assert all(math.isnan(v) for v in topk_mean_intervals(small, False)[f])
