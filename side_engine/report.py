@@ -172,6 +172,9 @@ def headline(data: dict, exposure: list[dict], n_train: int, bands) -> list[str]
         if c["cumulative"] and c["band"] == "mid":
             lines.append(verdict_line(c, "ums", "mid"))
             lines.append(verdict_line(c, "ams", "mid"))
+    if comp.get("range") and comp.get("conditional_on"):
+        lines.append(f"Brackets are 95 % intervals, conditional on {comp['conditional_on']}; each verdict is its "
+                     "ratio interval's (\"more\" exactly when it lies above 1).")
     for cov in comp.get("coverage", []):
         if cov["band"] == "mid" and cov["points"]:
             pt = cov["points"][-1]
@@ -240,7 +243,7 @@ def unseen_lines(unseen: dict | None, band: str = "mid") -> list[str]:
         for p in plan:
             who = STRATEGY_WORDS.get(p["strategy"], p["strategy"])
             if p.get("unreachable"):
-                parts.append(f"{who} does not get there (an estimated {p['own_estimate']:.0f} at most)")
+                parts.append(f"{who} does not get there (its own estimate, {p['own_estimate']:.0f}, is below the goal)")
             elif p.get("budget") is None:
                 parts.append(f"{who} more than {p['at_least']} (beyond what the estimate can extrapolate)")
             else:

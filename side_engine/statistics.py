@@ -251,9 +251,9 @@ def compare_counts(total_m: float, terms_m: np.ndarray, total_r: float, terms_r:
     The delete-one jackknife over positions of the log ratio: leaving position i out of both
     arms moves it by about t_i(method)/total_m − t_i(Random)/total_r, so pairing enters through
     each position's two terms (centred for a mean of hits, uncentred for a distinct count,
-    whose variance the sole finds bound). Each arm's count of contributing positions is raised
-    to its one-sided Poisson upper bound (``_sole_variance``) — an extra variance with no
-    pairing credit — so that a handful of finds never reads as certain. The interval is normal
+    whose variance the sole finds bound). The number of positions that tell the arms apart is
+    raised to its one-sided Poisson upper bound (``_paired_variance``), so that a handful of
+    them never reads as certain. The interval is normal
     on the log scale (it always holds its own estimate) and p is that z's. Where one count is 0
     no log ratio exists: the exact conditional test of two Poisson counts and its interval."""
     terms_m, terms_r = np.asarray(terms_m, np.float64), np.asarray(terms_r, np.float64)
@@ -262,17 +262,17 @@ def compare_counts(total_m: float, terms_m: np.ndarray, total_r: float, terms_r:
     dm = terms_m - terms_m.mean() if centred and len(terms_m) else terms_m
     dr = terms_r - terms_r.mean() if centred and len(terms_r) else terms_r
     unit_m, unit_r = _unit(np.abs(terms_m)), _unit(np.abs(terms_r))
-    extra_m = _sole_variance(terms_m, unit_m) - float((terms_m ** 2).sum())
-    extra_r = _sole_variance(terms_r, unit_r) - float((terms_r ** 2).sum())
-    se_diff = math.sqrt(float(((dm - dr) ** 2).sum()) + extra_m + extra_r)
+    # the positions that tell the arms apart, their number raised to its Poisson upper bound
+    apart = (terms_m != terms_r) if len(terms_m) else np.zeros(0, bool)
+    se_diff = math.sqrt(_paired_variance(dm - dr, apart, 0.5 * (unit_m ** 2 + unit_r ** 2)))
     out = {"diff": diff, "diff_lo": diff - z * se_diff, "diff_hi": diff + z * se_diff}
     if total_m <= 0 and total_r <= 0:
         return {**out, "ratio": math.nan, "ratio_lo": math.nan, "ratio_hi": math.nan, "p": 1.0,
                 "test": "nothing found by either"}
     if total_m > 0 and total_r > 0:
         log_r = math.log(total_m / total_r)
-        se = math.sqrt(float(((dm / total_m - dr / total_r) ** 2).sum()) + extra_m / total_m ** 2
-                       + extra_r / total_r ** 2)
+        se = math.sqrt(_paired_variance(dm / total_m - dr / total_r, apart,
+                                        0.5 * ((unit_m / total_m) ** 2 + (unit_r / total_r) ** 2)))
         p = float(2 * special.ndtr(-abs(log_r) / se))
         return {**out, "ratio": math.exp(log_r), "ratio_lo": math.exp(log_r - z * se),
                 "ratio_hi": math.exp(log_r + z * se), "p": min(1.0, p), "test": "paired jackknife (log ratio)"}
@@ -287,6 +287,16 @@ def compare_counts(total_m: float, terms_m: np.ndarray, total_r: float, terms_r:
     return {**out, "ratio": total_m / total_r if total_r > 0 else math.inf, "ratio_lo": lo_share / (1 - lo_share),
             "ratio_hi": math.inf if hi_share >= 1 else hi_share / (1 - hi_share),
             "p": min(1.0, 2 * min(upper, lower)), "test": "exact conditional (one count is 0)"}
+
+
+def _paired_variance(delta: np.ndarray, apart: np.ndarray, one: float) -> float:
+    """The paired jackknife's Σ delta_i², scaled by the number of positions that tell the two arms
+    apart raised to its one-sided Poisson upper bound over that number (with none, the bound's
+    1.84 positions of size ``one``): few differing positions never read as certainty, and the
+    positions both arms share keep their credit for the pairing."""
+    k = int(np.count_nonzero(apart))
+    scaled = float((delta ** 2).sum()) * float(special.gammaincinv(k + 1, UPPER)) / k if k else 0.0
+    return max(scaled, float(special.gammaincinv(1, UPPER)) * one)
 
 
 def mcnemar_ratio(hit_m: np.ndarray, hit_r: np.ndarray, alpha: float = ALPHA) -> dict:
