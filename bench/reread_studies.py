@@ -5,7 +5,7 @@ not the per-sample pairs the product's paired jackknife needs. From counts alone
 remains: each count read as a Poisson count — a distinct count of independent finds, and a
 count of hits, are less spread than that, and the positive pairing of shared noise only narrows
 the truth — compared by the exact conditional test of the method's share of the two, with its
-exact interval of the ratio (``statistics.compare_counts`` with no per-position terms). It is
+exact interval of the ratio (``statistics.poisson_ratio``). It is
 conservative: a cell it calls "more" is more by any valid paired test; one it cannot call may
 still be.
 
@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from side_engine.statistics import compare_counts  # noqa: E402
+from side_engine.statistics import poisson_ratio  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MARGIN = 0.9
@@ -47,7 +47,6 @@ DRAWS = [("stored draw (chose the defaults)", "study-demo.json", "syn-clusters-h
          ("eighteenth study's fresh seeds", "study-bf16-fresh.json", "syn-default", None)]
 ENDPOINTS = (("UMS ≥mid", "mid", "ums", 1.0), ("AMS ≥mid", "mid", "ams", MARGIN),
              ("AMS high", "high", "ams", MARGIN))
-NONE = np.zeros(1)
 
 
 def cells() -> list[dict]:
@@ -62,7 +61,7 @@ def cells() -> list[dict]:
                 b = r[band]
                 n = b["n"]
                 m, x = b[f"{key}_method"] * n, b[f"{key}_random"] * n
-                c = compare_counts(m, NONE, x, NONE, centred=False)
+                c = poisson_ratio(m, x)
                 cell["endpoints"].append({"endpoint": title, "method": m, "random": x, "ratio": c["ratio"],
                                           "lo": c["ratio_lo"], "hi": c["ratio_hi"], "p": c["p"],
                                           "met": bool(c["ratio_lo"] > bound), "old": [b[f"{key}_ratio"],
@@ -79,7 +78,7 @@ def null_floor(cell: dict, rng: np.random.Generator, reps: int = 2000) -> tuple[
     for j, ((_, _, _, bound), e) in enumerate(zip(ENDPOINTS, cell["endpoints"])):
         mean = max(e["random"], 0.5)
         a, b = rng.poisson(mean, reps), rng.poisson(mean, reps)
-        hits[:, j] = [compare_counts(x, NONE, y, NONE, centred=False)["ratio_lo"] > bound for x, y in zip(a, b)]
+        hits[:, j] = [poisson_ratio(x, y)["ratio_lo"] > bound for x, y in zip(a, b)]
     return float(hits[:, 0].mean()), float(hits.all(axis=1).mean())
 
 

@@ -12,7 +12,6 @@ import csv
 import datetime as dt
 import io
 import json
-import math
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -231,12 +230,11 @@ def unseen_lines(unseen: dict | None, band: str = "mid") -> list[str]:
                          f"{r['generated']} generated images; with none found the estimate cannot say how many a "
                          f"larger budget would find (anywhere up to all {r.get('ceiling', 'the')} training images).")
             continue
-        # the lower bound rounded down: 21.7 is "at least 21"; the upper end is the training set
         lines.append(f"{STRATEGY_WORDS.get(r['strategy'], r['strategy'])}: {r['observed']} training images found "
                      f"at ≥{band} in {r['generated']} generated images; with an unlimited budget an estimated "
-                     f"{r[est]:.0f}, at least {math.floor(r.get('total_lo', r[est + '_lo']))} (95 % lower bound) "
-                     f"and up to all {r.get('ceiling', 'the')} training images — the counts cannot bound how many "
-                     f"rarely generated ones remain ({ESTIMATOR_WORDS.get(est, est)}).")
+                     f"{r[est]:.0f} ({ESTIMATOR_WORDS.get(est, est)}), and anywhere up to all "
+                     f"{r.get('ceiling', 'the')} training images: the counts cannot bound how many rarely generated "
+                     f"ones remain.")
     plan = [p for p in unseen.get("planner", []) if p["band"] == band]
     if plan:
         parts = []

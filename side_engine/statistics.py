@@ -277,16 +277,23 @@ def compare_counts(total_m: float, terms_m: np.ndarray, total_r: float, terms_r:
         return {**out, "ratio": math.exp(log_r), "ratio_lo": math.exp(log_r - z * se),
                 "ratio_hi": math.exp(log_r + z * se), "p": min(1.0, p), "test": "paired jackknife (log ratio)"}
     # one count is 0: the exact conditional test of two Poisson counts, in units of one find
-    unit = max(unit_m, unit_r)
-    x, y = total_m / unit, total_r / unit
-    lo_share = 0.0 if x <= 0 else float(special.betaincinv(x, y + 1, alpha / 2))
-    hi_share = 1.0 if y <= 0 else float(special.betaincinv(x + 1, y, 1 - alpha / 2))
-    # two-sided p of the share x / (x + y) under 1/2: twice the smaller exact tail
-    upper = 1.0 if x <= 0 else float(special.betainc(x, y + 1, 0.5))  # P(X ≥ x)
-    lower = 1.0 if y <= 0 else float(special.betainc(y, x + 1, 0.5))  # P(X ≤ x)
-    return {**out, "ratio": total_m / total_r if total_r > 0 else math.inf, "ratio_lo": lo_share / (1 - lo_share),
+    return {**out, **poisson_ratio(total_m, total_r, max(unit_m, unit_r), alpha)}
+
+
+def poisson_ratio(x: float, y: float, unit: float = 1.0, alpha: float = ALPHA) -> dict:
+    """Two counts read as Poisson counts (in units of ``unit``), compared by the exact conditional
+    test of the first's share of the two, with its exact (Clopper–Pearson) interval turned into a
+    ratio: valid for counts less spread than Poisson's and positively paired, whatever their
+    size, and conservative — it cannot use the pairing."""
+    a, b = x / unit, y / unit
+    lo_share = 0.0 if a <= 0 else float(special.betaincinv(a, b + 1, alpha / 2))
+    hi_share = 1.0 if b <= 0 else float(special.betaincinv(a + 1, b, 1 - alpha / 2))
+    # two-sided p of the share a / (a + b) under 1/2: twice the smaller exact tail
+    upper = 1.0 if a <= 0 else float(special.betainc(a, b + 1, 0.5))  # P(X ≥ a)
+    lower = 1.0 if b <= 0 else float(special.betainc(b, a + 1, 0.5))  # P(X ≤ a)
+    return {"ratio": x / y if y > 0 else (math.inf if x > 0 else math.nan), "ratio_lo": lo_share / (1 - lo_share),
             "ratio_hi": math.inf if hi_share >= 1 else hi_share / (1 - hi_share),
-            "p": min(1.0, 2 * min(upper, lower)), "test": "exact conditional (one count is 0)"}
+            "p": min(1.0, 2 * min(upper, lower)), "test": "exact conditional (Poisson counts)"}
 
 
 def _paired_variance(delta: np.ndarray, apart: np.ndarray, one: float) -> float:

@@ -63,8 +63,9 @@ def test_estimate_caps_at_the_training_set_keeps_what_was_found_and_refuses_beyo
     inc = unseen.Incidence(np.array([1] * 12 + [2, 3]), 40)
     est = unseen.estimate(inc, ceiling=16, resamples=50)
     assert est["chao2"] <= 16 and est["ichao2"] <= 16
-    # the total: a lower bound above what was found, and no upper end but the training set
-    assert inc.observed < est["total_lo"] <= est["ichao2"] and est["chao2_hi"] == est["ichao2_hi"] == 16
+    # the total: what was found as the lower end, and no upper end but the training set
+    assert est["total_lo"] == est["chao2_lo"] == inc.observed < est["ichao2"]
+    assert est["chao2_hi"] == est["ichao2_hi"] == 16
     observed_end = next(c for c in est["curve"] if c["budget"] == 40)
     assert observed_end["expected"] == inc.observed and not observed_end["extrapolated"]
     assert observed_end["lo"] < inc.observed < observed_end["hi"]  # what a new audit of 40 would reach

@@ -480,7 +480,7 @@ class ResultsView(QWidget):
         self.unseen_note.setText(
             f"Training images each strategy found, and how many it would find with an unlimited budget "
             f"({'Chao2' if est == 'chao2' else 'iChao2'} on how often each image was found, itself a lower "
-            "bound: on small audits it fell 17-37 % short of large runs). Brackets: a 95 % lower bound, and the "
+            "bound: on small audits it fell 17-37 % short of large runs). Brackets: what was found, and the "
             "training set's size as the upper end — the counts cannot bound how many rarely generated images "
             "remain. Within the budget the shaded range is what a new audit of that budget would reach; "
             f"the curve is extrapolated to {cap:g}× the budget, no further, as an estimate with no range. "
