@@ -324,9 +324,8 @@ def mcnemar_ratio(hit_m: np.ndarray, hit_r: np.ndarray, alpha: float = ALPHA) ->
     se = math.sqrt(float((((x - x.mean()) - (y - y.mean())) ** 2).sum())) if n else 0.0
     out = {"diff": diff, "diff_lo": diff - z * se if se > 0 else math.nan,
            "diff_hi": diff + z * se if se > 0 else math.nan, "test": "McNemar exact"}
-    if a + b + c == 0:
-        return {**out, "ratio": math.nan, "ratio_lo": math.nan, "ratio_hi": math.nan, "p": 1.0,
-                "test": "nothing found by either"}
+    if a + b + c == 0:  # neither arm hit the band: no ratio exists, and McNemar has nothing to split
+        return {**out, "ratio": math.nan, "ratio_lo": math.nan, "ratio_hi": math.nan, "p": 1.0}
     lo_pi, hi_pi = clopper_pearson(b, big_n, alpha) if big_n else (0.0, 1.0)
     span = big_n if big_n else poisson_interval(0, alpha)[1]
 

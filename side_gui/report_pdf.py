@@ -60,6 +60,8 @@ def paginated(model: dict, writer: QPdfWriter) -> QTextDocument:
         lonely = [h for h in _lonely_headings(doc) if h not in headings]  # (one that moved and stays alone: left)
         if lonely:
             headings.add(lonely[0])
+            if lonely[0] in _followed_by_heading(doc):  # "Appendix" then "A.1": one break, before both
+                headings.discard(lonely[0] + 1)
             continue
         cut = _first_straddling_pair(doc)
         if cut is None or cut in breaks:  # a row taller than a page cannot be helped
@@ -147,6 +149,18 @@ def _lonely_headings(doc: QTextDocument) -> list[int]:
                 following, seen = following.next(), seen + 1
         block = block.next()
     return lonely
+
+
+def _followed_by_heading(doc: QTextDocument) -> set[int]:
+    """Ordinals of the section headings (h2) whose very next block is the next h2."""
+    block, ordinal, out = doc.begin(), -1, set()
+    while block.isValid():
+        if block.blockFormat().headingLevel() == 2 and QTextCursor(block).currentTable() is None:
+            ordinal += 1
+            if block.next().isValid() and block.next().blockFormat().headingLevel() == 2:
+                out.add(ordinal)
+        block = block.next()
+    return out
 
 
 def _block_line_tops(layout, block) -> list[float]:
