@@ -26,8 +26,9 @@ DEMO_FACES = RESOURCES / "demo" / "faces"
 # it on this model), on half the studies' synthetic set (512 images, about 21 a cluster) so that
 # the demo stays within 10 minutes; its TD classifier gets the studies' 50 epochs (with 30 the TD
 # classifier of an earlier demo model barely steered), and it samples the studies' N_G = 512 per
-# λ: at 256 its distinct-image ratio was 1.12 [0.90, 1.42], an interval too wide to tell the
-# study's 1.17-1.23 from none. The sampler is the product's default, DDIM 50, as in the studies:
+# λ (with the intervals checked against known truths since 2026-12-08, even 512 leaves the
+# distinct-image ratio's interval — 1.12 [0.86, 1.45] in one run — too wide to show this model's
+# gain; more would break the 10-minute budget). The sampler is the product's default, DDIM 50:
 # at DDIM 25 this model's own sampler already reaches 19 of its 24 faces in 256 samples (12-13 in
 # 512 at DDIM 50), and a demo's UMS verdict there was "no difference shown".
 DEMO_SETTINGS = dict(
