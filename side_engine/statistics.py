@@ -32,6 +32,7 @@ from scipy import special, stats
 
 from .arms import SEED, Arm, budgets_for
 from .measures import TOPK_FRACTIONS
+from .unseen import UPPER  # one standard error above: a count of sole finds at its Poisson upper bound
 
 __all__ = ["Arm", "SEED", "budgets_for"]  # their home is ``arms``; imported from here before
 
@@ -139,9 +140,6 @@ def distinct_interval(arm: Arm, alpha: float = ALPHA) -> tuple[float, float, str
     d, sole = arm.distinct(), arm.sole_finds().astype(np.float64)
     half = _z(alpha) * math.sqrt(_sole_variance(sole, _unit(sole if sole.any() else _pairs_per_hit(arm))))
     return max(0.0, d - half), d + half, "jackknife"
-
-
-UPPER = 0.8413447460685429  # one standard error above: the sole finds' Poisson upper bound
 
 
 def _sole_variance(terms: np.ndarray, unit: float = 1.0) -> float:

@@ -177,7 +177,7 @@ def _lgamma(x: np.ndarray) -> np.ndarray:
     return np.array([math.lgamma(float(v)) for v in x])
 
 
-UPPER = 0.8413447460685429  # a count of images found once, raised one standard error (statistics)
+UPPER = 0.8413447460685429  # a count of images found once, taken one standard error above (here and statistics)
 
 
 def _log_choose(n: np.ndarray, k: np.ndarray) -> np.ndarray:
