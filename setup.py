@@ -9,4 +9,4 @@ here. Everything else about the build lives in pyproject.toml.
 
 from setuptools import find_packages, setup
 
-setup(packages=[*find_packages(include=["side_engine", "side_engine.*", "side_gui", "side_gui.*"]), "side_resources"])
+setup(packages=[*find_packages(include=["side_audit", "side_audit.*", "side_engine", "side_engine.*", "side_gui", "side_gui.*"]), "side_resources"])

@@ -1,7 +1,7 @@
 """What a multi-process audit adds to every round besides sampling, measured on this machine:
 
 1. communication — rank 0 broadcasts the round's batch assignment and gathers every rank's
-   ``BatchResult`` (``distributed.run_round``), with batches of paper size (64 images of
+   ``BatchResult`` (``ranks.run_round``), with batches of paper size (64 images of
    128 × 128 × 3, all of them in band, the worst case for the payload), on W gloo ranks;
 2. the owner's storing — ``stages.sampling.store_batch`` (the in-band images' PNG files, then
    the batch's rows and matches in one SQLite transaction), per batch; since it runs on the
@@ -79,7 +79,7 @@ def _rank(rank: int, world: int, port: int, rounds: int, in_band: int, out: str)
     import torch
     import torch.distributed as dist
 
-    from side_engine import distributed
+    from side_engine import rank_worker, ranks
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -89,13 +89,13 @@ def _rank(rank: int, world: int, port: int, rounds: int, in_band: int, out: str)
             times = []
             for _ in range(rounds + 2):
                 t0 = time.perf_counter()
-                distributed.run_round("bench", [[1]] * world, lambda b: result)
+                ranks.run_round("bench", [[1]] * world, lambda b: result)
                 times.append(time.perf_counter() - t0)
-            distributed._send({"op": distributed.STOP})
+            ranks.send({"op": ranks.STOP})
             Path(out).write_text(json.dumps(sorted(times[2:])))
         else:
-            distributed.WORK["bench"] = lambda ctx, b: result
-            distributed.worker_loop(torch.device("cpu"))
+            rank_worker.WORK["bench"] = lambda ctx, b: result
+            rank_worker.worker_loop(torch.device("cpu"))
     finally:
         dist.destroy_process_group()
 

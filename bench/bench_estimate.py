@@ -55,7 +55,7 @@ def run_case(name: str, work: Path) -> dict:
     root = work / name.replace(" ", "-")
     shutil.rmtree(root, ignore_errors=True)
     ws = init_workspace(root, str(DEMO_MODEL), str(faces), **settings)
-    cmd = [sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--quiet"]
+    cmd = [sys.executable, "-m", "side_audit.cli", "run", str(ws.root), "--quiet"]
     env = dict(os.environ)
     if case["nproc"] > 1:
         cmd += ["--nproc", str(case["nproc"])]

@@ -44,7 +44,7 @@ def run_layout(work: Path, name: str) -> Path:
     root = work / name.replace(" ", "-").replace(",", "")
     shutil.rmtree(root, ignore_errors=True)
     ws = init_workspace(root, str(DEMO_MODEL), str(DEMO_FACES), **dict(SETTINGS, threads=threads if nproc == 1 else 0))
-    cmd = [sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--quiet"]
+    cmd = [sys.executable, "-m", "side_audit.cli", "run", str(ws.root), "--quiet"]
     if nproc > 1:
         cmd += ["--nproc", str(nproc)]
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=dict(os.environ, **env))

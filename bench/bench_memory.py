@@ -69,7 +69,7 @@ def run_point(work: Path, n: int, n_syn: int, code: Path, size: int = 32) -> dic
     ws = init_workspace(root, str(model), str(faces), n_syn=n_syn, **{**SETTINGS, **extra})
     env = dict(os.environ, PYTHONPATH=str(code))
     t0 = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--quiet"],
+    proc = subprocess.Popen([sys.executable, "-m", "side_audit.cli", "run", str(ws.root), "--quiet"],
                             cwd=code, env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)

@@ -284,11 +284,11 @@ def main() -> None:
     if "metrics" in todo:
         step("metrics stage", measured([sys.executable, "-c", METRICS, str(ws.db_path)]))
     if "json" in todo:
-        step("metrics --json", measured([sys.executable, "-m", "side_engine.cli", "metrics", str(root), "--json"]))
+        step("metrics --json", measured([sys.executable, "-m", "side_audit.cli", "metrics", str(root), "--json"]))
     for fmt in ("html", "pdf"):
         if fmt in todo:
             out = args.work / f"report.{fmt}"
-            step(f"report {fmt}", measured([sys.executable, "-m", "side_engine.cli", "report", str(root), "--format",
+            step(f"report {fmt}", measured([sys.executable, "-m", "side_audit.cli", "report", str(root), "--format",
                                             fmt, "--out", str(out)], env={"QT_QPA_PLATFORM": "offscreen"}))
     step("database", {"mb": round(ws.db_path.stat().st_size / 2 ** 20)})
     if not args.no_app and "app" in todo:

@@ -42,7 +42,7 @@ def main() -> None:
     for n in [int(x) for x in args.nproc.split(",")]:
         ws = init_workspace(Path(tempfile.mkdtemp()) / f"ws{n}", str(DEMO_MODEL), str(DEMO_FACES), **settings)
         t0 = time.time()
-        subprocess.run([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--quiet", "--nproc", str(n)],
+        subprocess.run([sys.executable, "-m", "side_audit.cli", "run", str(ws.root), "--quiet", "--nproc", str(n)],
                        check=True, stdout=subprocess.DEVNULL)
         db = storage.connect(ws.db_path)
         seconds = {r["name"]: r["seconds"] for r in storage.stage_rows(db)}["sample"]

@@ -33,7 +33,7 @@ from side_engine.demo import DEMO_FACES, DEMO_MODEL, QUICK_SETTINGS  # noqa: E40
 def audit(nproc: int, settings: dict, env: dict) -> tuple[float, list]:
     ws = init_workspace(Path(tempfile.mkdtemp()) / f"ws{nproc}", str(DEMO_MODEL), str(DEMO_FACES), **settings)
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--quiet", "--nproc", str(nproc)],
+    subprocess.run([sys.executable, "-m", "side_audit.cli", "run", str(ws.root), "--quiet", "--nproc", str(nproc)],
                    check=True, env=env)
     db = storage.connect(ws.db_path)
     seconds = {r["name"]: r["seconds"] for r in storage.stage_rows(db)}["sample"]

@@ -9,8 +9,8 @@ import sys
 
 
 def main() -> int:
-    from side_engine.cli import command_names
-    from side_engine.cli import main as cli_main
+    from side_audit.cli import command_names
+    from side_audit.cli import main as cli_main
 
     args = sys.argv[1:]
     if args and (args[0] in command_names() or args[0] in ("-h", "--help", "--version")):

@@ -9,8 +9,6 @@ cores; they are written to the workspace's ``audit.toml`` like any other audit.
 from __future__ import annotations
 
 import shutil
-import sys
-import time
 from pathlib import Path
 
 from . import resources
@@ -63,23 +61,3 @@ def ensure_demo_workspace(root: Path | None = None, quick: bool = False, fresh: 
         return ws.root, False
     init_workspace(root, str(DEMO_MODEL), str(DEMO_FACES), **(QUICK_SETTINGS if quick else DEMO_SETTINGS))
     return ws.root, True
-
-
-def run_demo(args) -> Path:
-    """Run (or resume) the demo audit and print its summary; returns the workspace, which the
-    CLI may then open in the desktop app (the engine imports no GUI code)."""
-    from .cli import print_summary, run_workspace
-    from .workspace import Workspace
-
-    root, created = ensure_demo_workspace(args.workspace, args.quick, args.fresh)
-    ws = Workspace(root)
-    print(f"demo workspace: {ws.root}{'' if created else ' (resuming; --fresh starts over)'}", file=sys.stderr)
-    t0 = time.time()
-    result = run_workspace(root)
-    print_summary(result)
-    for c in result.get("classifiers", []):
-        print(f"{c['name'].upper()} classifier: accuracy {c['accuracy']:.2f} ({c['details']['measured_on']})")
-    print(f"\ndemo audit finished in {time.time() - t0:.0f} s. Workspace: {ws.root}")
-    print(f"  side-audit metrics {ws.root} --json   # every number\n  side-audit gui {ws.root}              "
-          "# review the pairs")
-    return ws.root

@@ -15,8 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .training_set import to_model_tensor_range
-
 
 class ImageRows:
     """Rows of an image set, in index order, from one array or from consecutive parts.
@@ -149,3 +147,13 @@ class NpyFile:
 
 def as_rows(x: ImageRows | np.ndarray | torch.Tensor) -> ImageRows:
     return x if isinstance(x, ImageRows) else ImageRows(x)
+
+
+def to_model_tensor_range(pixels: np.ndarray) -> np.ndarray:
+    """uint8 HWC -> float32 CHW in [-1, 1], the model's input range.
+
+    Contiguous on purpose: a transposed view reaches torch as a channels_last-strided
+    tensor, and with 3 channels torch 2.13's oneDNN convolution backward crashed
+    (SIGSEGV/SIGABRT) on such inputs during TDKD."""
+    x = np.ascontiguousarray(pixels.astype(np.float32).transpose(0, 3, 1, 2))
+    return x / 127.5 - 1.0

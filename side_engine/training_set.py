@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import InputError
+from .image_rows import NpyFile, to_model_tensor_range  # noqa: F401 (the model's range, read here by callers)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 # the setting resize_filter: a model trained on bilinear resizes looks less like bicubic
@@ -152,8 +153,6 @@ class _PixelSink:
             while block := src.read(1 << 26):  # copied in chunks, never the whole set in memory
                 f.write(block)
         tmp.replace(self.into)
-        from .image_rows import NpyFile
-
         return NpyFile(self.into)
 
     def close(self) -> None:
@@ -209,13 +208,3 @@ def files_fingerprint(root: Path) -> str:
     """Fingerprint over every image file of the folder (readable or not): detects any change
     before a resume, without decoding anything."""
     return fingerprint([hashlib.sha256(p.read_bytes()).hexdigest() for p in list_images(root)])
-
-
-def to_model_tensor_range(pixels: np.ndarray) -> np.ndarray:
-    """uint8 HWC -> float32 CHW in [-1, 1], the model's input range.
-
-    Contiguous on purpose: a transposed view reaches torch as a channels_last-strided
-    tensor, and with 3 channels torch 2.13's oneDNN convolution backward crashed
-    (SIGSEGV/SIGABRT) on such inputs during TDKD."""
-    x = np.ascontiguousarray(pixels.astype(np.float32).transpose(0, 3, 1, 2))
-    return x / 127.5 - 1.0

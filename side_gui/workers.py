@@ -97,7 +97,7 @@ class AuditWorker(_EngineWorker):
     def work(self) -> dict:
         processes = Workspace(self.workspace).load_config().processes
         if processes > 1:
-            from side_engine.distributed import refuse_in_frozen_bundle
+            from side_engine.ranks import refuse_in_frozen_bundle
 
             refuse_in_frozen_bundle(processes)
             return self._work_in_processes(processes)
@@ -109,7 +109,7 @@ class AuditWorker(_EngineWorker):
         seen: dict[str, tuple] = {}
         self._relay_db = None  # one read-only connection for every poll (opening one migrates the database)
         with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
-            job = subprocess.Popen([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--nproc", str(n),
+            job = subprocess.Popen([sys.executable, "-m", "side_audit.cli", "run", str(ws.root), "--nproc", str(n),
                                     "--quiet"], stdout=out, stderr=subprocess.STDOUT)
             stop_sent = False
             while True:

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from side_audit.cli import main
 from side_engine import storage
 from side_engine.audit import AuditRunner, init_workspace
-from side_engine.cli import main
 from side_engine.errors import Cancelled
 from side_engine.progress import RecordingProgress
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from side_audit.cli import main
 from side_engine.checkpoint import load_target
-from side_engine.cli import main
 from side_engine.demo import RESOURCES
 
 STUDY_MODELS = Path(__file__).resolve().parents[1] / "bench" / "models"

@@ -218,7 +218,7 @@ def test_no_rank_sees_the_workspace_is_an_error_naming_it(tmp_path):
     import sys
 
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                        "-m", "side_engine.distributed", str(tmp_path / "nowhere")],
+                        "-m", "side_audit.launch", str(tmp_path / "nowhere")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert f"{tmp_path / 'nowhere'}: no audit.toml there on any node" in r.stderr + r.stdout
@@ -274,7 +274,8 @@ def test_on_one_machines_cpu_the_owner_trains_alone_with_a_single_processs_threa
     classifier; on one machine's CPU it buys no speed either. So there the owner trains alone,
     with every core (the others wait), as a single process would; GPUs and several machines
     train data-parallel."""
-    from side_engine import cpu, distributed
+    from side_engine import cpu
+    from side_engine import ranks as distributed
 
     cpu_dev, gpu = torch.device("cpu"), torch.device("cuda")
     assert not distributed.tdkd_data_parallel(cpu_dev)  # one process: nothing to share

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from side_audit.cli import main
 from side_engine import results, storage
 from side_engine.audit import AuditRunner, init_workspace
-from side_engine.cli import main
 from side_engine.demo import DEMO_FACES, DEMO_MODEL, QUICK_SETTINGS
 from side_engine.errors import InputError
 from side_engine.report import headline

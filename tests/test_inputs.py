@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from side_audit.cli import main
 from side_engine import config
 from side_engine.checkpoint import load_target
-from side_engine.cli import main
 from side_engine.errors import ConfigError, InputError
 from side_engine.training_set import import_training_set
 

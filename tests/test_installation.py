@@ -12,8 +12,8 @@ import sys
 import pytest
 import torch
 
+from side_audit.cli import command_names, main
 from side_engine import cpu, desktop_check
-from side_engine.cli import command_names, main
 
 
 def test_a_cgroup_quota_lowers_the_usable_cores(tmp_path, monkeypatch):
@@ -129,7 +129,7 @@ def test_front_ends_ask_openmp_for_passive_waits_before_torch_loads(given, expec
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if given:
         env["OMP_WAIT_POLICY"] = given  # a user's own choice wins
-    code = ("import sys, os; import side_engine.cli; assert 'torch' not in sys.modules; "
+    code = ("import sys, os; import side_audit.cli; assert 'torch' not in sys.modules; "
             "print(os.environ['OMP_WAIT_POLICY'])")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from side_audit.cli import main
 from side_engine import storage
 from side_engine.audit import AuditRunner, init_workspace
 from side_engine.checkpoint import describe_checkpoint, inspect_checkpoint, load_target
-from side_engine.cli import main
 from side_engine.errors import Cancelled, InputError
 from side_engine.progress import RecordingProgress
 

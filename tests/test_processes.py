@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from side_audit.cli import main
 from side_engine import storage
 from side_engine.audit import AuditRunner, init_workspace
-from side_engine.cli import main
 from side_engine.errors import Cancelled, WorkspaceError
 from side_engine.progress import RecordingProgress
 
@@ -61,7 +61,7 @@ def test_two_processes_through_torchrun_make_the_single_process_audit_and_resume
     elsewhere.mkdir()
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
               "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=side-test",
-              "-m", "side_engine.distributed", "stopped", "--quiet"]
+              "-m", "side_audit.launch", "stopped", "--quiet"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     nodes = [subprocess.Popen(launch, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for cwd in (tmp_path, elsewhere)]
@@ -111,7 +111,7 @@ def _once_stored(job, ws, n: int, timeout: float = 240) -> bool:
     return False
 
 def _rank_pids(rank: int, workspace) -> list[int]:
-    """Processes of `side_engine.distributed` started by torchrun with this RANK for this workspace
+    """Processes of `side_audit.launch` started by torchrun with this RANK for this workspace
     (the suite runs on two workers: another test's ranks may be running beside this one's, and
     killing one of them failed that test)."""
     from pathlib import Path
@@ -125,7 +125,7 @@ def _rank_pids(rank: int, workspace) -> list[int]:
             env = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if (b"side_engine.distributed" in cmd and f"RANK={rank}".encode() in env
+        if (b"side_audit.launch" in cmd and f"RANK={rank}".encode() in env
                 and any(str(workspace).encode() in part for part in cmd)):
             pids.append(int(proc.name))
     return pids
@@ -143,7 +143,7 @@ def test_a_rank_killed_mid_sampling_loses_nothing_stored_and_a_resume_completes_
     whole = init_workspace(tmp_path / "whole", str(tiny_model), str(faces), **settings)
     AuditRunner(whole).run()
     ws = init_workspace(tmp_path / "killed", str(tiny_model), str(faces), **settings)
-    job = subprocess.Popen([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--nproc", "2", "--quiet"],
+    job = subprocess.Popen([sys.executable, "-m", "side_audit.cli", "run", str(ws.root), "--nproc", "2", "--quiet"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed = False
     if _once_stored(job, ws, 16) and (pids := _rank_pids(1, ws.root)):
@@ -176,7 +176,7 @@ def test_ctrl_c_on_a_multi_process_run_stops_it_cleanly_after_its_batch(tmp_path
     # a terminal's foreground job: Ctrl-C not ignored. A suite started in the background (`&`)
     # hands its children an ignored SIGINT, which Python then keeps — the CLI rightly ran on
     # and the test failed with exit status 0
-    job = subprocess.Popen([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--nproc", "2", "--quiet"],
+    job = subprocess.Popen([sys.executable, "-m", "side_audit.cli", "run", str(ws.root), "--nproc", "2", "--quiet"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     sent = False
@@ -229,7 +229,7 @@ def test_a_multi_process_run_of_a_missing_or_broken_workspace_is_refused_once_be
     err = capsys.readouterr().err
     assert "steps" in err and "Traceback" not in err
     toml.write_text(good)
-    job = subprocess.run([sys.executable, "-m", "side_engine.cli", "run", str(ws.root), "--nproc", "2"],
+    job = subprocess.run([sys.executable, "-m", "side_audit.cli", "run", str(ws.root), "--nproc", "2"],
                          capture_output=True, text=True, timeout=240)
     assert job.returncode == 2
     assert job.stderr.count("unreadable safetensors file") == 1, job.stderr

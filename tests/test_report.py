@@ -9,9 +9,9 @@ import zipfile
 
 import pytest
 
+from side_audit.cli import main
 from side_engine import storage
 from side_engine.audit import AuditRunner, init_workspace
-from side_engine.cli import main
 from side_engine.demo import DEMO_FACES, DEMO_MODEL, QUICK_SETTINGS
 
 

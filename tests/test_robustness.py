@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from side_audit.cli import main
 from side_engine import storage
 from side_engine.audit import AuditRunner, init_workspace
-from side_engine.cli import main
 from side_engine.errors import WorkspaceError
 from side_engine.training_set import import_training_set
 

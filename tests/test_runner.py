@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from side_audit.cli import main
 from side_engine import storage
 from side_engine.audit import AuditRunner, init_workspace, probe_step
-from side_engine.cli import main
 from side_engine.errors import Cancelled, WorkspaceError
 from side_engine.progress import RecordingProgress
 from side_engine.stages import NAMES as STAGES

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD_INPUTS = ("pyproject.toml", "setup.py", "README.md", "side_engine", "side_gui", "resources")
-CODE = ("side_engine", "side_gui")
+BUILD_INPUTS = ("pyproject.toml", "setup.py", "README.md", "side_audit", "side_engine", "side_gui", "resources")
+CODE = ("side_audit", "side_engine", "side_gui")
 
 
 def exported_files() -> list[str]:
@@ -139,7 +139,7 @@ def test_installed_wheel_runs_the_demo_reports_and_app_where_the_checkout_is_inv
     driver = tmp_path / "driver.py"
     driver.write_text(
         "import contextlib, io, json\n"
-        "from side_engine.cli import main\n"
+        "from side_audit.cli import main\n"
         "out = []\n"
         f"for argv in {commands!r}:\n"
         "    buf = io.StringIO()\n"

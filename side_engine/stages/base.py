@@ -3,7 +3,7 @@
 ``SPLIT`` says how a stage's work divides between processes: ``"rank0"`` (too small to gain:
 one process does it), ``"samples"`` (handed out by sample index, each sample's seed fixed by
 ``(audit seed, index)`` so any split makes the same images) or ``"data"`` (every rank trains on
-a shard of each batch) — the seam a multi-process run uses (``side_engine.distributed``).
+a shard of each batch) — the seam a multi-process run uses (``side_engine.ranks``).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .. import ranks
 from ..classifier_training import ti_batch, train_ti
 from ..classifiers import (
     ResNetClassifier,
@@ -38,15 +39,14 @@ def run(ctx: StageContext) -> None:
         model = ResNetClassifier(art.k, ctx.target.channels, cfg.resolved_width(size),
                                  small_stem_for(size, cfg.classifier_stem)).to(ctx.device)
         batch = ti_batch(len(art.surrogate))
-        from .. import distributed
 
         # the owner alone (others wait): with a single process's thread count, its classifier
-        with distributed.owner_alone(ctx.device, cfg.threads):
+        with ranks.owner_alone(ctx.device, cfg.threads):
             report = train_ti(ctx.train_rows(), torch.from_numpy(art.surrogate), model,
                               cfg.classifier_epochs, cfg.classifier_lr, batch, cfg.seed, ctx.trainer_progress(),
                               min_steps=cfg.classifier_min_steps, fit=cfg.classifier_fit,
                               max_steps=cfg.classifier_max_steps)
-            report.details["trained_by"] = distributed.trained_by(ctx.device)
+            report.details["trained_by"] = ranks.trained_by(ctx.device)
         save_classifier(model, path, {"accuracy": report.accuracy})
         ctx.store_classifier("ti", path, report)
         ctx.log(f"TI classifier: accuracy {report.accuracy:.3f} on {report.held_out}; "

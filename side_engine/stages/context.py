@@ -8,7 +8,7 @@ A finished stage is never redone (``is_done``); on a resume it loads what it sto
 
 Sampling is the one piece of work computed by processes that do not own the workspace: it
 reads only :class:`SamplingContext` (device, target model, artifacts), which both the owner's
-``StageContext`` and a worker rank's context (``side_engine.distributed``) are.
+``StageContext`` and a worker rank's context (``side_engine.ranks``) are.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ import torch
 from .. import labels, memory, storage
 from ..classifiers import for_guidance
 from ..config import AuditConfig
-from ..image_rows import ImageRows, NpyFile
+from ..image_rows import ImageRows, NpyFile, to_model_tensor_range
 from ..progress import Progress
 from ..sampler import target_classes
-from ..training_set import to_model_tensor_range
 from . import NAMES
 
 if TYPE_CHECKING:

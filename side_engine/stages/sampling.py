@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .. import ranks
 from ..config import AuditConfig
 from ..devices import guide_precision
 from ..errors import WorkspaceError
@@ -49,31 +50,30 @@ def run(ctx: StageContext) -> None:
     num_classes = ctx.artifacts.k
     if "side" in cfg.methods and ctx.artifacts.td is not None:
         check_guide(ctx, sampler, shape)
-    from .. import distributed
 
-    ranks = distributed.world_size()
+    n_ranks = ranks.world_size()
     with ctx.timed("sample"), ctx.timed("score"):
         done = total - len(pending)
         ctx.update("sample", done, total)
         ctx.update("score", done, total)
-        if ranks > 1:
-            distributed.share_sampling_context(ctx)
-        step = ctx.batch * ranks  # a round: one batch for every rank, handed out by sample index
+        if n_ranks > 1:
+            ranks.share_sampling_context(ctx)
+        step = ctx.batch * n_ranks  # a round: one batch for every rank, handed out by sample index
         remote = 0
-        writer = BatchWriter(ctx, done, total, depth=2 * ranks) if ranks > 1 else None
+        writer = BatchWriter(ctx, done, total, depth=2 * n_ranks) if n_ranks > 1 else None
         try:
             for start in range(0, len(pending), step):
                 ctx.check()
                 batches = [pending[s:s + ctx.batch] for s in range(start, start + step, ctx.batch)]
-                if ranks > 1:
-                    results = distributed.run_round(
+                if n_ranks > 1:
+                    results = ranks.run_round(
                         "sample", batches, lambda b: compute_batch(ctx, cfg, sampler, b, shape, num_classes))
                 else:
                     results = [compute_batch(ctx, cfg, sampler, batches[0], shape, num_classes)]
                 for rank, result in enumerate(results):  # stored in plan order, one transaction per batch
                     if result is None:
                         continue
-                    remote += rank != distributed.owner()
+                    remote += rank != ranks.owner()
                     if writer is not None:
                         writer.put(result)
                         continue
@@ -85,9 +85,9 @@ def run(ctx: StageContext) -> None:
         finally:
             if writer is not None:
                 writer.close()  # every gathered batch stored (or the storing error raised) first
-        if ranks > 1:
-            ctx.log(f"sampling on {ranks} processes: {remote} of {-(-len(pending) // ctx.batch)} "
-                    f"batches computed by ranks other than the owner (rank {distributed.owner()})")
+        if n_ranks > 1:
+            ctx.log(f"sampling on {n_ranks} processes: {remote} of {-(-len(pending) // ctx.batch)} "
+                    f"batches computed by ranks other than the owner (rank {ranks.owner()})")
 
 
 def check_guide(ctx: StageContext, sampler: GuidedSampler, shape) -> None:

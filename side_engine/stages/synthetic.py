@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .. import ranks
 from ..config import AuditConfig
 from ..errors import WorkspaceError
 from ..image_rows import ImageRows, NpyFile
@@ -52,7 +53,6 @@ def run(ctx: StageContext) -> None:
     """Produces the synthetic set in ``ctx.ws.synthetic_dir`` (read back with :func:`load`)."""
     if ctx.is_done("synthetic"):
         return
-    from .. import distributed
 
     cfg = ctx.cfg
     with ctx.timed("synthetic"):
@@ -63,14 +63,14 @@ def run(ctx: StageContext) -> None:
         todo = _missing_spans(_stored_chunks(ctx.ws.synthetic_dir, n), n, b)
         done = n - sum(hi - lo for lo, hi in todo)
         ctx.update("synthetic", done, n)
-        ranks = distributed.world_size()
-        if ranks > 1 and todo:
-            distributed.share_model(ctx)
-        for start in range(0, len(todo), ranks):  # a round: one chunk for every rank
+        n_ranks = ranks.world_size()
+        if n_ranks > 1 and todo:
+            ranks.share_model(ctx)
+        for start in range(0, len(todo), n_ranks):  # a round: one chunk for every rank
             ctx.check()
-            mine = todo[start:start + ranks]
-            if ranks > 1:
-                chunks = distributed.run_round("synthetic", mine + [None] * (ranks - len(mine)),
+            mine = todo[start:start + n_ranks]
+            if n_ranks > 1:
+                chunks = ranks.run_round("synthetic", mine + [None] * (n_ranks - len(mine)),
                                                lambda sp: compute_chunk(cfg, sampler, sp, shape, latent))
             else:
                 chunks = [compute_chunk(cfg, sampler, mine[0], shape, latent)]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .. import ranks
 from ..classifier_training import TrainReport, soft_labels, train_td
 from ..classifiers import (
     ResNetClassifier,
@@ -42,7 +43,6 @@ def run(ctx: StageContext) -> None:
     if ctx.is_done("tdkd") and path.exists():
         art.td = frozen(load_classifier(path, ctx.device))
         return
-    from .. import distributed
 
     with ctx.timed("tdkd"):
         syn = synthetic.load(ctx)
@@ -55,26 +55,26 @@ def run(ctx: StageContext) -> None:
             hard = True
         else:
             td = time_dependent_from(art.ti)
-            with distributed.owner_alone(ctx.device, cfg.threads):  # the others wait: their cores too
+            with ranks.owner_alone(ctx.device, cfg.threads):  # the others wait: their cores too
                 targets = soft_labels(art.ti, syn, temperature=cfg.tdkd_temperature)
             hard = False
-        ranks = distributed.world_size() if distributed.tdkd_data_parallel(ctx.device) else 1
+        n_ranks = ranks.world_size() if ranks.tdkd_data_parallel(ctx.device) else 1
         # one process reads the synthetic set from its chunks a batch at a time; other
         # processes (perhaps on other machines) are sent it as stored (uint8 for pixel models)
-        job = {"syn": syn.stored() if ranks > 1 else syn, "targets": targets, "hparams": td.hparams,
+        job = {"syn": syn.stored() if n_ranks > 1 else syn, "targets": targets, "hparams": td.hparams,
                "state": {k: v.detach().cpu() for k, v in td.state_dict().items()},
                "alphas_cumprod": ctx.target.scheduler.alphas_cumprod, "epochs": cfg.tdkd_epochs,
                "lr": cfg.tdkd_lr, "batch": min(64, len(syn)), "seed": cfg.seed, "hard": hard}
-        if ranks > 1:
-            distributed.share_tdkd(job)
-            ctx.log(f"TDKD training on {ranks} processes (data-parallel)")
-        elif distributed.world_size() > 1:
+        if n_ranks > 1:
+            ranks.share_tdkd(job)
+            ctx.log(f"TDKD training on {n_ranks} processes (data-parallel)")
+        elif ranks.world_size() > 1:
             ctx.log("TDKD training on the owner with every core of this machine (the other processes wait): "
                     "the classifier a single process trains")
-        with distributed.owner_alone(ctx.device, cfg.threads) if ranks == 1 else nullcontext():
+        with ranks.owner_alone(ctx.device, cfg.threads) if n_ranks == 1 else nullcontext():
             td, report = train_shared(job, ctx.device, ctx.trainer_progress(), log=ctx.log,
-                                      data_parallel=ranks > 1)
-            report.details["trained_by"] = distributed.trained_by(ctx.device, ranks)
+                                      data_parallel=n_ranks > 1)
+            report.details["trained_by"] = ranks.trained_by(ctx.device, n_ranks)
         save_classifier(td, path, {"accuracy": report.accuracy})
         ctx.store_classifier("td", path, report)
         agree = ", ".join(f"{k}: {v:.2f}" for k, v in report.details["agreement_by_t"].items())
@@ -92,7 +92,6 @@ def train_shared(job: dict, device: torch.device, progress: Progress | None,
                  log=None, data_parallel: bool = True) -> tuple[ResNetClassifier, TrainReport | None]:
     """Train the TD classifier from ``job`` on this process (and, in a process group with
     ``data_parallel``, with the others): every rank runs this with the same job."""
-    from .. import distributed
 
     dtype = job.get("dtype", torch.float32)  # float64: for checks that exclude rounding
     td = ResNetClassifier(**job["hparams"])
@@ -100,8 +99,8 @@ def train_shared(job: dict, device: torch.device, progress: Progress | None,
     td = td.to(device, dtype).requires_grad_(True)
     x0 = as_rows(job["syn"])
     targets = job["targets"] if job["hard"] else job["targets"].to(dtype)
-    together = data_parallel and distributed.world_size() > 1
-    stop = distributed.agree_to_stop if together else None
+    together = data_parallel and ranks.world_size() > 1
+    stop = ranks.agree_to_stop if together else None
     report = train_td(td, x0, targets, job["alphas_cumprod"], job["epochs"], job["lr"], job["batch"],
                       job["seed"], progress or Progress(), hard_labels=job["hard"], log=log, stop=stop,
                       data_parallel=together)

@@ -18,13 +18,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched at run time
 os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
 
-from . import __version__, cpu  # noqa: E402
+from side_engine import __version__, cpu  # noqa: E402
 
 # before torch loads: idle OpenMP threads sleep rather than spin, so a second audit or any busy
 # program on the machine does not slow this one down several-fold (bench/RESULTS.md)
 cpu.prefer_passive_waits()
-from .errors import ERROR_PREFIX, SideError  # noqa: E402
-from .progress import Progress  # noqa: E402
+from side_engine.errors import ERROR_PREFIX, SideError  # noqa: E402
+from side_engine.progress import Progress  # noqa: E402
 
 
 class RichProgress(Progress):
@@ -86,8 +86,8 @@ def _install_sigint(progress: Progress):
 # -- commands ---------------------------------------------------------------------
 
 def cmd_init(args) -> int:
-    from .audit import init_workspace
-    from .config import PRESETS
+    from side_engine.audit import init_workspace
+    from side_engine.config import PRESETS
 
     settings = dict(PRESETS[args.preset]) if args.preset else {}
     if args.label_source:
@@ -104,7 +104,7 @@ def cmd_init(args) -> int:
         settings["heldout_data"] = args.heldout_data
     ws = init_workspace(args.workspace, args.checkpoint, args.train_data, args.labels or "",
                         overwrite=args.force, **settings)
-    from .checkpoint import describe_checkpoint, inspect_checkpoint
+    from side_engine.checkpoint import describe_checkpoint, inspect_checkpoint
 
     cfg = ws.load_config()
     info = inspect_checkpoint(cfg.checkpoint, cfg.scheduler_config, cfg.allow_pickle, cfg.weights)
@@ -117,7 +117,7 @@ def parse_settings(pairs: list[str]) -> dict:
     """``KEY=VALUE`` pairs, each value as TOML would read it (numbers, strings, lists)."""
     import tomllib
 
-    from .errors import ConfigError
+    from side_engine.errors import ConfigError
 
     out = {}
     for pair in pairs:
@@ -132,8 +132,8 @@ def parse_settings(pairs: list[str]) -> dict:
 
 
 def cmd_fork(args) -> int:
-    from .config import PRESETS
-    from .fork import fork
+    from side_engine.config import PRESETS
+    from side_engine.fork import fork
 
     changes = dict(PRESETS[args.preset]) if args.preset else {}
     changes.update(parse_settings(args.set))
@@ -149,7 +149,7 @@ def cmd_fork(args) -> int:
 
 
 def parse_lambdas(text: str) -> list[float]:
-    from .errors import ConfigError
+    from side_engine.errors import ConfigError
 
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -159,7 +159,7 @@ def parse_lambdas(text: str) -> list[float]:
 
 
 def run_workspace(workspace: str | Path, quiet: bool = False) -> dict:
-    from .audit import AuditRunner
+    from side_engine.audit import AuditRunner
 
     with RichProgress(quiet=quiet) as progress:
         old = _install_sigint(progress)
@@ -170,8 +170,8 @@ def run_workspace(workspace: str | Path, quiet: bool = False) -> dict:
 
 
 def cmd_run(args) -> int:
-    from .errors import ConfigError
-    from .workspace import Workspace
+    from side_engine.errors import ConfigError
+    from side_engine.workspace import Workspace
 
     # read here even with --nproc: a missing workspace or a bad setting is said once, before
     # torchrun starts ranks that would each say it and the launcher would add its traceback
@@ -180,7 +180,7 @@ def cmd_run(args) -> int:
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: give 1 or more processes")
     if nproc > 1:
-        from .distributed import refuse_in_frozen_bundle
+        from side_engine.ranks import refuse_in_frozen_bundle
 
         refuse_in_frozen_bundle(nproc)
         return run_distributed(args.workspace, nproc, args.quiet)
@@ -193,22 +193,22 @@ def cmd_run(args) -> int:
 
 def run_distributed(workspace: str, nproc: int, quiet: bool = False) -> int:
     """``--nproc N``: the same audit on N processes of this machine, started by PyTorch's own
-    launcher (torchrun); the owner (``distributed.elect_owner``) draws the progress."""
+    launcher (torchrun); the owner (``side_engine.ranks.elect_owner``) draws the progress."""
     import contextlib
     import subprocess
     import tempfile
 
-    from .distributed import STATUS_FILE_ENV
-    from .errors import WorkspaceError
-    from .workspace import Workspace
+    from side_engine.errors import WorkspaceError
+    from side_engine.ranks import STATUS_FILE_ENV
+    from side_engine.workspace import Workspace
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "side_engine.distributed", str(workspace)] + (["--quiet"] if quiet else [])
+           "-m", "side_audit.launch", str(workspace)] + (["--quiet"] if quiet else [])
     # each process's share of the cores (torchrun would otherwise set 1 and print a banner about it)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, cpu.usable_cores() // nproc)))
     with tempfile.TemporaryDirectory(prefix="side-audit-") as tmp:
-        status_file = Path(tmp) / "status"  # the owner's exit status when it said why (distributed._hand_back)
+        status_file = Path(tmp) / "status"  # the owner's exit status when it said why (side_audit.launch._hand_back)
         env[STATUS_FILE_ENV] = str(status_file)
         # the launcher in a process group of its own: a terminal's Ctrl-C reaches only this process,
         # which asks the run to stop as `side-audit stop` does (torchrun, signalled itself, would
@@ -248,8 +248,8 @@ def run_distributed(workspace: str, nproc: int, quiet: bool = False) -> int:
 
 
 def cmd_stop(args) -> int:
-    from .errors import WorkspaceError
-    from .workspace import Workspace
+    from side_engine.errors import WorkspaceError
+    from side_engine.workspace import Workspace
 
     ws = Workspace(args.workspace)
     if not ws.exists():
@@ -261,7 +261,7 @@ def cmd_stop(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .estimate import describe_seconds, estimate_workspace
+    from side_engine.estimate import describe_seconds, estimate_workspace
 
     result = estimate_workspace(args.workspace)
     if args.json:
@@ -281,8 +281,8 @@ def cmd_estimate(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from . import storage
-    from .workspace import Workspace
+    from side_engine import storage
+    from side_engine.workspace import Workspace
 
     ws = Workspace(args.workspace)
     cfg = ws.load_config()
@@ -309,13 +309,13 @@ def cmd_status(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    from . import results, storage
-    from .workspace import Workspace
+    from side_engine import results, storage
+    from side_engine.workspace import Workspace
 
     ws = Workspace(args.workspace)
     ws.load_config()
     if not ws.db_path.exists():
-        from .errors import WorkspaceError
+        from side_engine.errors import WorkspaceError
 
         raise WorkspaceError(f"{ws.root}: the audit has not run yet; run `side-audit run {ws.root}`")
     db = storage.connect(ws.db_path)
@@ -371,10 +371,10 @@ def print_summary(result: dict) -> None:
         console = Console(width=max(console.width, 120))
     console.print(table)
     if result.get("on_target_by"):
-        from .results import on_target_meaning
+        from side_engine.results import on_target_meaning
 
         console.print(on_target_meaning(result["on_target_by"]), highlight=False)
-    from .report import verdict_line
+    from side_engine.report import verdict_line
 
     comparison = result.get("comparison") or {}
     for c in comparison.get("range", []):
@@ -397,9 +397,28 @@ def _ci(row: dict, key: str) -> str:
     return f"{100 * row[key]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
+def run_demo(args) -> Path:
+    """Run (or resume) the demo audit and print its summary; returns the workspace, which the
+    command may then open in the desktop app."""
+    from side_engine.demo import ensure_demo_workspace
+    from side_engine.workspace import Workspace
+
+    root, created = ensure_demo_workspace(args.workspace, args.quick, args.fresh)
+    ws = Workspace(root)
+    print(f"demo workspace: {ws.root}{'' if created else ' (resuming; --fresh starts over)'}", file=sys.stderr)
+    t0 = time.time()
+    result = run_workspace(root)
+    print_summary(result)
+    for c in result.get("classifiers", []):
+        print(f"{c['name'].upper()} classifier: accuracy {c['accuracy']:.2f} ({c['details']['measured_on']})")
+    print(f"\ndemo audit finished in {time.time() - t0:.0f} s. Workspace: {ws.root}")
+    print(f"  side-audit metrics {ws.root} --json   # every number\n  side-audit gui {ws.root}              "
+          "# review the pairs")
+    return ws.root
+
+
 def cmd_demo(args) -> int:
-    from .demo import run_demo
-    from .desktop_check import gui_problem, has_display
+    from side_engine.desktop_check import gui_problem, has_display
 
     root = run_demo(args)
     if not args.no_gui and has_display():
@@ -418,7 +437,7 @@ def cmd_gui(args) -> int:
     try:
         from side_gui.app import main as gui_main
     except ImportError as e:
-        from .errors import ConfigError
+        from side_engine.errors import ConfigError
 
         raise ConfigError(f"the desktop app is not available ({e})") from None
     argv = [str(args.workspace)] if args.workspace else []
@@ -428,14 +447,14 @@ def cmd_gui(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
+    from side_engine.report import write_report
 
     pdf_writer = None
     if args.format == "pdf":  # the CLI is a front end: it hands the engine the Qt renderer
         try:
             from side_gui.report_pdf import write_pdf as pdf_writer
         except ImportError as e:
-            from .errors import ConfigError
+            from side_engine.errors import ConfigError
 
             raise ConfigError(f"PDF export needs PySide6 ({e})") from None
     path = write_report(args.workspace, args.format, args.out, redact=args.redact, top=args.top,
@@ -445,7 +464,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from .doctor import BAD, checks, render
+    from side_engine.doctor import BAD, checks, render
 
     rows = checks(Path(args.workspace) if args.workspace else None)
     print(render(rows))
