@@ -228,9 +228,7 @@ class AuditConfig:
             out |= dict.fromkeys(("guidance_max_t", "guidance_min_t", "guidance_stop", "guidance_schedule",
                                   "guide_precision"), why)
             idle = [f.name for f in fields(self) if f.metadata["section"] in ("classifier", "tdkd")]
-            if self.label_source == "synthetic-clusters":  # the clusters, and so K, still come from the synthetic set
-                idle.remove("n_syn")
-            out |= dict.fromkeys(idle, why)
+            out |= dict.fromkeys([*idle, "label_source", "k", "labels_csv"], why)  # no labels either
         if self.label_source == "synthetic-clusters":
             why = "label_source synthetic-clusters trains no TI classifier (the TD classifier learns cluster labels)"
             out |= dict.fromkeys(("classifier_epochs", "classifier_lr", "classifier_min_steps", "classifier_fit",
@@ -238,7 +236,7 @@ class AuditConfig:
         elif "side" not in self.methods:
             why = "no SIDE guidance: no synthetic set and no TD classifier"
             out |= dict.fromkeys(("n_syn", "tdkd_epochs", "tdkd_temperature", "tdkd_lr"), why)
-        if self.label_source != "original":
+        if self.label_source != "original" and "labels_csv" not in out:
             out["labels_csv"] = f"label_source {self.label_source} does not read given labels"
         if self.sampler != "ddim":
             out["eta"] = "the DDPM sampler has no η"

@@ -43,8 +43,8 @@ FILES = {"import": ["cache/train_pixels.npy", "cache/train_latents.npy"], "embed
 CLEARED_TABLES = ("decisions", "matches", "samples", "metrics", "topk", "summary")
 CLEARED_KEYS = ("comparison", "warnings", "guide_check", "estimate", "estimate_device", "estimate_per_image",
                 "estimate_probe", "unseen", "extraction_n", "heldout", "calibration")
-# Random's samples (λ = 0) are the same images when these hold and the labels stage (K, which
-# fixes every sample's noise stream) and the scorer are reused: a fork then keeps them
+# Random's samples (λ = 0) are the same images when these hold and the training set and the scorer
+# are reused (and the labels, whose clusters a Random row names): a fork then keeps them
 RANDOM_DEPENDS = frozenset({"seed", "sampler", "steps", "eta", "sampler_convention", "bands_sscd", "bands_pixel",
                             "bands_pixel_carlini", "ums", "precision"})
 # a guided sample is the same image when, besides Random's conditions, the classifiers are reused
@@ -103,8 +103,11 @@ def fork(base_dir: str | Path, new_dir: str | Path, changes: dict[str, Any]) -> 
     cfg.validate()
     changed = changed_settings(base_cfg, cfg, verified)
     reused = reusable_stages(base_cfg, cfg, done, changed=changed)
-    keep_random = ("random" in cfg.methods and {"import", "embed", "labels"} <= set(reused)
-                   and not changed & RANDOM_DEPENDS)
+    # Random's rows carry the cluster each image falls in when the audit has labels: kept with them
+    from .stages import stage_names
+
+    needed = {"import", "embed"} | ({"labels"} if "labels" in stage_names(cfg) else set())
+    keep_random = "random" in cfg.methods and needed <= set(reused) and not changed & RANDOM_DEPENDS
     keep_guided = keep_random and "tdkd" in reused and not changed & GUIDED_DEPENDS
     new.write_config(cfg)
     _copy_database(base.db_path, new.db_path)

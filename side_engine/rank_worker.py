@@ -18,6 +18,7 @@ import torch.distributed as dist
 from . import cpu, ranks
 from .errors import Cancelled
 from .ranks import MODEL, ROUND, SAMPLING, STOP, TDKD, send
+from .sampler import classes_drawn
 from .stages.context import Artifacts, SamplingContext
 from .stages.sampling import compute_batch, make_sampler
 
@@ -77,7 +78,7 @@ class WorkerContext(SamplingContext):
 
 
 def _work_sample(ctx: WorkerContext, batch):
-    return compute_batch(ctx, ctx.cfg, ctx.sampler, batch, ctx.shape, ctx.artifacts.k)
+    return compute_batch(ctx, ctx.cfg, ctx.sampler, batch, ctx.shape, classes_drawn(ctx.artifacts.k))
 
 
 def _work_synthetic(ctx: WorkerContext, batch):

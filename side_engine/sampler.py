@@ -73,6 +73,13 @@ def sample_inputs(seed: int, shape: tuple[int, ...], num_classes: int) -> tuple[
     return noise, cls, g
 
 
+def classes_drawn(k: int | None) -> int:
+    """The K a generated sample draws its class number from. An audit without labels (Random
+    only) draws from one class: the draw takes the same from the generator as any K below 2**32,
+    so every sample's noise is the one it has in an audit with labels, whatever their K."""
+    return int(k) if k else 1
+
+
 def target_classes(audit_seed: int, n: int, num_classes: int) -> np.ndarray:
     """Stratified targets: sample i gets ``perm(i) mod K`` for a permutation fixed by the
     audit seed, so every class is targeted equally often (±1) and UMS varies less than

@@ -69,9 +69,9 @@ def test_settings_the_others_leave_idle_are_named_with_why():
     assert {"n_syn", "tdkd_epochs"} <= set(ti_only) and "classifier_epochs" not in ti_only
     random_only = AuditConfig(**base, label_source="clusters", methods=["random"], sampler="ddpm").unused_settings()
     assert {"classifier_width", "tdkd_lr", "guidance_schedule", "eta"} <= set(random_only)
-    # under synthetic-clusters the clusters (and so every sample's noise stream) still come from the TD stages
+    # Random alone needs no labels: no synthetic set, no clusters (a sample's noise does not depend on K)
     syn_random = AuditConfig(**base, methods=["random"]).unused_settings()
-    assert "n_syn" not in syn_random and {"tdkd_epochs", "classifier_width"} <= set(syn_random)
+    assert {"n_syn", "label_source", "k", "tdkd_epochs", "classifier_width"} <= set(syn_random)
     assert "labels_csv" not in AuditConfig(**base, label_source="original").unused_settings()
 
 

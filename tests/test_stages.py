@@ -36,10 +36,10 @@ def test_the_run_view_reads_the_stage_list_without_loading_the_engine():
 @pytest.mark.parametrize(("methods", "source", "expected"), [
     (["random", "side"], "clusters", ["labels", "classifier", "synthetic", "tdkd"]),
     (["random", "ti"], "clusters", ["labels", "classifier"]),
-    (["random"], "original", ["labels"]),
+    (["random"], "original", []),
     (["random", "side", "ti"], "random", ["labels", "classifier", "synthetic", "tdkd"]),
     (["random", "side"], "synthetic-clusters", ["synthetic", "labels", "tdkd"]),
-    (["random"], "synthetic-clusters", ["synthetic", "labels"]),  # K from the clusters; no TD classifier
+    (["random"], "synthetic-clusters", []),  # no labels: a sample's noise does not depend on K
 ])
 def test_the_pipeline_holds_only_what_the_settings_need(methods, source, expected):
     cfg = AuditConfig(checkpoint="x", train_data="y", methods=methods, label_source=source)
@@ -155,3 +155,28 @@ def test_a_ti_classifier_that_cannot_tell_its_training_images_apart_is_named_in_
     # ... but never past classifier_max_steps, and the warning names what it took
     got, warned = ti_warnings(1, fit=1.0, max_steps=3)
     assert got["steps"] == 3 and got["fit_blocks"] == 2 and len(warned) == 1 and "it trained 3 steps" in warned[0]
+
+
+@pytest.mark.parametrize("source", ["synthetic-clusters", "clusters"])
+def test_a_random_only_audit_makes_no_labels_and_the_same_random_images(tmp_path, tiny_model, faces, source):
+    """Random alone needs no surrogate labels, so no synthetic set: its images are the ones the
+    same seed gives beside SIDE (a sample's noise does not depend on K)."""
+    settings = dict(TINY_SETTINGS, label_source=source, k=3)
+    both = init_workspace(tmp_path / "both", str(tiny_model), str(faces), **settings)
+    alone = init_workspace(tmp_path / "alone", str(tiny_model), str(faces),
+                           **dict(settings, methods=["random"], lambdas=[0]))
+    AuditRunner(both).run()
+    AuditRunner(alone).run()
+    rows = {}
+    for name, ws in (("both", both), ("alone", alone)):
+        db = storage.connect(ws.db_path)
+        try:
+            rows[name] = [(r["sample_index"], r["seed"], r["best"], r["nearest"]) for r in db.query(
+                "select * from samples where method = 'random' order by sample_index")]
+            if name == "alone":
+                assert [r["name"] for r in storage.stage_rows(db)] == ["import", "embed", "sample", "score", "metrics"]
+                assert storage.get_kv(db, "k") is None
+        finally:
+            db.close()
+    assert not list(alone.synthetic_dir.glob("*"))
+    assert len(rows["alone"]) == settings["n_per_lambda"] and rows["alone"] == rows["both"]

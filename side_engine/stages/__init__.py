@@ -43,19 +43,20 @@ TITLES: dict[str, str] = {s.name: s.title for s in STAGES}
 def stage_names(cfg: AuditConfig) -> list[str]:
     """The stages these settings need, in the order they run: the one place that decides it.
 
-    ``synthetic-clusters`` labels live on the synthetic set, so it is made before the labels
-    and no TI classifier is trained (the TD classifier learns the cluster labels; a Random-only
-    audit still clusters, since K fixes the noise streams, but trains none). Otherwise
-    the TI classifier is trained when a method guides (TI guidance uses it, SIDE distils it),
-    and the synthetic set and TDKD only when SIDE is among the methods. The labels stage runs
-    for every audit: K fixes every sample's noise stream, Random's included.
+    Labels are made only for a guided method: ``synthetic-clusters`` labels live on the synthetic
+    set, so it is made before the labels and no TI classifier is trained (the TD classifier
+    learns the cluster labels). Otherwise the TI classifier is trained when a method guides (TI
+    guidance uses it, SIDE distils it), and the synthetic set and TDKD only when SIDE is among the
+    methods. A Random-only audit needs none of it: a sample's noise does not depend on K
+    (``sampler.classes_drawn``).
     """
-    if cfg.label_source == "synthetic-clusters":
+    guided = [m for m in cfg.methods if m != "random"]
+    if not guided:
+        middle: list[str] = []
+    elif cfg.label_source == "synthetic-clusters":
         middle = ["synthetic", "labels", *(["tdkd"] if "side" in cfg.methods else [])]
     else:
-        middle = ["labels"]
-        if "side" in cfg.methods or "ti" in cfg.methods:
-            middle.append("classifier")
+        middle = ["labels", "classifier"]
         if "side" in cfg.methods:
             middle += ["synthetic", "tdkd"]
     # held-out images (given): scored after the samples, so a fork that adds a folder reuses the rest

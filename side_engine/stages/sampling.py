@@ -18,7 +18,7 @@ from ..config import AuditConfig
 from ..devices import guide_precision
 from ..errors import WorkspaceError
 from ..labels import nearest_cluster
-from ..sampler import Guide, GuidedSampler, sample_inputs, sample_seed, to_uint8
+from ..sampler import Guide, GuidedSampler, classes_drawn, sample_inputs, sample_seed, to_uint8
 from .base import finite_or_none
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def run(ctx: StageContext) -> None:
         return
     sampler = ctx.new_sampler()
     shape = (ctx.target.channels, ctx.target.sample_size, ctx.target.sample_size)
-    num_classes = ctx.artifacts.k
+    num_classes = classes_drawn(ctx.artifacts.k)
     if "side" in cfg.methods and ctx.artifacts.td is not None:
         check_guide(ctx, sampler, shape)
 
