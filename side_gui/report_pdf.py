@@ -34,12 +34,23 @@ from side_engine.report import render_html
 
 
 def write_pdf(model: dict, out: Path) -> Path:
-    app = QGuiApplication.instance() or QGuiApplication([])  # noqa: F841 (keeps Qt alive)
+    app = pdf_application()  # noqa: F841 (keeps Qt alive)
     writer = a4_writer(out)
     writer.setTitle("SIDE Audit report")
     writer.setCreator(model["tool"])
     _print(paginated(model, writer), writer)
     return out
+
+
+def pdf_application() -> QGuiApplication:
+    """The Qt application a PDF is laid out in. The app's own when it runs; otherwise one on Qt's
+    offscreen platform, whatever the environment says: a PDF needs Qt's fonts and painting, never
+    a screen, and the platform Qt would pick by default (xcb) aborts the process where there is
+    no display or its system libraries are missing — a headless GPU server, where audits run."""
+    app = QGuiApplication.instance()
+    if app is None:
+        app = QGuiApplication(["side-audit", "-platform", "offscreen"])  # -platform overrides QT_QPA_PLATFORM
+    return app
 
 
 def a4_writer(out: Path) -> QPdfWriter:

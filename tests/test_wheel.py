@@ -62,6 +62,19 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
+def test_a_venv_inside_the_checkout_does_not_count_as_the_checkout(tmp_path, monkeypatch):
+    """The usual layout (``python -m venv .venv`` in the checkout): its site-packages lies inside
+    the checkout and holds only the dependencies, so it may stay on the installed copy's path; a
+    folder of the checkout with the project's code may not."""
+    venv_site = ROOT / ".venv" / "lib" / "python3.11" / "site-packages"
+    monkeypatch.setattr(site, "getsitepackages", lambda: [str(venv_site)])
+    monkeypatch.setattr(site, "getusersitepackages", lambda: str(tmp_path))
+    monkeypatch.setattr(Path, "is_dir", lambda self: True)
+    assert not reaches_the_checkout(str(venv_site))
+    assert reaches_the_checkout(str(ROOT)) and reaches_the_checkout(str(ROOT / "bench"))
+    assert not reaches_the_checkout(str(tmp_path)) and not reaches_the_checkout("")
+
+
 def test_wheel_carries_every_module_and_package_of_the_tree(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = source_modules()
@@ -81,6 +94,22 @@ def test_wheel_carries_every_shipped_file(wheel):
     assert not any(n.startswith(("tests/", "bench/", "resources/", "scripts/")) for n in names)
 
 
+def dependency_folders() -> list[str]:
+    """Where this interpreter's third-party packages are: anywhere, the checkout included (a
+    ``.venv`` inside it is where most users keep one)."""
+    return [p for p in [*site.getsitepackages(), site.getusersitepackages()] if Path(p).is_dir()]
+
+
+def reaches_the_checkout(entry: str) -> bool:
+    """A ``sys.path`` entry through which the checkout's own code could be imported: the checkout
+    or a folder of it, except a dependency folder that holds none of the project's packages."""
+    if not entry or not Path(entry).resolve().is_relative_to(ROOT):
+        return False
+    dependency = Path(entry).resolve() in {Path(p).resolve() for p in dependency_folders()}
+    project = any((Path(entry) / name).exists() for name in (*CODE, "side_resources", "tests"))
+    return project or not dependency
+
+
 def isolated_venv(where: Path, wheel: Path) -> Path:
     """A venv with the wheel installed and the dependencies reachable, the project not."""
     venv = where / "venv"
@@ -88,8 +117,7 @@ def isolated_venv(where: Path, wheel: Path) -> Path:
     py = venv / "bin" / "python"
     own = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                               capture_output=True, text=True, check=True).stdout.strip())
-    dependencies = [p for p in [*site.getsitepackages(), site.getusersitepackages()] if Path(p).is_dir()]
-    (own / "zz_dependencies.pth").write_text("".join(f"{p}\n" for p in dependencies))
+    (own / "zz_dependencies.pth").write_text("".join(f"{p}\n" for p in dependency_folders()))
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
     return venv
 
@@ -124,7 +152,7 @@ def test_installed_wheel_runs_the_demo_reports_and_app_where_the_checkout_is_inv
     assert all(f.startswith(str(venv)) for f in seen["mods"].values()), seen["mods"]
     assert not seen["tests"]
     assert not any("editable" in f.lower() for f in seen["finders"]), seen["finders"]
-    assert not any(p and Path(p).resolve().is_relative_to(ROOT) for p in seen["path"]), seen["path"]
+    assert not [p for p in seen["path"] if reaches_the_checkout(p)], seen["path"]
 
     side = str(venv / "bin" / "side-audit")
     assert run(side, "--version").stdout.startswith("side-audit ")  # the console script itself
