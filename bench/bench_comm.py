@@ -61,13 +61,13 @@ def fake_result(in_band: int, seed: int = 0):
 
 
 def time_store(in_band: int, batches: int) -> float:
-    from side_engine import storage
+    from side_engine.run_store import RunStore
     from side_engine.stages.sampling import store_batch
     from side_engine.workspace import Workspace
 
     ws = Workspace(tempfile.mkdtemp())
     ws.ensure_dirs()
-    ctx = SimpleNamespace(ws=ws, db=storage.connect(ws.db_path))  # what store_batch reads of a StageContext
+    ctx = SimpleNamespace(ws=ws, store=RunStore.open(ws.db_path))  # what store_batch reads of a StageContext
     results = [fake_result(in_band, seed=b) for b in range(batches)]
     t0 = time.perf_counter()
     for r in results:

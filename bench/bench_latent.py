@@ -58,10 +58,11 @@ def step_costs(path: Path, batch: int, steps: int, repeat: int) -> dict:
     sampler = GuidedSampler(target.unet, target.scheduler, "ddim", steps)
     noise = torch.randn(batch, target.channels, target.sample_size, target.sample_size)
     cls = torch.arange(batch) % 100
-    z = sampler.sample(noise, torch.zeros(batch), cls)
+    z = sampler.sample(noise, torch.zeros(batch), cls).images
     variants = {
-        "unguided": lambda: sampler.sample(noise, torch.zeros(batch), cls),
-        "guided": lambda: sampler.sample(noise, torch.full((batch,), 5.0), cls, [Guide(td, torch.arange(batch), True)]),
+        "unguided": lambda: sampler.sample(noise, torch.zeros(batch), cls).images,
+        "guided": lambda: sampler.sample(noise, torch.full((batch,), 5.0), cls,
+                                         [Guide(td, torch.arange(batch), True)]).images,
         "decode": lambda: target.decode(z),
     }
     best = interleaved(variants, torch.device("cpu"), repeat)

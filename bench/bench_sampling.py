@@ -33,7 +33,7 @@ from side_engine.classifiers import ResNetClassifier, for_guidance, time_depende
 from side_engine.config import AuditConfig  # noqa: E402
 from side_engine.demo import DEMO_MODEL, DEMO_SETTINGS  # noqa: E402
 from side_engine.devices import autocast, cpu_has_native_bf16  # noqa: E402
-from side_engine.sampler import Guide, GuidedSampler  # noqa: E402
+from side_engine.sampler import GuidancePlan, Guide, GuidedSampler  # noqa: E402
 
 SETTLED_T = 500  # a typical settled step (the guide check measures it per run)
 
@@ -120,10 +120,11 @@ def main() -> None:
                 pipe(batch_size=b, num_inference_steps=args.steps, generator=gen, output_type="np")
         return run
 
-    def ours(s, guided, clf_=folded):
+    def ours(s, guided, clf_=folded, plan=None):
+        plan = plan or GuidancePlan()
         if guided:
-            return lambda: s.sample(noise, guided_lam, cls, [Guide(clf_, rows, True)])
-        return lambda: s.sample(noise, zeros, cls)
+            return lambda: s.sample(noise, guided_lam, cls, [Guide(clf_, rows, True)], plan=plan).images
+        return lambda: s.sample(noise, zeros, cls).images
 
     variants["diffusers DDIMPipeline fp32"] = pipeline("fp32")
     if not cuda:
@@ -134,24 +135,22 @@ def main() -> None:
         # the default schedule: λ scaled per step by the guide check's weights (a typical profile,
         # 0.7 at t = 0 falling to 0.1 at t = 999; none is 0, so the classifier runs at every step)
         s_rel = GuidedSampler(unet, sched, "ddim", args.steps, 0.0, device, "fp32")
-        s_rel.guidance_weights = {t: 0.7 - 0.6 * t / (s_rel.T - 1) for t in range(s_rel.T)}
-        variants["ours SIDE-guided fp32, reliability weights"] = ours(s_rel, True)
+        weights = {t: 0.7 - 0.6 * t / (s_rel.T - 1) for t in range(s_rel.T)}
+        variants["ours SIDE-guided fp32, reliability weights"] = ours(s_rel, True, plan=GuidancePlan(weights=weights))
         # the default since 2026-12-04: those weights, and the settled stop, which ends guidance
         # where half of the guide check's unguided probe samples have settled (t = 460-580 measured
         # on the study's three models; 500 here): the classifier runs on about half of the steps
         s_def = GuidedSampler(unet, sched, "ddim", args.steps, 0.0, device, "fp32")
-        s_def.guidance_weights = dict(s_rel.guidance_weights)
-        s_def.guidance_window = (SETTLED_T + 1, s_def.T)
-        variants["ours SIDE-guided fp32, reliability weights, settled stop (the default)"] = ours(s_def, True)
+        default = GuidancePlan((SETTLED_T + 1, s_def.T), weights)
+        variants["ours SIDE-guided fp32, reliability weights, settled stop (the default)"] = ours(s_def, True,
+                                                                                                  plan=default)
         # the seventeenth study's candidate: the same, with the classifier's gradient in bf16
         # (guide_precision; the UNet stays fp32). Where the CPU has no native bf16 it is emulated
         s_bf16 = GuidedSampler(unet, sched, "ddim", args.steps, 0.0, device, "fp32", guide_precision="bf16")
-        s_bf16.guidance_weights = dict(s_rel.guidance_weights)
-        s_bf16.guidance_window = s_def.guidance_window
-        variants["ours SIDE-guided, settled stop, bf16 guide"] = ours(s_bf16, True)
+        variants["ours SIDE-guided, settled stop, bf16 guide"] = ours(s_bf16, True, plan=default)
         for w in args.widths:
             variants[f"ours SIDE-guided fp32, settled stop, width {w}"] = ours(
-                s_def, True, for_guidance(td_classifier(w, ch)))
+                s_def, True, for_guidance(td_classifier(w, ch)), plan=default)
         variants["ours SIDE-guided fp32, sequential"] = ours(s_seq, True)
         variants["ours SIDE-guided fp32, sequential, unfolded"] = ours(s_seq, True, clf)
         default_u, default_g = "ours unguided fp32", "ours SIDE-guided fp32"

@@ -45,7 +45,7 @@ def measure(model: str, n: int, seed: int, batch: int = 64) -> dict:
         def watch(t: int, x0: torch.Tensor, steps=steps) -> None:
             steps.append(torch.cdist(x0.flatten(1), train.flatten(1)).argmin(1).numpy())
 
-        x = sampler.sample(noise, torch.zeros(len(idx)), torch.full((len(idx),), -1), on_step=watch)
+        x = sampler.sample(noise, torch.zeros(len(idx)), torch.full((len(idx),), -1), on_step=watch).images
         d = torch.cdist(x.flatten(1), train.flatten(1))
         two = d.topk(2, largest=False)
         steps.append(two.indices[:, 0].numpy())

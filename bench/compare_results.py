@@ -3,8 +3,9 @@
 
     python bench/compare_results.py WORKSPACE_BEFORE WORKSPACE_AFTER
 
-It compares, byte for byte: ``metrics --json`` (less the creation time and the workspace's own
-paths), every row of the samples, matches, metrics, topk, summary and classifiers tables, and
+It compares, byte for byte: ``metrics --json`` (less the creation time and the budget planner's
+seconds, which come from a timing probe of the machine), every row of the samples, matches,
+metrics, topk, summary and classifiers tables, and
 the SHA-256 of every stored file (generated PNGs, synthetic chunks, caches; a classifier's
 tensors and metadata).
 Prints what differs; exits 1 if anything does.
@@ -29,9 +30,13 @@ VOLATILE = ("created",)  # differs between two runs of one audit by construction
 def snapshot(root: Path) -> dict:
     db = storage.connect(Workspace(root).db_path)
     try:
-        out = {"metrics_json": results.metrics_json(db)}
+        metrics = results.metrics_json(db)
         for key in VOLATILE:
-            out["metrics_json"]["audit"].pop(key, None)
+            metrics["audit"].pop(key, None)
+        for row in (metrics.get("unseen") or {}).get("planner", []):
+            row.pop("seconds", None)  # the budget planner's time: this machine's probe, timed afresh by each run
+        # compared as text: a NaN (no interval) equals itself there, not under ==
+        out = {"metrics_json": json.dumps(metrics, sort_keys=True, default=str)}
         for table in TABLES:
             out[table] = [json.dumps(r, sort_keys=True, default=str) for r in db.query(f"select * from {table}")]
     finally:

@@ -85,7 +85,7 @@ def main() -> None:
                      "fp32 concurrent": dict(precision="fp32", overlap=True),
                      "bf16 concurrent": dict(precision="bf16", overlap=True)}.items():
         s = GuidedSampler(unet, sched, "ddim", 20, 0.0, dev, **kw)
-        out[name] = s.sample(noise, lam, cls, [Guide(folded, rows, True)]).float().cpu()
+        out[name] = s.sample(noise, lam, cls, [Guide(folded, rows, True)]).images.float().cpu()
         s.close()
     row("concurrent vs sequential guidance, rel. diff (fp32)",
         f"{rel(out['fp32 concurrent'], out['fp32 sequential']):.2e}")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, cpu, labels, results, storage
+from . import __version__, cpu, labels, results
 from .checkpoint import TargetModel, load_target
 from .classifiers import (
     ResNetClassifier,
@@ -32,6 +32,7 @@ from .devices import default_batch_size, describe, fit_batch_size, guide_precisi
 from .errors import Cancelled, ConfigError, InputError, WorkspaceError
 from .pipeline import stage_order
 from .progress import Progress, WorkspaceLog
+from .run_store import RunStore
 from .sampler import Guide, GuidedSampler
 from .scorers import check_training_size
 from .stages import stage_names, training_data
@@ -80,12 +81,11 @@ class AuditRunner:
         target.to(device)
         self.ws.ensure_dirs()
         self.ws.stop_path.unlink(missing_ok=True)  # a request to stop an earlier run is not for this one
-        db = storage.connect(self.ws.db_path)
-        ctx = None
+        store = RunStore.open(self.ws.db_path, self.progress, device)
         started, outcome = time.time(), "run failed"
         self.progress.write(f"run started: side-audit {__version__} on {describe(device)}, {threads} CPU threads")
         try:
-            ctx = self.ctx = StageContext.open(cfg, self.ws, db, device, target, self.progress, threads)
+            ctx = self.ctx = StageContext.open(cfg, self.ws, store, device, target, self.progress, threads)
             self._check_identity(ctx)
             for stage in stage_order(cfg):
                 stage.run(ctx)
@@ -95,7 +95,7 @@ class AuditRunner:
                     outcome = f"run stopped after {until}, as asked (resumable)"
                     return {}
             outcome = "run complete"
-            return results.metrics_json(db)
+            return results.metrics_json(store.connection)
         except (Cancelled, KeyboardInterrupt):
             outcome = "run stopped by the user (resumable)"
             raise
@@ -105,9 +105,7 @@ class AuditRunner:
         finally:
             self.progress.write(f"{outcome} after {time.time() - started:.0f} s")
             self.ws.stop_path.unlink(missing_ok=True)  # a stop request ends with the run it stopped
-            if ctx is not None:
-                ctx.close_samplers()
-            db.close()
+            store.close()
 
     def prepare(self, ctx: StageContext) -> None:
         """What needs the imported training set before any long stage: the scorer's minimum
@@ -124,16 +122,15 @@ class AuditRunner:
     # -- identity ------------------------------------------------------------------
     def _check_identity(self, ctx: StageContext) -> None:
         """A resumed audit must see the same model, data and result-affecting settings."""
-        cfg, db = ctx.cfg, ctx.db
-        rows = list(db["audits"].rows)
-        if not rows:
+        cfg, store = ctx.cfg, ctx.store
+        audit = store.audit_record()
+        if audit is None:
             return
-        audit = rows[0]
         if audit["checkpoint_sha256"] != ctx.target.sha256:
             raise WorkspaceError(f"checkpoint {cfg.checkpoint} changed since this audit started "
                                  f"(SHA-256 {audit['checkpoint_sha256'][:12]}… → {ctx.target.sha256[:12]}…); "
                                  "start a new workspace instead of mixing results")
-        stored_files = storage.get_kv(db, "train_files_fingerprint")
+        stored_files = store.get("train_files_fingerprint")
         if stored_files and files_fingerprint(Path(cfg.train_data).expanduser()) != stored_files:
             raise WorkspaceError(f"training data {cfg.train_data} changed since this audit started; "
                                  "start a new workspace instead of mixing results")
@@ -156,29 +153,24 @@ class AuditRunner:
         (the report finds training thumbnails through it); the log says what moved."""
         cfg = ctx.cfg
         for key in moved:
-            ctx.progress.write(f"{key} moved: {stored.get(key)} -> {getattr(cfg, key)} (same content, verified)")
+            self.progress.write(f"{key} moved: {stored.get(key)} -> {getattr(cfg, key)} (same content, verified)")
             stored[key] = getattr(cfg, key)
-        with ctx.db.atomic():
-            ctx.db["audits"].update(1, {"config": json.dumps(stored), "checkpoint_path": str(ctx.target.path),
-                                        "train_path": str(Path(cfg.train_data).expanduser().resolve())})
+        ctx.store.update_audit_record({"config": json.dumps(stored), "checkpoint_path": str(ctx.target.path),
+                                       "train_path": str(Path(cfg.train_data).expanduser().resolve())})
 
     def _record_audit(self, ctx: StageContext) -> None:
-        cfg, db = ctx.cfg, ctx.db
-        if list(db["audits"].rows):
-            with db.atomic():
-                db["audits"].update(1, {"device": describe(ctx.device)})
+        cfg, store = ctx.cfg, ctx.store
+        if store.audit_record() is not None:
+            store.update_audit_record({"device": describe(ctx.device)})
             return
-        with db.atomic():
-            db["audits"].insert({
-                "id": 1, "created": storage.now(), "config": json.dumps(cfg.to_dict()),
-                "checkpoint_path": str(ctx.target.path), "checkpoint_sha256": ctx.target.sha256,
-                "train_path": str(Path(cfg.train_data).expanduser().resolve()),
-                "train_fingerprint": storage.get_kv(db, "train_fingerprint"),
-                "n_train": db["train_images"].count, "versions": json.dumps(package_versions()),
-                "device": describe(ctx.device), "scorer": ctx.scorer_name, "scorer_source": "",
-                "scorer_sha256": "",
-            })
-            storage.set_kv(db, "model", ctx.target.summary())
+        store.create_audit_record({
+            "config": json.dumps(cfg.to_dict()),
+            "checkpoint_path": str(ctx.target.path), "checkpoint_sha256": ctx.target.sha256,
+            "train_path": str(Path(cfg.train_data).expanduser().resolve()),
+            "versions": json.dumps(package_versions()),
+            "device": describe(ctx.device), "scorer": ctx.scorer_name, "scorer_source": "",
+            "scorer_sha256": "",
+        }, ctx.target.summary())
 
     def _choose_batch(self, ctx: StageContext) -> int:
         """The configured batch, else on CUDA the largest that fits free memory by a probe of
@@ -193,8 +185,8 @@ class AuditRunner:
             batch, info = fit_batch_size(step, ctx.device)
         finally:
             close()
-        ctx.log(f"batch size {batch}, chosen from free GPU memory ({info['free_mb']:.0f} MB free; "
-                f"{info['per_image_mb']:.1f} MB per image, {info['fixed_mb']:.0f} MB fixed)")
+        ctx.report.log(f"batch size {batch}, chosen from free GPU memory ({info['free_mb']:.0f} MB free; "
+                       f"{info['per_image_mb']:.1f} MB per image, {info['fixed_mb']:.0f} MB fixed)")
         return batch
 
     def _log_estimate(self, ctx: StageContext) -> None:
@@ -202,7 +194,7 @@ class AuditRunner:
         from .estimate import describe_seconds, estimate, probe, scoring_probe, work_left
 
         cfg, target, n = ctx.cfg, ctx.target, len(ctx.artifacts.train_pixels)
-        left = work_left(ctx.db, cfg)
+        left = work_left(ctx.store.connection, cfg)
         if "metrics" in left["done"]:
             return
         k = cfg.k or labels.default_k(n)
@@ -211,8 +203,8 @@ class AuditRunner:
         # measures has not changed (a fork clears it with the other stored estimates)
         key = {"device": describe(ctx.device), "host": platform.node(), "cpus": os.cpu_count(),
                "threads": ctx.threads, "batch": ctx.batch, "k": k}
-        per = storage.get_kv(ctx.db, "estimate_per_image")
-        reused = bool(per) and storage.get_kv(ctx.db, "estimate_probe") == key
+        per = ctx.store.get("estimate_per_image")
+        reused = bool(per) and ctx.store.get("estimate_probe") == key
         if not reused:
             per = probe(target.unet, target.scheduler, cfg, k, target.channels, target.sample_size,
                         ctx.device, ctx.batch, target.decode if target.latent else None)
@@ -221,16 +213,17 @@ class AuditRunner:
 
             release()  # the probe's training step freed ~1 GB at 128 px: give it back before the stages
         est = estimate(per, cfg, n, left)
-        storage.set_kv(ctx.db, "estimate_probe", key)
-        storage.set_kv(ctx.db, "estimate", est)
-        storage.set_kv(ctx.db, "estimate_per_image", per)  # the budget planner's seconds per image
-        storage.set_kv(ctx.db, "estimate_device", describe(ctx.device))
-        ctx.log(f"estimated time left ≈ {describe_seconds(est['total'])} on {describe(ctx.device)} "
-                f"({'the run’s first probe' if reused else 'probe'}: UNet {1e3 * per['unet']:.2f} ms, "
-                f"guidance {1e3 * per['guidance']:.2f} ms per image and step)")
+        ctx.store.put("estimate_probe", key)
+        ctx.store.put("estimate", est)
+        ctx.store.put("estimate_per_image", per)  # the budget planner's seconds per image
+        ctx.store.put("estimate_device", describe(ctx.device))
+        ctx.report.log(f"estimated time left ≈ {describe_seconds(est['total'])} on {describe(ctx.device)} "
+                       f"({'the run’s first probe' if reused else 'probe'}: UNet {1e3 * per['unet']:.2f} ms, "
+                       f"guidance {1e3 * per['guidance']:.2f} ms per image and step)")
         if est.get("classifier_at_most", 0.0) > est["classifier"]:
-            ctx.log(f"the TI classifier may train on until it fits its own images (classifier_fit): up to "
-                    f"{describe_seconds(est['classifier_at_most'])} instead of {describe_seconds(est['classifier'])}")
+            ctx.report.log("the TI classifier may train on until it fits its own images (classifier_fit): up to "
+                           f"{describe_seconds(est['classifier_at_most'])} instead of "
+                           f"{describe_seconds(est['classifier'])}")
 
 
 def probe_step(ctx: StageContext):
@@ -249,7 +242,7 @@ def probe_step(ctx: StageContext):
         noise = torch.randn(b, ch, size, size, device=device)
         gens = [torch.Generator().manual_seed(i) for i in range(b)]
         return sampler.sample(noise, torch.ones(b), torch.zeros(b, dtype=torch.long),
-                              [Guide(clf, torch.arange(b, device=device), True)], generators=gens, steps=1)
+                              [Guide(clf, torch.arange(b, device=device), True)], generators=gens, steps=1).images
 
     return step, sampler.close
 

@@ -58,8 +58,8 @@ def probe(unet, scheduler, cfg: AuditConfig, k: int, channels: int, size: int, d
     cls = torch.zeros(b, dtype=torch.long)
     guide = Guide(for_guidance(clf), torch.arange(b, device=device), True)
     try:
-        unet_s = _timed(lambda: sampler.sample(x, zeros, cls, steps=2), device) / (2 * b)
-        guided_s = _timed(lambda: sampler.sample(x, ones, cls, [guide], steps=2), device) / (2 * b)
+        unet_s = _timed(lambda: sampler.sample(x, zeros, cls, steps=2).images, device) / (2 * b)
+        guided_s = _timed(lambda: sampler.sample(x, ones, cls, [guide], steps=2).images, device) / (2 * b)
     finally:
         sampler.close()
     clf.train().requires_grad_(True)
@@ -125,7 +125,7 @@ def guided_steps(cfg: AuditConfig, settled_t: int | None = None, T: int = 1000,
     the settled stop: about half of the steps with the default stop, every step with the paper's.
     ``timesteps``: the ones the sampler visits, as the guide check stored them; before it has run,
     DDIM's default "leading" spacing (0, T/steps, ...) stands in for them."""
-    from .stages.sampling import guidance_bounds
+    from .guidance import guidance_bounds
 
     if cfg.guidance_stop == "settled" and settled_t is None:
         settled_t = int(SETTLED_PRIOR * (T - 1))

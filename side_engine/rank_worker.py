@@ -18,9 +18,9 @@ import torch.distributed as dist
 from . import cpu, ranks
 from .errors import Cancelled
 from .ranks import MODEL, ROUND, SAMPLING, STOP, TDKD, send
-from .sampler import classes_drawn
+from .sampler import GuidancePlan, classes_drawn, make_sampler
 from .stages.context import Artifacts, SamplingContext
-from .stages.sampling import compute_batch, make_sampler
+from .stages.sampling import compute_batch
 
 
 class WorkerContext(SamplingContext):
@@ -48,6 +48,7 @@ class WorkerContext(SamplingContext):
             vae.eval().requires_grad_(False)
         self.target = TargetModel(unet.eval().requires_grad_(False), scheduler, Path("."), "", [],
                                   vae, kind, scale, message["weights"]).to(device)
+        self.plan = GuidancePlan()
         self.sampler = make_sampler(self.target, self.cfg, device, compile=message["compile"])
         size = self.target.sample_size
         self.shape = (self.target.channels, size, size)
@@ -60,10 +61,8 @@ class WorkerContext(SamplingContext):
         from .scorers import make_scorer
 
         art = self.artifacts
-        from .guide_check import GuideCheck
-
         art.k, self.batch = message["k"], message["batch"]
-        art.guide = GuideCheck.from_dict(message["guide"]) if message.get("guide") else None
+        self.plan = message["plan"]
         for name, (hparams, state) in message["classifiers"].items():
             model = ResNetClassifier(**hparams)
             model.load_state_dict(state)
@@ -78,7 +77,7 @@ class WorkerContext(SamplingContext):
 
 
 def _work_sample(ctx: WorkerContext, batch):
-    return compute_batch(ctx, ctx.cfg, ctx.sampler, batch, ctx.shape, classes_drawn(ctx.artifacts.k))
+    return compute_batch(ctx, ctx.cfg, ctx.sampler, batch, ctx.shape, classes_drawn(ctx.artifacts.k), ctx.plan)
 
 
 def _work_synthetic(ctx: WorkerContext, batch):

@@ -34,11 +34,13 @@ import torch
 import torch.distributed as dist
 
 from . import cpu
+from .devices import compiles
 from .errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .sampler import GuidancePlan
     from .stages.context import StageContext
 
 STOP, MODEL, SAMPLING, ROUND, TDKD = "stop", "model", "sampling", "round", "tdkd"
@@ -129,23 +131,27 @@ def cpu_state(module: torch.nn.Module) -> dict:
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
+_model_sent = False  # this process (the owner) has sent the target model to the others
+
+
 def share_model(ctx: StageContext) -> None:
     """The owner, once per run before the first parallel stage: settings and the target model."""
-    if ctx.model_shared:
+    global _model_sent
+    if _model_sent:
         return
     target = ctx.target
     vae = None
     if target.vae is not None:
         vae = (target.vae_kind, dict(target.vae.config), cpu_state(target.vae), target.latent_scale)
-    send({"op": MODEL, "cfg": ctx.cfg.to_dict(), "compile": ctx.compiles(),
-           "unet_config": dict(target.unet.config), "scheduler_config": dict(target.scheduler.config),
-           "unet_state": cpu_state(target.unet), "vae": vae, "weights": target.weights})
-    ctx.model_shared = True
+    send({"op": MODEL, "cfg": ctx.cfg.to_dict(), "compile": compiles(ctx.cfg, ctx.device),
+          "unet_config": dict(target.unet.config), "scheduler_config": dict(target.scheduler.config),
+          "unet_state": cpu_state(target.unet), "vae": vae, "weights": target.weights})
+    _model_sent = True
 
 
-def share_sampling_context(ctx: StageContext) -> None:
+def share_sampling_context(ctx: StageContext, plan: GuidancePlan) -> None:
     """The owner: what a worker needs besides the model to compute sampling batches, with no
-    access to the workspace."""
+    access to the workspace: the guiding classifiers, the scorer's index and the guidance plan."""
     share_model(ctx)
     art = ctx.artifacts
     classifiers = {name: (model.hparams, cpu_state(model)) for name, model in (("td", art.td), ("ti", art.ti))
@@ -155,9 +161,8 @@ def share_sampling_context(ctx: StageContext) -> None:
         with open(ctx.cfg.sscd_model, "rb") as f:
             sscd = f.read()
     send({"op": SAMPLING, "k": art.k, "batch": ctx.batch, "classifiers": classifiers,
-           "scorer": ctx.scorer_name, "sscd": sscd, "bands": ctx.bands,
-           "vectors": art.train_vectors, "groups": art.index.groups,
-           "guide": art.guide.to_dict() if art.guide is not None else None})
+          "scorer": ctx.scorer_name, "sscd": sscd, "bands": ctx.bands,
+          "vectors": art.train_vectors, "groups": art.index.groups, "plan": plan})
 
 
 def run_round(kind: str, batches: list, compute: Callable) -> list:

@@ -34,7 +34,8 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -42,8 +43,11 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from torch.nn import functional as F
 
 from .classifiers import prefers_channels_last
-from .devices import autocast
+from .devices import autocast, guide_precision
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .config import AuditConfig
 
 SYNTHETIC_STREAM = 1  # seeds of the TDKD synthetic set never collide with audit samples
 AUDIT_STREAM = 0
@@ -128,6 +132,27 @@ class Guide:
     time_dependent: bool
 
 
+@dataclass(frozen=True)
+class GuidancePlan:
+    """Where guidance acts and how strongly, for one ``sample`` call: at native timesteps
+    ``window[0] <= t <= window[1]`` only, with λ_t = λ · ``weights.get(t, 1)`` (a weight of 0
+    skips the classifier at that step). The default: every step, the paper's constant λ."""
+
+    window: tuple[int, int] = (0, 1 << 30)
+    weights: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class SamplerOutput:
+    """What one ``sample`` call made: the images (x_0 in [-1, 1], or x after ``steps``), each row's
+    guidance-to-ε RMS ratio averaged over its guided steps (None when nothing was guided), and how
+    many steps the classifier acted at."""
+
+    images: torch.Tensor
+    guidance_ratio: torch.Tensor | None = None
+    guided_steps: int = 0
+
+
 class GuidedSampler:
     def __init__(
         self,
@@ -167,14 +192,6 @@ class GuidedSampler:
         if kind == "ddpm" and self.variance_type not in VARIANCE_TYPES:
             raise InputError(f"the checkpoint's scheduler variance_type {self.variance_type!r} (a learned variance) "
                              "is not supported by the DDPM sampler; use sampler = 'ddim'")
-        # guidance-to-ε RMS ratio per row, averaged over guided steps (None before the first batch)
-        self.last_guidance_ratio: torch.Tensor | None = None
-        # guidance acts at native timesteps t_lo <= t <= t_hi only (all steps by default; the
-        # audit settings guidance_min_t and guidance_max_t)
-        self.guidance_window: tuple[int, int] = (0, self.T)
-        # the guidance schedule: λ_t = λ · weight(t) at native timestep t (missing: 1, the paper's
-        # constant λ); a weight of 0 skips the classifier at that step (guidance_schedule)
-        self.guidance_weights: dict[int, float] = {}
         acp = scheduler.alphas_cumprod.double().cpu().numpy()
         if kind == "ddim":
             s = DDIMScheduler.from_config(cfg)
@@ -325,10 +342,11 @@ class GuidedSampler:
         generators: Sequence[torch.Generator] | None = None,
         steps: int | None = None,
         on_step: Callable[[int, torch.Tensor], None] | None = None,
-    ) -> torch.Tensor:
-        """Run the reverse process from ``noise``; returns x_0 in [-1, 1] (or x after ``steps``).
-        ``on_step(t, x0)``: the model's clean-image prediction at each step, before its update
-        (the guide check watches when each sample settles on its training image)."""
+        plan: GuidancePlan = GuidancePlan(),
+    ) -> SamplerOutput:
+        """Run the reverse process from ``noise``, guided where ``plan`` says. ``on_step(t, x0)``:
+        the model's clean-image prediction at each step, before its update (the guide check
+        watches when each sample settles on its training image)."""
         x = noise.to(self.device, torch.float32)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -349,8 +367,8 @@ class GuidedSampler:
             if steps is not None and i >= steps:
                 break
             t_batch = self.t_device[i].expand(x.shape[0])  # the classifier's per-row timesteps
-            weight = self.guidance_weights.get(t, 1.0)
-            in_window = self.guidance_window[0] <= t <= self.guidance_window[1]
+            weight = plan.weights.get(t, 1.0)
+            in_window = plan.window[0] <= t <= plan.window[1]
             step_guides = guides if in_window and weight > 0 else []
             t0 = time.perf_counter()
             if step_guides and self.overlap:
@@ -379,10 +397,10 @@ class GuidedSampler:
                 x0_pred = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
                 on_step(t, x0_pred.clamp(-self.clip_range, self.clip_range) if self.clip else x0_pred)
             x = self._step(x, eps, grad, a_t, a_prev, t, z)
-        self.last_guidance_ratio = ratio_sum / max(n_steps, 1) if ratio_sum is not None else None
         if choice is not None and n_steps:
             choice.record(self.overlap, t_guided / (n_steps * x.shape[0]))
-        return x.clamp(-1, 1) if steps is None else x
+        return SamplerOutput(x.clamp(-1, 1) if steps is None else x,
+                             ratio_sum / max(n_steps, 1) if ratio_sum is not None else None, n_steps)
 
     def _step(self, x, eps, grad, a_t, a_prev, t, z):
         """One reverse step: the scheduler's own update, then λ·(its response to Eq. 10's ε̂).
@@ -430,3 +448,11 @@ class GuidedSampler:
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """[-1, 1] NCHW -> uint8 NHWC on the host (one transfer per batch)."""
     return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def make_sampler(target, cfg: AuditConfig, device: torch.device, compile: bool) -> GuidedSampler:
+    """The sampler of an audit's target model with its settings (where guidance acts comes with
+    each batch: ``guidance.guidance_plan``)."""
+    return GuidedSampler(target.unet, target.scheduler, cfg.sampler, cfg.steps, cfg.eta, device, cfg.precision,
+                         compile=compile, convention=cfg.sampler_convention,
+                         guide_precision=guide_precision(cfg.guide_precision, cfg.precision, device))

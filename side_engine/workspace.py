@@ -29,6 +29,10 @@ class Workspace:
     def classifiers_dir(self) -> Path:
         return self.root / "classifiers"
 
+    def classifier_path(self, name: str) -> Path:
+        """Where the classifier ``name`` ("ti", "td") is stored."""
+        return self.classifiers_dir / f"{name}.safetensors"
+
     def classifier_hparams(self, name: str) -> dict | None:
         """What the stored classifier ``name`` ("ti", "td") was trained with, read from its
         safetensors header alone (no torch, no weights): the run's own width, which its settings

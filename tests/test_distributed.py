@@ -235,13 +235,15 @@ def test_the_owners_writer_stores_in_order_and_a_storing_error_reaches_the_run(t
     from side_engine import storage
     from side_engine.errors import WorkspaceError
     from side_engine.progress import RecordingProgress
+    from side_engine.run_store import RunStore
     from side_engine.stages.sampling import BatchResult, BatchWriter, encode_png
     from side_engine.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws")
     ws.ensure_dirs()
     progress = RecordingProgress()
-    audit = SimpleNamespace(ws=ws, progress=progress)
+    store = RunStore.open(ws.db_path, progress)
+    audit = SimpleNamespace(ws=ws, store=store, report=SimpleNamespace(progress=progress))
 
     def batch(first: int, png: str | None = None) -> BatchResult:
         rows = [{"method": "side", "lam": 2.0, "sample_index": first + i, "seed": first + i, "cls": 0, "best": 0.5,

@@ -13,7 +13,7 @@ from side_engine.audit import AuditRunner
 from side_engine.config import PRESETS, AuditConfig, method_name
 from side_engine.errors import ConfigError, WorkspaceError
 from side_engine.fork import fork, reusable_stages
-from side_engine.sampler import Guide, GuidedSampler
+from side_engine.sampler import GuidancePlan, Guide, GuidedSampler
 from side_engine.workspace import Workspace
 
 from .conftest import stored_samples
@@ -34,14 +34,15 @@ def test_a_weight_scales_guidance_exactly_and_zero_weight_skips_it():
     noise = torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(3))
     cls, rows = torch.arange(n) % 3, torch.arange(n)
     sampler = GuidedSampler(unet, sched, "ddim", 6)
-    plain = sampler.sample(noise, torch.zeros(n), cls)
-    half_lambda = sampler.sample(noise, torch.full((n,), 4.0), cls, [Guide(td, rows, True)])
-    sampler.guidance_weights = {t: 0.5 for t in sampler.timesteps}
-    half_weight = sampler.sample(noise, torch.full((n,), 8.0), cls, [Guide(td, rows, True)])
+    plain = sampler.sample(noise, torch.zeros(n), cls).images
+    half_lambda = sampler.sample(noise, torch.full((n,), 4.0), cls, [Guide(td, rows, True)]).images
+    half = GuidancePlan(weights={t: 0.5 for t in sampler.timesteps})
+    half_weight = sampler.sample(noise, torch.full((n,), 8.0), cls, [Guide(td, rows, True)], plan=half).images
     assert torch.allclose(half_weight, half_lambda, atol=1e-5)
-    sampler.guidance_weights = {t: 0.0 for t in sampler.timesteps}
-    assert torch.equal(sampler.sample(noise, torch.full((n,), 8.0), cls, [Guide(td, rows, True)]), plain)
-    assert sampler.last_guidance_ratio is None or float(sampler.last_guidance_ratio.abs().sum()) == 0.0
+    none = sampler.sample(noise, torch.full((n,), 8.0), cls, [Guide(td, rows, True)],
+                          plan=GuidancePlan(weights={t: 0.0 for t in sampler.timesteps}))
+    assert torch.equal(none.images, plain)
+    assert none.guided_steps == 0 and (none.guidance_ratio is None or float(none.guidance_ratio.abs().sum()) == 0.0)
 
 
 def test_on_target_needs_the_nearest_image_in_the_target_class():
@@ -84,8 +85,8 @@ def test_the_sampler_shows_each_steps_clean_image_prediction_without_changing_th
     sampler = GuidedSampler(unet, sched, "ddim", 5)
     seen = []
     watched = sampler.sample(noise, torch.zeros(2), torch.zeros(2, dtype=torch.long),
-                             on_step=lambda t, x0: seen.append((t, x0.clone())))
-    assert torch.equal(watched, sampler.sample(noise, torch.zeros(2), torch.zeros(2, dtype=torch.long)))
+                             on_step=lambda t, x0: seen.append((t, x0.clone()))).images
+    assert torch.equal(watched, sampler.sample(noise, torch.zeros(2), torch.zeros(2, dtype=torch.long)).images)
     assert [t for t, _ in seen] == sampler.timesteps
     assert all(x0.abs().max() <= 1 for _, x0 in seen)  # clipped, as the scheduler clips it
     # the last prediction is the step's x0 and the DDIM step to t = -1 lands on it
@@ -147,7 +148,7 @@ def test_a_fork_reuses_the_classifiers_and_random_and_samples_the_rest(finished,
 
 
 def test_the_settled_stop_guides_only_above_the_step_the_model_settled_by(finished, tmp_path):
-    from side_engine.stages.sampling import guidance_window
+    from side_engine.guidance import guidance_plan
 
     new = tmp_path / "settled"
     record = fork(finished.root, new, {"guidance_stop": "settled"})
@@ -162,10 +163,9 @@ def test_the_settled_stop_guides_only_above_the_step_the_model_settled_by(finish
     probe = check.probe
     assert len(probe["settled_curve"]) == len(check.timesteps) and probe["settled_curve"][-1] >= 0.5
     assert probe["settled_t"] == guide_check.settled_timestep(probe["settled_curve"], check.timesteps)
-    sampler = type("S", (), {"T": 1000})()
-    lo, hi = guidance_window(cfg, sampler, check)
+    lo, hi = guidance_plan(cfg, 1000, check).window
     assert lo == probe["settled_t"] + 1 and hi == 1000
-    assert guidance_window(AuditConfig(checkpoint="m", train_data="d", guidance_stop="end"), sampler, check) \
+    assert guidance_plan(AuditConfig(checkpoint="m", train_data="d", guidance_stop="end"), 1000, check).window \
         == (0, 1000)
     base_rows, _, _ = stored_samples(finished)
     rows, _, _ = stored_samples(Workspace(new))

@@ -104,8 +104,8 @@ def test_guidance_raises_the_target_class_in_latent_space(tiny_ldm):
     n = 6
     noise = torch.randn(n, 2, 16, 16, generator=torch.Generator().manual_seed(5))
     cls = torch.arange(n) % 3
-    plain = sampler.sample(noise, torch.zeros(n), cls, steps=4)
-    guided = sampler.sample(noise, torch.full((n,), 20.0), cls, [Guide(td, torch.arange(n), True)], steps=4)
+    plain = sampler.sample(noise, torch.zeros(n), cls, steps=4).images
+    guided = sampler.sample(noise, torch.full((n,), 20.0), cls, [Guide(td, torch.arange(n), True)], steps=4).images
     t = torch.full((n,), sampler.timesteps[4], dtype=torch.long)
     with torch.no_grad():
         p_plain = F.softmax(td(plain, t), 1).gather(1, cls[:, None])

@@ -129,3 +129,36 @@ def test_a_layer_never_imports_the_layers_above_it(lower, never):
         if name.split(".")[0] == lower:
             above = sorted(n for n in imported_names(name) if n.split(".")[0] in never)
             assert not above, (name, above)
+
+
+def _stage_modules() -> list[str]:
+    return [n for n in MODULES if n.startswith("side_engine.stages.")]
+
+
+def test_no_stage_touches_the_database_except_through_the_store():
+    """Stages write through ``ctx.store`` (``side_engine.run_store``): no database module, no SQL."""
+    sql = ("select ", "insert ", "update ", "delete ", "create table")
+    for name in _stage_modules():
+        assert not {"side_engine.storage", "sqlite3", "sqlite_utils"} & imported_names(name), name
+        tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                assert node.attr != "db", (name, node.lineno)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not any(word in node.value.lower() for word in sql if node.value.lower().startswith(word)), \
+                    (name, node.lineno)
+
+
+def test_nothing_outside_the_sampler_sets_an_attribute_of_it():
+    """A sampler takes its guidance plan with each ``sample`` call and returns its output: no
+    caller configures it by setting attributes (nor reads its results back from them)."""
+    for name, path in MODULES.items():
+        if name == "side_engine.sampler":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            for target in targets:
+                if isinstance(target, ast.Attribute):
+                    owner = ast.unparse(target.value)
+                    assert "sampler" not in owner.split(".")[-1], (name, node.lineno, ast.unparse(target))

@@ -8,7 +8,7 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, 
 from torch.nn import functional as F
 
 from side_engine.classifiers import ResNetClassifier, for_guidance, time_dependent_from
-from side_engine.sampler import Guide, GuidedSampler, sample_inputs, sample_seed
+from side_engine.sampler import GuidancePlan, Guide, GuidedSampler, sample_inputs, sample_seed
 
 
 def _unet():
@@ -34,7 +34,7 @@ def test_lambda_zero_is_the_checkpoints_own_ddim_pipeline(eta):
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     noise = torch.stack([torch.randn(1, 16, 16, generator=g) for g in gens])
     ours = GuidedSampler(unet, sched, "ddim", 10, eta).sample(noise, torch.zeros(3), torch.zeros(3, dtype=torch.long),
-                                                               generators=gens)
+                                                               generators=gens).images
     ours = (ours / 2 + 0.5).permute(0, 2, 3, 1).numpy()
     assert abs(ours - ref).max() < 1e-5
 
@@ -49,7 +49,7 @@ def test_lambda_zero_is_the_checkpoints_own_ddpm_pipeline():
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     noise = torch.stack([torch.randn(1, 16, 16, generator=g) for g in gens])
     ours = GuidedSampler(unet, sched, "ddpm", 10).sample(noise, torch.zeros(2), torch.zeros(2, dtype=torch.long),
-                                                          generators=gens)
+                                                          generators=gens).images
     ours = (ours / 2 + 0.5).permute(0, 2, 3, 1).numpy()
     assert abs(ours - ref).max() < 1e-5
 
@@ -58,7 +58,7 @@ def test_clipped_eps_convention_is_diffusers_use_clipped_model_output_and_differ
     unet, sched = _unet(), _clipping_scheduler()
     noise = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     zeros, cls = torch.zeros(3), torch.zeros(3, dtype=torch.long)
-    ours = GuidedSampler(unet, sched, "ddim", 10, convention="clipped-eps").sample(noise, zeros, cls)
+    ours = GuidedSampler(unet, sched, "ddim", 10, convention="clipped-eps").sample(noise, zeros, cls).images
     ref = DDIMScheduler.from_config(sched.config)
     ref.set_timesteps(10)
     x = noise.clone()
@@ -66,7 +66,7 @@ def test_clipped_eps_convention_is_diffusers_use_clipped_model_output_and_differ
         with torch.no_grad():
             x = ref.step(unet(x, t).sample, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
     assert torch.allclose(ours, x.clamp(-1, 1), atol=1e-4)
-    pipeline = GuidedSampler(unet, sched, "ddim", 10).sample(noise, zeros, cls)
+    pipeline = GuidedSampler(unet, sched, "ddim", 10).sample(noise, zeros, cls).images
     assert (pipeline - ours).abs().max() > 0.05  # the setting matters on a clipping model
     with pytest.raises(ValueError, match="convention"):
         GuidedSampler(unet, sched, "ddim", 10, convention="bogus")
@@ -89,9 +89,10 @@ def test_guidance_is_continuous_and_linear_as_lambda_goes_to_zero(kind):
     gens = lambda: [torch.Generator().manual_seed(i) for i in range(n)]  # noqa: E731
 
     def one_step(lam):
-        return sampler.sample(noise, torch.full((n,), lam), cls, [Guide(td, rows, True)], generators=gens(), steps=1)
+        return sampler.sample(noise, torch.full((n,), lam), cls, [Guide(td, rows, True)], generators=gens(),
+                              steps=1).images
 
-    base = sampler.sample(noise, torch.zeros(n), cls, generators=gens(), steps=1)
+    base = sampler.sample(noise, torch.zeros(n), cls, generators=gens(), steps=1).images
     d_small, d_double = one_step(1e-3) - base, one_step(2e-3) - base
     assert d_small.abs().max() > 0  # guidance acts at any λ > 0 ...
     assert d_small.abs().max() < 1e-3  # ... and fades with λ, clipping or not
@@ -122,9 +123,9 @@ def test_guidance_raises_target_class_probability(clip, kind):
     noise = torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(5))
     cls = torch.arange(n) % 3
     rows = torch.arange(n)
-    plain = sampler.sample(noise, torch.zeros(n), cls, steps=4, generators=gens())
+    plain = sampler.sample(noise, torch.zeros(n), cls, steps=4, generators=gens()).images
     guided = sampler.sample(noise, torch.full((n,), 20.0), cls, [Guide(td, rows, True)], steps=4,
-                            generators=gens())
+                            generators=gens()).images
     t = torch.full((n,), sampler.timesteps[4], dtype=torch.long)
     with torch.no_grad():
         p_plain = F.softmax(td(plain, t), 1).gather(1, cls[:, None])
@@ -132,7 +133,7 @@ def test_guidance_raises_target_class_probability(clip, kind):
     assert (p_guided > p_plain).all(), (p_plain.ravel(), p_guided.ravel())
     # the opposite sign must lower it: the sign is what makes SIDE work
     away = sampler.sample(noise, torch.full((n,), -20.0), cls, [Guide(td, rows, True)], steps=4,
-                          generators=gens())
+                          generators=gens()).images
     with torch.no_grad():
         p_away = F.softmax(td(away, t), 1).gather(1, cls[:, None])
     assert (p_away < p_plain).all()
@@ -146,12 +147,12 @@ def test_mixed_lambda_batch_equals_separate_batches_and_lambda_zero_is_unguided(
     cls = torch.tensor([0, 1, 2, 0])
     lam = torch.tensor([0.0, 3.0, 0.0, 6.0])
     rows = torch.nonzero(lam > 0).ravel()
-    mixed = sampler.sample(noise, lam, cls, [Guide(td, rows, True)])
+    mixed = sampler.sample(noise, lam, cls, [Guide(td, rows, True)]).images
     for i in range(4):
         alone_rows = torch.arange(1) if lam[i] > 0 else torch.zeros(0, dtype=torch.long)
-        alone = sampler.sample(noise[i:i + 1], lam[i:i + 1], cls[i:i + 1], [Guide(td, alone_rows, True)])
+        alone = sampler.sample(noise[i:i + 1], lam[i:i + 1], cls[i:i + 1], [Guide(td, alone_rows, True)]).images
         assert torch.allclose(alone, mixed[i:i + 1], atol=1e-4)
-    plain = sampler.sample(noise, torch.zeros(4), cls)
+    plain = sampler.sample(noise, torch.zeros(4), cls).images
     assert torch.allclose(plain[[0, 2]], mixed[[0, 2]], atol=1e-5)
     assert not torch.allclose(plain[[1, 3]], mixed[[1, 3]], atol=1e-3)
 
@@ -165,10 +166,10 @@ def test_per_sample_seed_fixes_noise_class_and_ddpm_path():
     assert torch.equal(a, b) and ca == cb
     unet, sched = _unet(), DDPMScheduler(num_train_timesteps=100)
     sampler = GuidedSampler(unet, sched, "ddpm", 6)
-    x1 = sampler.sample(a[None], torch.zeros(1), torch.zeros(1, dtype=torch.long), generators=[ga])
+    x1 = sampler.sample(a[None], torch.zeros(1), torch.zeros(1, dtype=torch.long), generators=[ga]).images
     other, _, go = sample_inputs(sample_seed(0, 99), (1, 16, 16), 10)
     x2 = sampler.sample(torch.stack([other, b]), torch.zeros(2), torch.zeros(2, dtype=torch.long),
-                        generators=[go, gb])
+                        generators=[go, gb]).images
     assert torch.allclose(x1[0], x2[1], atol=1e-5)  # same image whatever the batch
 
 
@@ -184,8 +185,8 @@ def test_concurrent_guidance_equals_sequential_and_skips_the_classifier_at_lambd
     seq = GuidedSampler(unet, sched, "ddim", 6, overlap=False)
     conc = GuidedSampler(unet, sched, "ddim", 6, overlap=True)
     assert conc.overlap and not seq.overlap
-    a = seq.sample(noise, lam, cls, [Guide(td, rows, True)])
-    b = conc.sample(noise, lam, cls, [Guide(td, rows, True)])
+    a = seq.sample(noise, lam, cls, [Guide(td, rows, True)]).images
+    b = conc.sample(noise, lam, cls, [Guide(td, rows, True)]).images
     conc.close()
     assert torch.allclose(a, b, atol=1e-6)
     assert len(calls) == 12  # one classifier pass per step per sampler
@@ -216,7 +217,7 @@ def test_auto_overlap_on_cpu_gives_the_same_images_either_way():
     noise = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(3))
     cls, lam = torch.tensor([0, 1, 2, 1]), torch.tensor([2.0, 4.0, 0.0, 8.0])
     guides = [Guide(td, torch.nonzero(lam > 0).ravel(), True)]
-    ref = GuidedSampler(unet, sched, "ddim", 4, overlap=False).sample(noise, lam, cls, guides)
+    ref = GuidedSampler(unet, sched, "ddim", 4, overlap=False).sample(noise, lam, cls, guides).images
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -226,7 +227,7 @@ def test_auto_overlap_on_cpu_gives_the_same_images_either_way():
     assert auto.overlap_choice is not None
     ways = set()
     for _ in range(4):
-        out = auto.sample(noise, lam, cls, guides)
+        out = auto.sample(noise, lam, cls, guides).images
         ways.add(auto.overlap)
         assert torch.allclose(out, ref, atol=1e-6)
     auto.close()
@@ -244,12 +245,12 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
 
     unet, sched = _unet(), DDPMScheduler(num_train_timesteps=100)
     noise = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(4))
-    ref = GuidedSampler(unet, sched, "ddim", 4).sample(noise, torch.zeros(2), torch.zeros(2, dtype=torch.long))
+    ref = GuidedSampler(unet, sched, "ddim", 4).sample(noise, torch.zeros(2), torch.zeros(2, dtype=torch.long)).images
     monkeypatch.setattr(torch, "compile", Broken)
     s = GuidedSampler(unet, sched, "ddim", 4)
     s.compile = True  # compile is only honoured on CUDA; force the path here
     with pytest.warns(UserWarning, match="torch.compile failed"):
-        out = s.sample(noise, torch.zeros(2), torch.zeros(2, dtype=torch.long))
+        out = s.sample(noise, torch.zeros(2), torch.zeros(2, dtype=torch.long)).images
     assert s.compile_error == "RuntimeError: no C++ compiler found"
     assert torch.equal(out, ref)
 
@@ -273,20 +274,21 @@ def test_guidance_window_limits_guidance_to_low_noise_steps():
     noise = torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(9))
     cls, rows, lam = torch.arange(n) % 3, torch.arange(n), torch.full((n,), 10.0)
     sampler = GuidedSampler(unet, sched, "ddim", 6)
-    plain = sampler.sample(noise, torch.zeros(n), cls)
-    everywhere = sampler.sample(noise, lam, cls, [Guide(td, rows, True)])
-    sampler.guidance_window = (0, -1)  # no step: the classifier never acts
-    assert torch.equal(sampler.sample(noise, lam, cls, [Guide(td, rows, True)]), plain)
-    sampler.guidance_window = (0, 49)  # the low-noise half of T = 100
-    low = sampler.sample(noise, lam, cls, [Guide(td, rows, True)])
+    plain = sampler.sample(noise, torch.zeros(n), cls).images
+    everywhere = sampler.sample(noise, lam, cls, [Guide(td, rows, True)]).images
+    never = sampler.sample(noise, lam, cls, [Guide(td, rows, True)], plan=GuidancePlan((0, -1)))  # no step
+    assert torch.equal(never.images, plain) and never.guided_steps == 0 and never.guidance_ratio is not None
+    low = sampler.sample(noise, lam, cls, [Guide(td, rows, True)], plan=GuidancePlan((0, 49)))  # low-noise half
+    assert 0 < low.guided_steps < 6
+    low = low.images
     assert not torch.allclose(low, plain, atol=1e-4) and not torch.allclose(low, everywhere, atol=1e-4)
     from side_engine.config import AuditConfig
     from side_engine.errors import ConfigError
 
     with pytest.raises(ConfigError, match="guidance_max_t"):
         AuditConfig(checkpoint="m", train_data="d", guidance_max_t=0.0).validate()
-    sampler.guidance_window = (50, 99)  # the high-noise half: the last steps run unguided
-    high = sampler.sample(noise, lam, cls, [Guide(td, rows, True)])
+    # the high-noise half: the last steps run unguided
+    high = sampler.sample(noise, lam, cls, [Guide(td, rows, True)], plan=GuidancePlan((50, 99))).images
     assert not torch.allclose(high, plain, atol=1e-4) and not torch.allclose(high, low, atol=1e-4)
     for bad in ({"guidance_min_t": -0.1}, {"guidance_min_t": 0.6, "guidance_max_t": 0.5}):
         with pytest.raises(ConfigError, match="guidance_min_t"):
@@ -298,14 +300,15 @@ def test_guidance_min_t_leaves_the_last_steps_unguided():
     from types import SimpleNamespace
 
     from side_engine.config import AuditConfig
-    from side_engine.stages.sampling import make_sampler
+    from side_engine.guidance import guidance_plan
+    from side_engine.sampler import make_sampler
 
     target = SimpleNamespace(unet=_unet(), scheduler=_clipping_scheduler())
     cfg = AuditConfig(checkpoint="m", train_data="d", guidance_min_t=0.2, steps=6)
     sampler = make_sampler(target, cfg, torch.device("cpu"), compile=False)
-    assert sampler.guidance_window == (math.ceil(0.2 * (sampler.T - 1)), sampler.T - 1)
-    assert make_sampler(target, AuditConfig(checkpoint="m", train_data="d", steps=6), torch.device("cpu"),
-                        compile=False).guidance_window == (0, sampler.T)
+    assert guidance_plan(cfg, sampler.T, None).window == (math.ceil(0.2 * (sampler.T - 1)), sampler.T - 1)
+    assert guidance_plan(AuditConfig(checkpoint="m", train_data="d", steps=6), sampler.T, None).window \
+        == (0, sampler.T)
 
 
 def test_a_bf16_guide_leaves_lambda_zero_exact_and_keeps_the_guided_direction():
@@ -320,9 +323,9 @@ def test_a_bf16_guide_leaves_lambda_zero_exact_and_keeps_the_guided_direction():
     full = GuidedSampler(unet, sched, "ddim", 6, overlap=False)
     half = GuidedSampler(unet, sched, "ddim", 6, overlap=False, guide_precision="bf16")
     assert full.guide_precision == "fp32" and half.guide_precision == "bf16"
-    plain = full.sample(noise, torch.zeros(4), cls)
-    a = full.sample(noise, lam, cls, [Guide(td, rows, True)])
-    b = half.sample(noise, lam, cls, [Guide(td, rows, True)])
+    plain = full.sample(noise, torch.zeros(4), cls).images
+    a = full.sample(noise, lam, cls, [Guide(td, rows, True)]).images
+    b = half.sample(noise, lam, cls, [Guide(td, rows, True)]).images
     assert torch.equal(a[[0, 2]], b[[0, 2]]) and torch.equal(a[[0, 2]], plain[[0, 2]])
     assert not torch.equal(a[[1, 3]], b[[1, 3]])  # bf16 did run
     shift_a, shift_b = (a - plain)[[1, 3]].flatten(1), (b - plain)[[1, 3]].flatten(1)

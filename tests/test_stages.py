@@ -17,6 +17,7 @@ from side_engine.checkpoint import load_target
 from side_engine.config import AuditConfig
 from side_engine.pipeline import stage_order
 from side_engine.progress import Progress
+from side_engine.run_store import RunStore
 from side_engine.stages import NAMES, embedding, stage_names, surrogate_labels, training_data
 from side_engine.stages.context import StageContext
 
@@ -71,8 +72,10 @@ def test_an_audit_without_side_makes_no_synthetic_set(tmp_path, tiny_model, face
 
 
 def small_context(ws, db) -> StageContext:
+    """A stage context over ``db`` (the test's connection: it reads what the stages store)."""
     cfg = ws.load_config()
-    return StageContext.open(cfg, ws, db, torch.device("cpu"), load_target(cfg.checkpoint), Progress(), 1)
+    store = RunStore(db, ws.db_path, Progress(), torch.device("cpu"))
+    return StageContext.open(cfg, ws, store, torch.device("cpu"), load_target(cfg.checkpoint), Progress(), 1)
 
 
 @pytest.fixture()
@@ -91,7 +94,7 @@ def test_single_stages_run_on_a_small_context_and_hand_on_their_artifacts(worksp
     training_data.run(ctx)
     pixels = ctx.artifacts.train_pixels
     assert pixels.dtype == np.uint8 and pixels.shape == (12, 16, 16, 1)
-    assert ctx.is_done("import") and not ctx.is_done("embed")
+    assert ctx.store.is_done("import") and not ctx.store.is_done("embed")
     AuditRunner(ws).prepare(ctx)  # what the runner does once the training set is known
     assert ctx.batch == TINY_SETTINGS["batch_size"] and db["audits"].count == 1
     embedding.run(ctx)
@@ -111,10 +114,10 @@ def test_single_stages_run_on_a_small_context_and_hand_on_their_artifacts(worksp
 def test_warnings_are_stored_once_and_the_stage_timer_records_a_failure(workspace_db):
     ws, db = workspace_db
     ctx = small_context(ws, db)
-    ctx.warn("the guide is weak")
-    ctx.warn("the guide is weak")
+    ctx.report.warn("the guide is weak")
+    ctx.report.warn("the guide is weak")
     assert storage.get_kv(db, "warnings") == ["the guide is weak"]
-    with pytest.raises(RuntimeError), ctx.timed("embed"):
+    with pytest.raises(RuntimeError), ctx.store.timed("embed"):
         raise RuntimeError("disk full")
     row = {r["name"]: r for r in storage.stage_rows(db)}["embed"]
     assert row["status"] == "failed" and "disk full" in row["message"] and row["position"] == NAMES.index("embed")
@@ -135,7 +138,7 @@ def test_a_ti_classifier_that_cannot_tell_its_training_images_apart_is_named_in_
     def ti_warnings(min_steps: int, fit: float = 0.0, max_steps: int = 0) -> tuple[dict, list[str]]:
         storage.set_kv(db, "warnings", [])
         db.execute("delete from stages where name = 'classifier'")
-        ctx.classifier_path("ti").unlink(missing_ok=True)
+        ctx.ws.classifier_path("ti").unlink(missing_ok=True)
         ctx.cfg.classifier_epochs, ctx.cfg.classifier_min_steps, ctx.cfg.classifier_lr = 1, min_steps, 1e-2
         ctx.cfg.classifier_fit, ctx.cfg.classifier_max_steps = fit, max_steps
         classifier.run(ctx)

@@ -20,14 +20,13 @@ def run(ctx: StageContext) -> None:
     """Produces ``artifacts.scorer``, ``train_vectors`` and ``index``."""
     art = ctx.artifacts
     art.scorer = make_scorer(ctx.scorer_name, ctx.cfg.sscd_model, "cpu", ctx.threads)
-    with ctx.db.atomic():
-        ctx.db["audits"].update(1, {"scorer": ctx.scorer_name, "scorer_source": art.scorer.source,
-                                    "scorer_sha256": art.scorer.sha256})
+    ctx.store.update_audit_record({"scorer": ctx.scorer_name, "scorer_source": art.scorer.source,
+                                   "scorer_sha256": art.scorer.sha256})
     cache = ctx.ws.cache_dir / f"train_{ctx.scorer_name}.npy"
-    if ctx.is_done("embed") and cache.exists():
+    if ctx.store.is_done("embed") and cache.exists():
         vectors = np.load(cache)
     else:
-        with ctx.timed("embed"):
+        with ctx.store.timed("embed"):
             n = len(art.train_pixels)
             vectors = None  # filled in place: one float32 copy of the embeddings, not two
             for i in range(0, n, 256):
@@ -35,8 +34,8 @@ def run(ctx: StageContext) -> None:
                 if vectors is None:
                     vectors = np.empty((n, part.shape[1]), np.float32)
                 vectors[i:i + len(part)] = part
-                ctx.update("embed", min(i + 256, n), n)
-                ctx.check()
+                ctx.report.update("embed", min(i + 256, n), n)
+                ctx.report.check()
             tmp = cache.with_suffix(".tmp.npy")
             np.save(tmp, vectors)
             tmp.replace(cache)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from .. import measures, storage
+from .. import measures
 from ..errors import InputError
 from ..statistics import clopper_pearson
 from ..training_set import list_images, to_model_pixels
@@ -33,12 +33,12 @@ BATCH = 64
 
 def run(ctx: StageContext) -> None:
     """Produces the stored ``heldout`` record: per band, how many held-out images landed in it."""
-    if ctx.is_done("heldout"):
+    if ctx.store.is_done("heldout"):
         return
-    with ctx.timed("heldout"):
+    with ctx.store.timed("heldout"):
         folder = Path(ctx.cfg.heldout_data).expanduser()
         files = list_heldout(folder)
-        train_files = {r[0] for r in ctx.db.execute("select sha256 from train_images")}
+        train_files = ctx.store.training_sha256()
         train_pixels = {_digest(np.asarray(ctx.artifacts.train_pixels[i:i + 1])[0])
                         for i in range(len(ctx.artifacts.train_pixels))}
         size, channels = ctx.target.image_size, ctx.target.image_channels
@@ -60,8 +60,8 @@ def run(ctx: StageContext) -> None:
             kept.append(rel)
             pixels.append(arr)
             if i % 16 == 15:
-                ctx.update("heldout", i + 1, len(files))
-                ctx.check()
+                ctx.report.update("heldout", i + 1, len(files))
+                ctx.report.check()
         if not pixels:
             raise InputError(f"setting 'heldout_data' = {folder}: none of its {len(files)} image files is a "
                              f"readable image outside the training set ({len(members)} are training images, "
@@ -76,16 +76,16 @@ def run(ctx: StageContext) -> None:
         record.update({"folder": str(folder), "unreadable": unreadable[:20], "n_unreadable": len(unreadable),
                        "training_images_left_out": members[:20], "n_training_images_left_out": len(members),
                        "images": [{"path": p, "best": b, "nearest": j} for p, b, j in zip(kept, best, nearest)]})
-        storage.set_kv(ctx.db, "heldout", record)
-        ctx.update("heldout", len(files), len(files))
+        ctx.store.put("heldout", record)
+        ctx.report.update("heldout", len(files), len(files))
         if members:
-            ctx.warn(f"{len(members)} image(s) of the held-out folder {folder} are training images (the same file "
-                     "or the same pixels): left out of the false-alarm rates. A held-out split must not overlap "
-                     "the training set.")
+            ctx.report.warn(f"{len(members)} image(s) of the held-out folder {folder} are training images (the "
+                            "same file or the same pixels): left out of the false-alarm rates. A held-out split "
+                            "must not overlap the training set.")
         if unreadable:
-            ctx.log(f"held-out images: {len(unreadable)} unreadable, skipped ({unreadable[0]}, ...)")
+            ctx.report.log(f"held-out images: {len(unreadable)} unreadable, skipped ({unreadable[0]}, ...)")
         rates = ", ".join(f"{r['band']} {100 * r['rate']:.1f} %" for r in record["bands"] if not r["cumulative"])
-        ctx.log(f"held-out images: {record['n']} scored against the training set; in each band: {rates}")
+        ctx.report.log(f"held-out images: {record['n']} scored against the training set; in each band: {rates}")
 
 
 def summarise(best: np.ndarray, bands, higher_is_closer: bool) -> dict:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,13 +13,14 @@ from PIL import Image
 
 from .. import ranks
 from ..config import AuditConfig
-from ..devices import guide_precision
 from ..errors import WorkspaceError
+from ..guidance import guidance_plan
 from ..labels import nearest_cluster
-from ..sampler import Guide, GuidedSampler, classes_drawn, sample_inputs, sample_seed, to_uint8
-from .base import finite_or_none
+from ..sampler import GuidancePlan, Guide, GuidedSampler, classes_drawn, sample_inputs, sample_seed, to_uint8
+from .base import close_sampler, finite_or_none, open_sampler, train_rows
 
 if TYPE_CHECKING:
+    from ..run_store import RunStore
     from .context import SamplingContext, StageContext
 
 NAMES = ("sample", "score")
@@ -40,36 +39,43 @@ def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
     work = plan(cfg)
     total = len(work)
-    have = {(r["method"], r["lam"], r["sample_index"]) for r in
-            ctx.db.query("select method, lam, sample_index from samples")}
+    have = ctx.store.stored_samples()
     pending = [p for p in work if p not in have]
-    if not pending and ctx.is_done("sample"):
+    if not pending and ctx.store.is_done("sample"):
         return
-    sampler = ctx.new_sampler()
+    sampler = open_sampler(ctx)
+    try:
+        _sample(ctx, sampler, pending, total)
+    finally:
+        close_sampler(ctx, sampler)
+
+
+def _sample(ctx: StageContext, sampler: GuidedSampler, pending: list, total: int) -> None:
+    cfg = ctx.cfg
     shape = (ctx.target.channels, ctx.target.sample_size, ctx.target.sample_size)
     num_classes = classes_drawn(ctx.artifacts.k)
     if "side" in cfg.methods and ctx.artifacts.td is not None:
         check_guide(ctx, sampler, shape)
-
+    plan = guidance_plan(cfg, sampler.T, ctx.artifacts.guide)
     n_ranks = ranks.world_size()
-    with ctx.timed("sample"), ctx.timed("score"):
+    with ctx.store.timed("sample"), ctx.store.timed("score"):
         done = total - len(pending)
-        ctx.update("sample", done, total)
-        ctx.update("score", done, total)
+        ctx.report.update("sample", done, total)
+        ctx.report.update("score", done, total)
         if n_ranks > 1:
-            ranks.share_sampling_context(ctx)
+            ranks.share_sampling_context(ctx, plan)
         step = ctx.batch * n_ranks  # a round: one batch for every rank, handed out by sample index
         remote = 0
         writer = BatchWriter(ctx, done, total, depth=2 * n_ranks) if n_ranks > 1 else None
         try:
             for start in range(0, len(pending), step):
-                ctx.check()
+                ctx.report.check()
                 batches = [pending[s:s + ctx.batch] for s in range(start, start + step, ctx.batch)]
                 if n_ranks > 1:
                     results = ranks.run_round(
-                        "sample", batches, lambda b: compute_batch(ctx, cfg, sampler, b, shape, num_classes))
+                        "sample", batches, lambda b: compute_batch(ctx, cfg, sampler, b, shape, num_classes, plan))
                 else:
-                    results = [compute_batch(ctx, cfg, sampler, batches[0], shape, num_classes)]
+                    results = [compute_batch(ctx, cfg, sampler, batches[0], shape, num_classes, plan)]
                 for rank, result in enumerate(results):  # stored in plan order, one transaction per batch
                     if result is None:
                         continue
@@ -80,31 +86,31 @@ def run(ctx: StageContext) -> None:
                     store_batch(ctx, result)
                     done += len(result.rows)
                 if writer is None:
-                    ctx.update("sample", done, total)
-                    ctx.update("score", done, total)
+                    ctx.report.update("sample", done, total)
+                    ctx.report.update("score", done, total)
         finally:
             if writer is not None:
                 writer.close()  # every gathered batch stored (or the storing error raised) first
         if n_ranks > 1:
-            ctx.log(f"sampling on {n_ranks} processes: {remote} of {-(-len(pending) // ctx.batch)} "
-                    f"batches computed by ranks other than the owner (rank {ranks.owner()})")
+            ctx.report.log(f"sampling on {n_ranks} processes: {remote} of {-(-len(pending) // ctx.batch)} "
+                           f"batches computed by ranks other than the owner (rank {ranks.owner()})")
 
 
 def check_guide(ctx: StageContext, sampler: GuidedSampler, shape) -> None:
     """Before the budget is spent: the TD classifier's reliability at every sampler step (the
     ``reliability`` schedule's weights) and a small probe judged by the scorer; stored, logged,
     and a warning where guidance cannot help. Measured once; a resume reads it back."""
-    from .. import guide_check, storage
+    from .. import guide_check
     from ..classifier_training import soft_labels, td_holdout
     from . import synthetic
 
     cfg, art = ctx.cfg, ctx.artifacts
-    stored = storage.get_kv(ctx.db, "guide_check")
+    stored = ctx.store.get("guide_check")
     if stored is not None:
         art.guide = guide_check.GuideCheck.from_dict(stored)
         return
     syn = synthetic.load(ctx)
-    seed = storage.get_kv(ctx.db, "tdkd_seed", cfg.seed)  # a fork keeps the classifiers' own seed
+    seed = ctx.store.get("tdkd_seed", cfg.seed)  # a fork keeps the classifiers' own seed
     hold, _ = td_holdout(len(syn), seed)
     x0 = syn.take(hold)
     if cfg.label_source == "synthetic-clusters":
@@ -113,24 +119,24 @@ def check_guide(ctx: StageContext, sampler: GuidedSampler, shape) -> None:
         labels = soft_labels(art.ti, x0.to(ctx.device)).argmax(1).cpu()
     check = guide_check.measure(art.td, x0, labels, sampler.timesteps, ctx.target.scheduler.alphas_cumprod,
                                 art.k, seed + 2)
+    check.probe = _probe(ctx, sampler, shape, check)
     art.guide = check
-    check.probe = _probe(ctx, sampler, shape)
-    storage.set_kv(ctx.db, "guide_check", check.to_dict())
+    ctx.store.put("guide_check", check.to_dict())
     rows = ", ".join(f"t={t}: {100 * a:.0f} %" for t, a in list(zip(check.timesteps, check.smoothed))[::10])
-    ctx.log(f"guide check: TD agreement on {check.held_out} held-out synthetic images by step ({rows}; "
-            f"chance {100 * check.chance:.1f} %)" + (
-                f"; probe on target (scorer) {check.probe.get('on_target_guided')} guided vs "
-                f"{check.probe.get('on_target_unguided')} unguided of {check.probe.get('n')}"
-                if check.probe.get("on_target_defined", True) else ""))
+    ctx.report.log(f"guide check: TD agreement on {check.held_out} held-out synthetic images by step ({rows}; "
+                   f"chance {100 * check.chance:.1f} %)" + (
+                       f"; probe on target (scorer) {check.probe.get('on_target_guided')} guided vs "
+                       f"{check.probe.get('on_target_unguided')} unguided of {check.probe.get('n')}"
+                       if check.probe.get("on_target_defined", True) else ""))
     if cfg.guidance_stop == "settled":
-        ctx.log(f"settled stop: half of the {check.probe.get('n')} unguided probe samples had settled on the "
-                f"training image they end nearest to by t = {check.probe.get('settled_t')}; guidance acts at "
-                f"native t {guidance_window(cfg, sampler, check)[0]} and above")
-    for text in guide_check.findings(check, guidance_window(cfg, sampler, check), cfg.guidance_schedule):
-        ctx.warn(text)
+        ctx.report.log(f"settled stop: half of the {check.probe.get('n')} unguided probe samples had settled on the "
+                       f"training image they end nearest to by t = {check.probe.get('settled_t')}; guidance acts at "
+                       f"native t {guidance_plan(cfg, sampler.T, check).window[0]} and above")
+    for text in guide_check.findings(check, guidance_plan(cfg, sampler.T, check).window, cfg.guidance_schedule):
+        ctx.report.warn(text)
 
 
-def _probe(ctx: StageContext, sampler: GuidedSampler, shape) -> dict:
+def _probe(ctx: StageContext, sampler: GuidedSampler, shape, check) -> dict:
     """The same noise without and then with guidance at the declared range's middle λ: how often
     the scorer's nearest training image carries the target class (not stored as samples). The
     unguided half also says by which step the model's own samples settle on the training image
@@ -150,12 +156,13 @@ def _probe(ctx: StageContext, sampler: GuidedSampler, shape) -> dict:
     out = {"n": n, "lam": lam, "on_target_guided": 0, "on_target_unguided": 0, "steered": 0,
            "on_target_defined": by_cluster or bool((art.surrogate >= 0).any()),
            "on_target_by": "cluster" if by_cluster else "training image"}
-    art.guide.probe = out  # the guided half reads the settled step from here (compute_batch)
     num_classes = art.k
     targets = ctx.targets(cfg, num_classes)
     reference = _settling_reference(ctx)
     nearest: list[np.ndarray] = []
     for method, lv in (("random", 0.0), ("side", lam)):
+        # the guided half already stops where the unguided half settled (the settled stop)
+        plan = guidance_plan(cfg, sampler.T, check, out.get("settled_t"))
         batch = [(method, lv, i) for i in range(n)]
         for s in range(0, len(batch), max(ctx.batch, 1)):
             part = batch[s:s + ctx.batch]
@@ -164,7 +171,7 @@ def _probe(ctx: StageContext, sampler: GuidedSampler, shape) -> dict:
             if method == "random":
                 def watch(t: int, x0: torch.Tensor, steps=steps) -> None:
                     steps.append(_nearest_rows(x0, reference))
-            result = compute_batch(ctx, cfg, sampler, part, shape, num_classes, on_step=watch, final=watch)
+            result = compute_batch(ctx, cfg, sampler, part, shape, num_classes, plan, on_step=watch, final=watch)
             if steps:
                 nearest.append(np.stack(steps, 1))
             for (_, _, i), row in zip(part, result.rows):
@@ -173,7 +180,7 @@ def _probe(ctx: StageContext, sampler: GuidedSampler, shape) -> dict:
                 out["on_target_guided" if method == "side" else "on_target_unguided"] += hit
                 if method == "side" and row["steered"]:
                     out["steered"] += 1
-            ctx.check()
+            ctx.report.check()
         if method == "random" and nearest:
             curve = guide_check.commit_curve(np.concatenate(nearest))
             out["settled_curve"] = curve
@@ -185,7 +192,7 @@ def _settling_reference(ctx: StageContext) -> torch.Tensor:
     """The training images as the UNet models them, average-pooled to at most 16 x 16: enough to
     tell which training image a clean-image prediction is nearest to, at a cost that stays small
     at the paper's 25 000 images (read in chunks: never the whole set at full size)."""
-    rows = ctx.train_rows()
+    rows = train_rows(ctx)
     parts = [_pooled(rows.take(np.arange(i, min(len(rows), i + 512)), ctx.device))
              for i in range(0, len(rows), 512)]
     return torch.cat(parts)
@@ -199,31 +206,6 @@ def _nearest_rows(x0: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
     return torch.cdist(_pooled(x0), reference).argmin(1).cpu().numpy()
 
 
-def guidance_window(cfg: AuditConfig, sampler: GuidedSampler, guide) -> tuple[int, int]:
-    """The native timesteps where guidance acts: the settings' interval, and with the
-    ``settled`` stop not at or below the step by which the probe's unguided samples settled."""
-    settled = (guide.probe or {}).get("settled_t") if guide is not None else None
-    return guidance_bounds(cfg, sampler.T, settled)
-
-
-def guidance_bounds(cfg: AuditConfig, T: int, settled_t: int | None) -> tuple[int, int]:
-    """``guidance_window`` from numbers alone (the duration estimate uses it before any probe)."""
-    lo, hi = 0, T
-    if cfg.guidance_max_t < 1 or cfg.guidance_min_t > 0:
-        lo, hi = math.ceil(cfg.guidance_min_t * (T - 1)), int(cfg.guidance_max_t * (T - 1))
-    if cfg.guidance_stop == "settled" and settled_t is not None and settled_t >= 0:
-        lo = max(lo, int(settled_t) + 1)
-    return lo, hi
-
-
-def make_sampler(target, cfg: AuditConfig, device: torch.device, compile: bool) -> GuidedSampler:
-    sampler = GuidedSampler(target.unet, target.scheduler, cfg.sampler, cfg.steps, cfg.eta, device, cfg.precision,
-                            compile=compile, convention=cfg.sampler_convention,
-                            guide_precision=guide_precision(cfg.guide_precision, cfg.precision, device))
-    sampler.guidance_window = guidance_window(cfg, sampler, None)  # the settled stop: once measured
-    return sampler
-
-
 @dataclass
 class BatchResult:
     """One batch's outcome, computed without touching the workspace: the seam between the
@@ -235,7 +217,7 @@ class BatchResult:
 
 
 def compute_batch(ctx: SamplingContext, cfg: AuditConfig, sampler: GuidedSampler, batch, shape,
-                  num_classes: int, on_step=None, final=None) -> BatchResult:
+                  num_classes: int, plan: GuidancePlan, on_step=None, final=None) -> BatchResult:
     """Generate and score ``batch`` [(method, λ, index)]; each image depends only on (seed, index).
     ``on_step(t, x0)`` sees each step's clean-image prediction and ``final(-1, x0)`` the result."""
     seeds = [sample_seed(cfg.seed, i) for _, _, i in batch]
@@ -244,19 +226,16 @@ def compute_batch(ctx: SamplingContext, cfg: AuditConfig, sampler: GuidedSampler
     targets = ctx.targets(cfg, num_classes)
     cls = torch.tensor([int(targets[i]) for _, _, i in batch], dtype=torch.long)
     lam = torch.tensor([lam for _, lam, _ in batch], dtype=torch.float32)
-    guide = ctx.artifacts.guide
-    sampler.guidance_weights = guide.weight_map() if guide is not None and cfg.guidance_schedule == "reliability" \
-        else {}
-    sampler.guidance_window = guidance_window(cfg, sampler, guide)
     guides = []
     for method, clf, td in (("side", ctx.guiding("side"), True), ("ti", ctx.guiding("ti"), False)):
         rows = [r for r, (m, lv, _) in enumerate(batch) if m == method and lv > 0]
         if rows:
             guides.append(Guide(clf, torch.tensor(rows, device=ctx.device), td))
-    x0 = sampler.sample(noise, lam, cls, guides, generators=[g for _, _, g in inputs], on_step=on_step)
+    out = sampler.sample(noise, lam, cls, guides, generators=[g for _, _, g in inputs], on_step=on_step, plan=plan)
+    x0 = out.images
     if final is not None:
         final(-1, x0)
-    ratio = sampler.last_guidance_ratio.cpu().tolist() if sampler.last_guidance_ratio is not None else None
+    ratio = out.guidance_ratio.cpu().tolist() if out.guidance_ratio is not None else None
     steered = None
     if ctx.guiding("side") is not None:
         with torch.no_grad():  # measured in fp32 whatever the sampling precision
@@ -291,23 +270,13 @@ def compute_batch(ctx: SamplingContext, cfg: AuditConfig, sampler: GuidedSampler
     return BatchResult(rows, [(int(r), int(j), float(sc)) for r, j, sc in scores.pairs], pngs)
 
 
-def store_batch(ctx: StageContext, result: BatchResult, db=None) -> None:
+def store_batch(ctx: StageContext, result: BatchResult, store: RunStore | None = None) -> None:
     """The workspace owner's half: the in-band images' PNG files, then the batch's samples and
-    matches in one transaction (all of it or none of it). ``db``: a connection of the calling
-    thread (``BatchWriter``), else the context's."""
-    db = db if db is not None else ctx.db
+    matches in one transaction (all of it or none of it). ``store``: the calling thread's
+    (``BatchWriter``), else the run's."""
     for rel, data in result.pngs.items():
         _write_file(data, ctx.ws.root / rel)
-    try:
-        with db.atomic():
-            ids = []
-            for row in result.rows:
-                ids.append(db["samples"].insert(row).last_pk)
-            db["matches"].insert_all(
-                {"sample_id": ids[r], "train_idx": j, "score": s} for r, j, s in result.pairs)
-    except sqlite3.OperationalError as e:
-        raise WorkspaceError(f"{ctx.ws.db_path}: cannot store a batch ({e}); the database keeps every "
-                             "earlier batch — free space or fix permissions, then run again") from None
+    (store or ctx.store).store_samples(result.rows, result.pairs)
 
 
 def encode_png(img: np.ndarray) -> bytes:
@@ -361,23 +330,20 @@ class BatchWriter:
             raise self.error
 
     def _loop(self) -> None:
-        from .. import storage
-        from . import NAMES
-
-        db = None
+        store = None
         try:
-            db = storage.connect(self.ctx.ws.db_path)
+            store = self.ctx.store.on_this_thread()
             while (result := self.queue.get()) is not None:
                 if self.error is None:
-                    store_batch(self.ctx, result, db)
+                    store_batch(self.ctx, result, store)
                     self.done += len(result.rows)
                     for stage in ("sample", "score"):
-                        storage.set_stage(db, stage, NAMES.index(stage), done=self.done, total=self.total)
-                        self.ctx.progress.update(stage, self.done, self.total)
+                        store.set_progress(stage, self.done, self.total)
+                        self.ctx.report.progress.update(stage, self.done, self.total)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             self.error = e
             while self.queue.get() is not None:  # let put() and close() return
                 pass
         finally:
-            if db is not None:
-                db.close()
+            if store is not None:
+                store.close()

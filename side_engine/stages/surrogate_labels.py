@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import labels, storage
+from .. import labels
 from . import synthetic
 
 if TYPE_CHECKING:
@@ -22,30 +22,28 @@ def run(ctx: StageContext) -> None:
     ``cache/synthetic_centroids.npy``, ``artifacts.centroids``)."""
     art, cfg = ctx.artifacts, ctx.cfg
     centroids = ctx.ws.cache_dir / "synthetic_centroids.npy"
-    if ctx.is_done("labels"):
-        art.k = storage.get_kv(ctx.db, "k")
-        art.surrogate = np.array([r["surrogate"] for r in ctx.db.query(
-            "select surrogate from train_images order by idx")], dtype=np.int64)
+    if ctx.store.is_done("labels"):
+        art.k, art.surrogate = ctx.store.stored_labels()
         # audits labelled before the centroids were kept have none: their samples carry no cluster
         if cfg.label_source == "synthetic-clusters" and centroids.exists():
             art.centroids = np.load(centroids)
         return
-    with ctx.timed("labels"):
-        rows = list(ctx.db.query("select path, label from train_images order by idx"))
+    with ctx.store.timed("labels"):
+        rows = ctx.store.training_images()
         n = len(rows)
         source = cfg.label_source
         if source == "original":
             y, classes = labels.original_labels([r["label"] for r in rows], [r["path"] for r in rows])
             k = len(classes)
-            ctx.log(f"labels: {k} original classes")
+            ctx.report.log(f"labels: {k} original classes")
         elif source == "clusters":
             k = labels.resolve_k(cfg.k, n)
             y, _ = labels.kmeans_labels(art.train_vectors, k, cfg.seed, spherical=art.scorer.higher_is_closer)
-            ctx.log(f"labels: k-means on {ctx.scorer_name} embeddings, K = {k}")
+            ctx.report.log(f"labels: k-means on {ctx.scorer_name} embeddings, K = {k}")
         elif source == "random":
             k = labels.resolve_k(cfg.k, n)
             y = labels.random_labels(n, k, cfg.seed)
-            ctx.log(f"labels: {k} random groups")
+            ctx.report.log(f"labels: {k} random groups")
         else:  # synthetic-clusters: labels live on the synthetic set
             syn = synthetic.load(ctx)
             k_req = labels.resolve_k(cfg.k, len(syn)) if cfg.k else min(labels.default_k(n), len(syn))
@@ -55,10 +53,7 @@ def run(ctx: StageContext) -> None:
             np.save(ctx.ws.cache_dir / "synthetic_labels.npy", syn_y)
             np.save(centroids, art.centroids)
             y = np.full(n, -1, dtype=np.int64)
-            ctx.log(f"labels: {k} of {k_req} synthetic clusters kept (mean cosine >= 0.5)")
-        ctx.update("labels", 1, 1)
-        with ctx.db.atomic():
-            for i, lab in enumerate(y.tolist()):
-                ctx.db.execute("update train_images set surrogate = ? where idx = ?", [lab, i])
-            storage.set_kv(ctx.db, "k", int(k))
+            ctx.report.log(f"labels: {k} of {k_req} synthetic clusters kept (mean cosine >= 0.5)")
+        ctx.report.update("labels", 1, 1)
+        ctx.store.store_labels(y, k)
         art.k, art.surrogate = int(k), y

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .. import ranks
+from .. import labels, ranks
 from ..config import AuditConfig
 from ..errors import WorkspaceError
 from ..image_rows import ImageRows, NpyFile
 from ..sampler import SYNTHETIC_STREAM, sample_inputs, sample_seed, to_uint8
+from .base import close_sampler, open_sampler
 
 if TYPE_CHECKING:
     from .context import StageContext
@@ -38,7 +39,7 @@ def compute_chunk(cfg: AuditConfig, sampler, span: tuple[int, int], shape, laten
     inputs = [sample_inputs(sample_seed(cfg.seed, i, SYNTHETIC_STREAM), shape, 0) for i in idx]
     noise = torch.stack([x for x, _, _ in inputs])
     x0 = sampler.sample(noise, torch.zeros(len(idx)), torch.zeros(len(idx), dtype=torch.long),
-                        generators=[g for _, _, g in inputs])
+                        generators=[g for _, _, g in inputs]).images
     return x0.float().cpu().numpy() if latent else to_uint8(x0)
 
 
@@ -51,39 +52,52 @@ def images(target, syn: ImageRows, device: torch.device, batch: int = 32) -> Ite
 
 def run(ctx: StageContext) -> None:
     """Produces the synthetic set in ``ctx.ws.synthetic_dir`` (read back with :func:`load`)."""
-    if ctx.is_done("synthetic"):
+    if ctx.store.is_done("synthetic"):
         return
+    with ctx.store.timed("synthetic"):
+        sampler = open_sampler(ctx)
+        try:
+            _make(ctx, sampler)
+        finally:
+            close_sampler(ctx, sampler)
 
+
+def _make(ctx: StageContext, sampler) -> None:
     cfg = ctx.cfg
-    with ctx.timed("synthetic"):
-        sampler = ctx.new_sampler()
-        shape = (ctx.target.channels, ctx.target.sample_size, ctx.target.sample_size)
-        latent = ctx.target.latent
-        n, b = ctx.n_syn(), ctx.batch
-        todo = _missing_spans(_stored_chunks(ctx.ws.synthetic_dir, n), n, b)
-        done = n - sum(hi - lo for lo, hi in todo)
-        ctx.update("synthetic", done, n)
-        n_ranks = ranks.world_size()
-        if n_ranks > 1 and todo:
-            ranks.share_model(ctx)
-        for start in range(0, len(todo), n_ranks):  # a round: one chunk for every rank
-            ctx.check()
-            mine = todo[start:start + n_ranks]
-            if n_ranks > 1:
-                chunks = ranks.run_round("synthetic", mine + [None] * (n_ranks - len(mine)),
-                                               lambda sp: compute_chunk(cfg, sampler, sp, shape, latent))
-            else:
-                chunks = [compute_chunk(cfg, sampler, mine[0], shape, latent)]
-            for span, images in zip(mine, chunks):
-                _save_chunk(ctx.ws.synthetic_dir, span[0], images)
-                done += span[1] - span[0]
-            ctx.update("synthetic", done, n)
+    shape = (ctx.target.channels, ctx.target.sample_size, ctx.target.sample_size)
+    latent = ctx.target.latent
+    n, b = size(ctx), ctx.batch
+    todo = _missing_spans(_stored_chunks(ctx.ws.synthetic_dir, n), n, b)
+    done = n - sum(hi - lo for lo, hi in todo)
+    ctx.report.update("synthetic", done, n)
+    n_ranks = ranks.world_size()
+    if n_ranks > 1 and todo:
+        ranks.share_model(ctx)
+    for start in range(0, len(todo), n_ranks):  # a round: one chunk for every rank
+        ctx.report.check()
+        mine = todo[start:start + n_ranks]
+        if n_ranks > 1:
+            chunks = ranks.run_round("synthetic", mine + [None] * (n_ranks - len(mine)),
+                                     lambda sp: compute_chunk(cfg, sampler, sp, shape, latent))
+        else:
+            chunks = [compute_chunk(cfg, sampler, mine[0], shape, latent)]
+        for span, images in zip(mine, chunks):
+            _save_chunk(ctx.ws.synthetic_dir, span[0], images)
+            done += span[1] - span[0]
+        ctx.report.update("synthetic", done, n)
+
+
+def size(ctx: StageContext) -> int:
+    """The synthetic set's size: at least 20 images a class unless set (K known from the
+    labels stage, or, for synthetic-clusters, its default from N)."""
+    k = ctx.artifacts.k or labels.resolve_k(ctx.cfg.k, len(ctx.artifacts.train_pixels))
+    return ctx.cfg.resolved_n_syn(k)
 
 
 def load(ctx: StageContext) -> ImageRows:
     """The whole synthetic set in index order, read from its chunk files a batch at a time
     (TDKD at the paper's scale: 25 000 images, never all in memory as floats)."""
-    return rows_of(ctx.ws.synthetic_dir, ctx.n_syn())
+    return rows_of(ctx.ws.synthetic_dir, size(ctx))
 
 
 def rows_of(folder: Path, n: int) -> ImageRows:

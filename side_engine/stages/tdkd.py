@@ -39,12 +39,12 @@ def run(ctx: StageContext) -> None:
     """Produces ``artifacts.td``: distilled from ``artifacts.ti`` on the synthetic set, or, for
     synthetic-clusters, trained on the synthetic set's cluster labels."""
     art, cfg = ctx.artifacts, ctx.cfg
-    path = ctx.classifier_path("td")
-    if ctx.is_done("tdkd") and path.exists():
+    path = ctx.ws.classifier_path("td")
+    if ctx.store.is_done("tdkd") and path.exists():
         art.td = frozen(load_classifier(path, ctx.device))
         return
 
-    with ctx.timed("tdkd"):
+    with ctx.store.timed("tdkd"):
         syn = synthetic.load(ctx)
         torch.manual_seed(cfg.seed + 1)
         if cfg.label_source == "synthetic-clusters":
@@ -67,24 +67,24 @@ def run(ctx: StageContext) -> None:
                "lr": cfg.tdkd_lr, "batch": min(64, len(syn)), "seed": cfg.seed, "hard": hard}
         if n_ranks > 1:
             ranks.share_tdkd(job)
-            ctx.log(f"TDKD training on {n_ranks} processes (data-parallel)")
+            ctx.report.log(f"TDKD training on {n_ranks} processes (data-parallel)")
         elif ranks.world_size() > 1:
-            ctx.log("TDKD training on the owner with every core of this machine (the other processes wait): "
-                    "the classifier a single process trains")
+            ctx.report.log("TDKD training on the owner with every core of this machine (the other processes wait): "
+                           "the classifier a single process trains")
         with ranks.owner_alone(ctx.device, cfg.threads) if n_ranks == 1 else nullcontext():
-            td, report = train_shared(job, ctx.device, ctx.trainer_progress(), log=ctx.log,
+            td, report = train_shared(job, ctx.device, ctx.report.for_training(), log=ctx.report.log,
                                       data_parallel=n_ranks > 1)
             report.details["trained_by"] = ranks.trained_by(ctx.device, n_ranks)
         save_classifier(td, path, {"accuracy": report.accuracy})
-        ctx.store_classifier("td", path, report)
+        ctx.store.store_classifier("td", path.relative_to(ctx.ws.root).as_posix(), report)
         agree = ", ".join(f"{k}: {v:.2f}" for k, v in report.details["agreement_by_t"].items())
-        ctx.log(f"TD classifier ({report.details['objective']}): final loss {report.final_loss:.4f}; "
-                f"held-out agreement {agree}")
+        ctx.report.log(f"TD classifier ({report.details['objective']}): final loss {report.final_loss:.4f}; "
+                       f"held-out agreement {agree}")
         if not hard and report.accuracy < AGREEMENT_WARN:
-            ctx.warn(f"The TD classifier agrees with the TI classifier on only {100 * report.accuracy:.0f} % "
-                     f"of held-out synthetic images at t = 0 (it starts at 100 %; below "
-                     f"{100 * AGREEMENT_WARN:.0f} % guidance may steer towards the wrong images): raise "
-                     "tdkd_epochs or tdkd_lr.")
+            ctx.report.warn(f"The TD classifier agrees with the TI classifier on only {100 * report.accuracy:.0f} % "
+                            f"of held-out synthetic images at t = 0 (it starts at 100 %; below "
+                            f"{100 * AGREEMENT_WARN:.0f} % guidance may steer towards the wrong images): raise "
+                            "tdkd_epochs or tdkd_lr.")
         art.td = frozen(td)
 
 
