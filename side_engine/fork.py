@@ -18,23 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from . import storage
-from .config import AuditConfig, movable
+from .config import GUIDED_DEPENDS, RANDOM_DEPENDS, AuditConfig, movable, stage_settings
 from .errors import ConfigError, WorkspaceError
 from .workspace import Workspace
 
-# every stage a fork may reuse, in order, with the settings its stored result depends on
-# (the seed too: it trained the classifiers; a fork with another seed keeps them, and says so)
-REUSABLE: tuple[tuple[str, frozenset[str]], ...] = (
-    ("import", frozenset({"checkpoint", "scheduler_config", "allow_pickle", "weights", "train_data",
-                          "labels_csv", "resize_filter"})),
-    ("embed", frozenset({"scorer", "sscd_model"})),
-    ("labels", frozenset({"label_source", "k"})),
-    ("classifier", frozenset({"classifier_width", "classifier_stem", "classifier_epochs", "classifier_lr",
-                              "classifier_min_steps", "classifier_fit", "classifier_max_steps"})),
-    ("synthetic", frozenset({"n_syn", "sampler", "steps", "eta", "sampler_convention"})),
-    # the TD network's shape too: under synthetic-clusters it is built here, not copied from the TI one
-    ("tdkd", frozenset({"tdkd_epochs", "tdkd_lr", "tdkd_temperature", "classifier_width", "classifier_stem"})),
-)
+# every stage a fork may reuse, in order, with the settings its stored result depends on (each
+# setting declares its stages in ``config``; the seed too trained the classifiers, but a fork with
+# another seed keeps them, and says so)
+REUSABLE: tuple[tuple[str, frozenset[str]], ...] = tuple(
+    (stage, stage_settings(stage)) for stage in ("import", "embed", "labels", "classifier", "synthetic", "tdkd"))
 FILES = {"import": ["cache/train_pixels.npy", "cache/train_latents.npy"], "embed": ["cache/train_*.npy"],
          "labels": ["cache/synthetic_labels.npy", "cache/synthetic_centroids.npy"],
          "classifier": ["classifiers/ti.safetensors"],
@@ -43,17 +35,6 @@ FILES = {"import": ["cache/train_pixels.npy", "cache/train_latents.npy"], "embed
 CLEARED_TABLES = ("decisions", "matches", "samples", "metrics", "topk", "summary")
 CLEARED_KEYS = ("comparison", "warnings", "guide_check", "estimate", "estimate_device", "estimate_per_image",
                 "estimate_probe", "unseen", "extraction_n", "heldout", "calibration")
-# Random's samples (λ = 0) are the same images when these hold and the training set and the scorer
-# are reused (and the labels, whose clusters a Random row names): a fork then keeps them
-RANDOM_DEPENDS = frozenset({"seed", "sampler", "steps", "eta", "sampler_convention", "bands_sscd", "bands_pixel",
-                            "bands_pixel_carlini", "ums", "precision"})
-# a guided sample is the same image when, besides Random's conditions, the classifiers are reused
-# and its target (stratified over N_G: n_per_lambda) and the schedule are unchanged: a fork that
-# only widens the λ grid samples the new λ alone
-GUIDED_DEPENDS = RANDOM_DEPENDS | {"n_per_lambda", "guidance_schedule", "guidance_max_t", "guidance_min_t",
-                                   "guidance_stop", "guide_precision"}
-
-
 def changed_settings(base: AuditConfig, new: AuditConfig, verified: frozenset[str] = frozenset()) -> set[str]:
     """Settings that differ; a verified folder (``config.movable``) pointed at where it lies now
     is no change."""

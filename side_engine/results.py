@@ -570,7 +570,10 @@ def _on_target_by(config: dict, k: int | None) -> str | None:
     ("cluster"); None before labels."""
     if not k:
         return None
-    return "cluster" if config.get("label_source") == "synthetic-clusters" else "training image"
+    from .label_sources import POLICIES
+
+    policy = POLICIES.get(config.get("label_source", ""))
+    return policy.on_target_by if policy is not None else "training image"
 
 
 def _heldout_summary(record: dict | None) -> dict | None:

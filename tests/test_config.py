@@ -81,3 +81,36 @@ def test_the_automatic_classifier_width_follows_the_image_size():
         # 16 up to 32 px for either guide: widths 8 and 12 lost study cells (docs/method.md)
         assert [cfg.resolved_width(size) for size in (16, 32, 33, 64, 65, 256)] == [16, 16, 32, 32, 64, 64]
     assert AuditConfig(**base, classifier_width=8).resolved_width(256) == 8  # a set width is kept
+
+
+def test_every_setting_declares_what_it_belongs_to():
+    """One declaration per setting feeds the resume check, the fork's reuse and the idle marks:
+    the declarations must name real stages, and a setting a resume may change can belong to no
+    stage's stored result (else a resume would mix results of two settings)."""
+    import dataclasses
+
+    from side_engine.fork import REUSABLE
+    from side_engine.stages import NAMES
+
+    for f in dataclasses.fields(AuditConfig):
+        meta = f.metadata
+        assert set(meta["stages"]) <= set(NAMES), f.name
+        assert meta["resume"] in ("fixed", "free", "moved") and meta["samples"] in ("", "random", "guided"), f.name
+        if meta["resume"] == "free":
+            assert not meta["stages"], f.name
+    resumable = {"batch_size", "device", "precision", "guide_precision", "threads", "compile", "processes"}
+    assert resumable == config.RESUMABLE_CHANGES and {"checkpoint", "train_data"} == config.MOVABLE
+    assert dict(REUSABLE)["synthetic"] == {"n_syn", "sampler", "steps", "eta", "sampler_convention"}
+    assert {"classifier_width", "classifier_stem"} <= dict(REUSABLE)["tdkd"]  # the TD network's shape
+    assert "seed" in config.RANDOM_DEPENDS and "guidance_stop" in config.GUIDED_DEPENDS - config.RANDOM_DEPENDS
+    assert {"methods", "label_source", "sampler"} <= config.DECIDING
+
+
+def test_the_label_source_is_one_policy():
+    from side_engine.label_sources import POLICIES
+
+    assert set(POLICIES) == set(config.LABEL_SOURCES)
+    syn = AuditConfig(checkpoint="m", train_data="d").label_policy
+    assert syn.on_synthetic_set and not syn.trains_ti and syn.on_target_by == "cluster"
+    original = AuditConfig(checkpoint="m", train_data="d", label_source="original").label_policy
+    assert original.trains_ti and original.reads_labels_csv and original.on_target_by == "training image"

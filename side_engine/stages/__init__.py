@@ -53,7 +53,7 @@ def stage_names(cfg: AuditConfig) -> list[str]:
     guided = [m for m in cfg.methods if m != "random"]
     if not guided:
         middle: list[str] = []
-    elif cfg.label_source == "synthetic-clusters":
+    elif cfg.label_policy.on_synthetic_set:
         middle = ["synthetic", "labels", *(["tdkd"] if "side" in cfg.methods else [])]
     else:
         middle = ["labels", "classifier"]
@@ -62,3 +62,18 @@ def stage_names(cfg: AuditConfig) -> list[str]:
     # held-out images (given): scored after the samples, so a fork that adds a folder reuses the rest
     heldout = ["heldout"] if cfg.heldout_data else []
     return ["import", "embed", *middle, "sample", "score", *heldout, "metrics"]
+
+
+def why_not_run(stage: str, cfg: AuditConfig) -> str | None:
+    """Why these settings leave ``stage`` out, in words (None where it runs, or where the
+    setting that would start it is simply not given: held-out images)."""
+    if stage in stage_names(cfg) or stage == "heldout":
+        return None
+    if not any(m != "random" for m in cfg.methods):
+        return "no guided method: only Random runs"
+    if stage == "classifier":
+        return (f"label_source {cfg.label_source} trains no TI classifier (the TD classifier learns cluster "
+                "labels)")
+    if stage in ("synthetic", "tdkd"):
+        return "no SIDE guidance: no synthetic set and no TD classifier"
+    return None

@@ -113,7 +113,7 @@ def check_guide(ctx: StageContext, sampler: GuidedSampler, shape) -> None:
     seed = ctx.store.get("tdkd_seed", cfg.seed)  # a fork keeps the classifiers' own seed
     hold, _ = td_holdout(len(syn), seed)
     x0 = syn.take(hold)
-    if cfg.label_source == "synthetic-clusters":
+    if cfg.label_policy.on_synthetic_set:
         labels = torch.from_numpy(np.load(ctx.ws.cache_dir / "synthetic_labels.npy"))[hold]
     else:
         labels = soft_labels(art.ti, x0.to(ctx.device)).argmax(1).cpu()

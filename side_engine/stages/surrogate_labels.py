@@ -25,7 +25,7 @@ def run(ctx: StageContext) -> None:
     if ctx.store.is_done("labels"):
         art.k, art.surrogate = ctx.store.stored_labels()
         # audits labelled before the centroids were kept have none: their samples carry no cluster
-        if cfg.label_source == "synthetic-clusters" and centroids.exists():
+        if cfg.label_policy.on_synthetic_set and centroids.exists():
             art.centroids = np.load(centroids)
         return
     with ctx.store.timed("labels"):

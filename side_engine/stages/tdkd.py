@@ -47,7 +47,7 @@ def run(ctx: StageContext) -> None:
     with ctx.store.timed("tdkd"):
         syn = synthetic.load(ctx)
         torch.manual_seed(cfg.seed + 1)
-        if cfg.label_source == "synthetic-clusters":
+        if cfg.label_policy.on_synthetic_set:
             size = ctx.target.sample_size
             td = ResNetClassifier(art.k, ctx.target.channels, cfg.resolved_width(size),
                                   small_stem_for(size, cfg.classifier_stem), time_dependent=True)

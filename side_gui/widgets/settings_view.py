@@ -79,10 +79,11 @@ class SettingsView(QWidget):
             forms[section].addRow(label, editor)
             self.editors[f.name] = editor
             self.labels[f.name] = label
-        # the settings that decide which others are used: re-mark as they change
-        for name in ("label_source", "sampler"):
-            self.editors[name].currentTextChanged.connect(self._mark_unused)
-        self.editors["methods"].editingFinished.connect(self._mark_unused)
+        # the settings that decide which others are used (config.DECIDING): re-mark as they change
+        for name in config.DECIDING:
+            editor = self.editors[name]
+            signal = editor.currentTextChanged if isinstance(editor, QComboBox) else editor.editingFinished
+            signal.connect(self._mark_unused)
         column.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
