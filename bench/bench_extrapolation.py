@@ -76,7 +76,7 @@ def arms_of(ws: Path, band: str) -> tuple[dict[float, Arm], int]:
         mask = next(m for name, cum, m in results.band_masks(bands, higher) if name == band and cum)
         out = {}
         for method, lam in cfg.grid():
-            d = results._load(db, method, lam)
+            d = results.arm_data(db, method, lam)
             if len(d["index"]) and (method == "random" or lam in cfg.table_grid()):
                 out[lam] = results.arm(d, mask, None, cfg.ums == "nearest-only")
         n_train = db["train_images"].count

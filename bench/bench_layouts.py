@@ -59,7 +59,7 @@ def arms(root: Path) -> tuple[dict, dict]:
         mid = next(m for name, cum, m in results.band_masks(bands, higher) if name == "mid" and cum)
         out = {}
         for method, lam in [("random", 0.0)] + [("side", float(v)) for v in SETTINGS["lambdas"] if v > 0]:
-            out[(method, lam)] = results.arm(results._load(db, method, lam), mid, None, False)
+            out[(method, lam)] = results.arm(results.arm_data(db, method, lam), mid, None, False)
         clf = {r["name"]: r["accuracy"] for r in db.query("select name, accuracy from classifiers")}
         rows = list(db.query("select method, lam, sample_index, seed, cls from samples order by method, lam, "
                              "sample_index"))

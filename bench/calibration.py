@@ -104,7 +104,7 @@ def model_arm(ws: Path, band: str = "mid") -> tuple[Arm, int]:
         cfg = AuditConfig.from_stored(results.audit_info(db)["config"])
         bands, higher = results.stored_bands(db)
         mask = next(m for name, cum, m in results.band_masks(bands, higher) if name == band and cum)
-        a = results.arm(results._load(db, "random", 0.0), mask, None, cfg.ums == "nearest-only")
+        a = results.arm(results.arm_data(db, "random", 0.0), mask, None, cfg.ums == "nearest-only")
         return a, db["train_images"].count
     finally:
         db.close()

@@ -50,8 +50,8 @@ def compare(ws_a: Path, ws_b: Path) -> dict:
     db_a, db_b = storage.connect(Workspace(ws_a).db_path), storage.connect(Workspace(ws_b).db_path)
     try:
         bands, higher = results.stored_bands(db_a)
-        a = [results._load(db_a, "side", lam) for lam in lams]
-        b = [results._load(db_b, "side", lam) for lam in lams]
+        a = [results.arm_data(db_a, "side", lam) for lam in lams]
+        b = [results.arm_data(db_b, "side", lam) for lam in lams]
         used = [storage.get_kv(db, "guide_precision") for db in (db_a, db_b)]
     finally:
         db_a.close()

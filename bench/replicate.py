@@ -28,7 +28,7 @@ from side_engine import storage  # noqa: E402
 from side_engine.audit import AuditRunner, init_workspace  # noqa: E402
 from side_engine.demo import DEMO_SETTINGS  # noqa: E402
 from side_engine.progress import Progress  # noqa: E402
-from side_engine.results import metrics_json  # noqa: E402
+from side_engine.results import metrics_json, with_interval  # noqa: E402
 
 MODELS = {"demo": ROOT / "resources" / "demo", "regime": ROOT / "resources" / "regime"}
 
@@ -49,14 +49,7 @@ def run_one(ws_dir: Path, model: Path, settings: dict) -> dict:
 
 
 def ci(v, lo, hi, pct=True) -> str:
-    if v is None:
-        return "—"
-    if not pct:
-        def f(x):
-            return "∞" if x == float("inf") else f"{x:.2f}"
-
-        return f"{f(v)} [{f(lo)}, {f(hi)}]"
-    return f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+    return with_interval(v, lo, hi, percent=pct, unit="")
 
 
 def fragment(args, runs: dict[int, dict]) -> list[str]:

@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from side_engine import results  # noqa: E402
 from side_engine.statistics import poisson_ratio  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -83,7 +84,7 @@ def null_floor(cell: dict, rng: np.random.Generator, reps: int = 2000) -> tuple[
 
 
 def fmt(r: float, lo: float, hi: float) -> str:
-    return f"{r:.2f} [{lo:.2f}, {'∞' if hi == float('inf') else f'{hi:.2f}'}]"
+    return results.with_interval(r, lo, hi, percent=False)
 
 
 def export(ws: Path) -> Path:
@@ -96,7 +97,7 @@ def export(ws: Path) -> Path:
         cfg = AuditConfig.from_stored(results.audit_info(db)["config"])
         bands, higher = results.stored_bands(db)
         lams = [lam for m, lam in cfg.grid() if m == "side" and lam in cfg.table_grid()]
-        data = {lam: results._load(db, m, lam) for m, lam in [("random", 0.0)] + [("side", x) for x in lams]}
+        data = {lam: results.arm_data(db, m, lam) for m, lam in [("random", 0.0)] + [("side", x) for x in lams]}
         keep = data[0.0]["index"]
         for d in data.values():
             keep = np.intersect1d(keep, d["index"])

@@ -32,7 +32,7 @@ from side_engine import storage  # noqa: E402
 from side_engine.audit import AuditRunner, init_workspace  # noqa: E402
 from side_engine.fork import fork  # noqa: E402
 from side_engine.progress import Progress  # noqa: E402
-from side_engine.results import metrics_json  # noqa: E402
+from side_engine.results import metrics_json, with_interval  # noqa: E402
 
 # faces2 was trained for the study and has been the demo model since; the copier was the demo before
 MODELS = {"copier": ROOT / "bench" / "models" / "copier", "regime": ROOT / "resources" / "regime",
@@ -162,10 +162,7 @@ def pick(d: dict, kind: str, band: str, lam: float | None = None) -> dict | None
 
 
 def ci(v, lo, hi, pct=True) -> str:
-    if v is None:
-        return "—"
-    f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: "∞" if x == float("inf") else f"{x:.2f}")
-    return f"{f(v)} [{f(lo)}, {f(hi)}]"
+    return with_interval(v, lo, hi, percent=pct, unit="")
 
 
 def pct(v: float | None) -> str:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from side_engine import measures, statistics, storage  # noqa: E402
-from side_engine.results import _load, arm, stored_bands  # noqa: E402
+from side_engine.results import arm, arm_data, stored_bands  # noqa: E402
 
 STUDY = ROOT / "bench" / "work" / "study"
 
@@ -34,8 +34,8 @@ def ceiling(ws: Path) -> dict | None:
         bands, higher = stored_bands(db)
         mid = next(b for b in bands if b.name == "mid")
         n_train = db.execute("select count(*) from train_images").fetchone()[0]
-        rnd = _load(db, "random", 0.0)
-        side = {lam: _load(db, "side", lam) for (lam,) in db.execute(
+        rnd = arm_data(db, "random", 0.0)
+        side = {lam: arm_data(db, "side", lam) for (lam,) in db.execute(
             "select distinct lam from samples where method = 'side' order by lam").fetchall()}
     finally:
         db.close()

@@ -389,12 +389,10 @@ def print_summary(result: dict) -> None:
 
 
 def _ci(row: dict, key: str) -> str:
-    if row.get(key) is None:
-        return ""
-    lo, hi = row.get(f"{key}_lo"), row.get(f"{key}_hi")
-    if lo is None or hi is None:
-        return f"{100 * row[key]:.1f}"
-    return f"{100 * row[key]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+    """A row's rate ``key`` in per cent with its interval (the table's header says "%")."""
+    from side_engine.results import with_interval
+
+    return with_interval(row.get(key), row.get(f"{key}_lo"), row.get(f"{key}_hi"), unit="")
 
 
 def run_demo(args) -> Path:

@@ -123,14 +123,7 @@ def _thumbnail(path: Path, size: int = 128) -> bytes | None:
 
 def _ci(v, lo, hi, pct: bool = True) -> str:
     """'12.3 % [9.1, 16.0]': a rate with its 95 % interval, as every number shown carries one."""
-    if v is None:
-        return "–"
-    if v != v:  # NaN: a ratio of two zero rates
-        return "none found by either"
-    f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: "∞" if x == float("inf") else f"{x:.2f}")
-    if lo is None or hi is None:
-        return f"{f(v)}{' %' if pct else ''}"
-    return f"{f(v)}{' %' if pct else ''} [{f(lo)}, {f(hi)}]"
+    return results.with_interval(v, lo, hi, percent=pct)
 
 
 def verdict_line(c: dict, key: str, band: str, random_word: str = "Random") -> str:

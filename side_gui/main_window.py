@@ -24,10 +24,10 @@ from PySide6.QtWidgets import (
 from side_engine import config
 from side_engine.errors import SideError
 from side_engine.progress import read_log
+from side_engine.results.store import GALLERY_LIMIT, AuditStore
 from side_engine.stages import stage_names
 
 from .settings import AppSettings
-from .store import GALLERY_LIMIT, AuditStore
 from .widgets.detail_dialog import DetailDialog
 from .widgets.gallery import GalleryView
 from .widgets.new_audit_dialog import NewAuditDialog

@@ -200,8 +200,7 @@ class LiveMetricsWorker(_EngineWorker):
 
     def work(self) -> dict:
         from side_engine import results, review, storage
-
-        from .store import GALLERY_LIMIT
+        from side_engine.results.store import GALLERY_LIMIT
 
         t0 = time.perf_counter()
         db = storage.connect(Workspace(self.workspace).db_path, readonly=True)

@@ -17,6 +17,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from side_engine.results import with_interval
+
 from .rows_model import _ROOT
 
 BAND_COLOURS = {"low": (90, 160, 220), "mid": (240, 170, 40), "high": (220, 60, 60)}
@@ -25,13 +27,7 @@ BANDS = ("low", "mid", "high")
 
 def ci_text(value, lo, hi, pct: bool = True) -> str:
     """A rate with its 95 % interval: every number the app shows carries one."""
-    if value is None:
-        return ""
-    if value != value:  # NaN: a ratio of two zero rates
-        return "none found by either"
-    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: "∞" if v == float("inf") else f"{v:.2f}")
-    unit = " %" if pct else ""
-    return f"{f(value)}{unit} [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else f"{f(value)}{unit}"
+    return with_interval(value, lo, hi, percent=pct)
 
 
 class TextTableModel(QAbstractTableModel):

@@ -1,12 +1,15 @@
-"""Read-side access for the views: a connection per (GUI) thread, opened on demand."""
+"""One workspace's stored results as the app's views (and any other reader) ask for them: a
+connection per thread, opened on demand; every call reads what is stored now. Qt-free: the app
+holds one, so could a notebook or a script."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from side_engine import config, results, review, storage
-from side_engine.scorers import Band
-from side_engine.workspace import Workspace
+from .. import config, review, storage
+from ..scorers import Band
+from ..workspace import Workspace
+from . import stored as results
 
 GALLERY_LIMIT = 5000  # pairs the gallery holds at once, closest first (the paper's scale has ~10^5)
 
