@@ -149,9 +149,9 @@ class AuditConfig:
                        "methods compared: random (lambda 0), side (TD), ti (TI guidance)",
                                stages=("sample",), decides=True)
     lambdas: list[float] = _f("sampling", [0, 10, 20],
-                       "guidance scales; 0 is the Random baseline (the range the guidance study declared and "
-                       "measured, docs/method.md; the paper scans 0-50, preset 'paper'; the run logs the "
-                       "guidance-to-eps ratio per lambda)", stages=("sample",))
+                       "guidance scales; 0 is the Random baseline (10 and 20: where guidance steered the studied "
+                       "models without losing copies, docs/method.md; the paper scans 0-50, preset 'paper'; the run "
+                       "logs the guidance-to-eps ratio per lambda)", stages=("sample",))
     n_per_lambda: int = _f("sampling", 256, "generated images N_G per (method, lambda); compare UMS only at equal N_G",
                            stages=("sample",), samples="guided")
     sampler: SamplerName = _f("sampling", "ddim", "ddim | ddpm", SAMPLERS,
@@ -168,7 +168,7 @@ class AuditConfig:
     guidance_stop: GuidanceStop = _f("sampling", "settled", "settled (stop where half of the guide check's "
                                      "unguided probe samples have settled on the training image they end nearest "
                                      "to: from there guidance can only change how exactly a sample copies, not which "
-                                     "image it becomes; the fifth guidance study, docs/method.md) | end (guide down "
+                                     "image it becomes, docs/method.md) | end (guide down "
                                      "to guidance_min_t, as the paper)", GUIDANCE_STOPS,
                                      stages=("sample",), samples="guided", guided_only=True)
     guidance_schedule: Schedule = _f("sampling", "reliability",

@@ -18,17 +18,15 @@ RESOURCES = resources.root()
 DEMO_MODEL = RESOURCES / "demo" / "model"
 DEMO_FACES = RESOURCES / "demo" / "faces"
 
-# Sized for two CPU cores. The model copies some of its 24 faces and not others (the regime
-# SIDE is for: bench/results/replication.md, model faces2). The method is the product's default
-# (labels from tight clusters of the model's own samples, λ 10 and 20; the fourteenth study ran
-# it on this model), on half the studies' synthetic set (512 images, about 21 a cluster) so that
-# the demo stays within 10 minutes; its TD classifier gets the studies' 50 epochs (with 30 the TD
-# classifier of an earlier demo model barely steered), and it samples the studies' N_G = 512 per
-# λ (with the intervals checked against known truths since 2026-12-08, even 512 leaves the
-# distinct-image ratio's interval — 1.12 [0.86, 1.45] in one run — too wide to show this model's
-# gain; more would break the 10-minute budget). The sampler is the product's default, DDIM 50:
-# at DDIM 25 this model's own sampler already reaches 19 of its 24 faces in 256 samples (12-13 in
-# 512 at DDIM 50), and a demo's UMS verdict there was "no difference shown".
+# Sized for two CPU cores. The model copies some of its 24 faces and not others (the case SIDE
+# is for). The method is the product's default (labels from tight clusters of the model's own
+# samples, λ 10 and 20), on half the default synthetic set (512 images, about 21 a cluster) so
+# that the demo stays within 10 minutes; its TD classifier gets 50 epochs (with 30 a TD
+# classifier of this size barely steered), and it samples N_G = 512 per λ: fewer widen the
+# distinct-image ratio's interval further (at 512 it is about ±30 %, too wide to show this
+# model's gain in a single run), more break the 10-minute budget. The sampler is the product's
+# default, DDIM 50: at DDIM 25 the model's own sampler already reaches 19 of its 24 faces in 256
+# samples, leaving guidance nothing to find. The evidence: bench/results/replication.md.
 DEMO_SETTINGS = dict(
     label_source="synthetic-clusters", n_syn=512, tdkd_epochs=50, tdkd_lr=1e-3, lambdas=[0, 10, 20],
     n_per_lambda=512, batch_size=64, device="auto",

@@ -113,9 +113,9 @@ def scoring_probe(scorer_name: str, sscd_model: str, threads: int, images, n_tra
     return {"embed": embed_s, "search": search_s}
 
 
-# Before the guide check has probed, the settled stop's step is unknown: the guidance studies
-# measured it at t = 460-580 of 1 000 on every model and seed (bench/results/replication.md). The
-# estimate takes the low end (the most guided steps), so that it errs long rather than short.
+# Before the guide check has probed, the settled stop's step is unknown: it lay at t = 460-580 of
+# 1 000 on every model and seed measured (bench/results/replication.md). The estimate takes the
+# low end (the most guided steps), so that it errs long rather than short.
 SETTLED_PRIOR = 0.46
 
 
