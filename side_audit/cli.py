@@ -511,24 +511,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the workspace's `processes` setting")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("stop", help="ask the audit running in a workspace (any process, any node) to stop "
-                                    "after its current batch; `run` resumes it")
-    s.add_argument("workspace")
-    s.set_defaults(func=cmd_stop)
-
-    s = sub.add_parser("estimate", help="how long the audit (or what is left of it) will take, from a short probe")
-    s.add_argument("workspace")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_estimate)
-
-    s = sub.add_parser("status", help="stages, progress and timings")
-    s.add_argument("workspace")
-    s.set_defaults(func=cmd_status)
-
-    s = sub.add_parser("metrics", help="AMS/UMS per method and λ")
-    s.add_argument("workspace")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_metrics)
+    # the commands that read one workspace and take nothing else (--json: the machine's reading)
+    for name, func, json_too, text in (
+            ("stop", cmd_stop, False, "ask the audit running in a workspace (any process, any node) to stop "
+                                      "after its current batch; `run` resumes it"),
+            ("estimate", cmd_estimate, True, "how long the audit (or what is left of it) will take, from a short "
+                                             "probe"),
+            ("status", cmd_status, False, "stages, progress and timings"),
+            ("metrics", cmd_metrics, True, "AMS/UMS per method and λ")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("workspace")
+        if json_too:
+            s.add_argument("--json", action="store_true")
+        s.set_defaults(func=func)
 
     s = sub.add_parser("demo", help="audit the bundled memorising face model (CPU, minutes)")
     s.add_argument("--workspace", help="where to put the demo audit (default: a folder in your data dir)")
