@@ -56,7 +56,7 @@ def test_sigkill_during_sampling_and_scoring_then_resume(tmp_path, tiny_model, f
     ws = init_workspace(tmp_path / "ws", str(tiny_model), str(faces), **KILL_SETTINGS)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for kill_after in (4, 32):  # once early in sampling, once well into scoring of later batches
-        proc = subprocess.Popen([sys.executable, "-m", "side_engine", "run", str(ws.root), "--quiet"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "side_audit", "run", str(ws.root), "--quiet"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 240
         while _count(ws) < kill_after and proc.poll() is None and time.time() < deadline:
@@ -123,7 +123,7 @@ def test_grey_data_for_rgb_model_is_converted_and_said(tmp_path, tiny_rgb_model,
     # audit crashed (SIGSEGV in TDKD backward on channels_last-strided input) before the
     # training tensors were made contiguous.
     ws = init_workspace(tmp_path / "ws", str(tiny_rgb_model), str(faces), **TINY_SETTINGS)
-    out = subprocess.run([sys.executable, "-m", "side_engine", "run", str(ws.root)], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "side_audit", "run", str(ws.root)], capture_output=True,
                          text=True, timeout=300, env=dict(os.environ, COLUMNS="200"))
     assert out.returncode == 0, out.stderr
     assert "converted to RGB" in out.stderr
