@@ -105,7 +105,8 @@ def test_topk_mean_intervals_cover_the_estimate_narrow_with_more_images_and_skip
         assert lo <= est <= hi and hi > lo
         lo2, hi2 = topk_mean_intervals(large, higher)[0.1]
         assert (hi2 - lo2) < (hi - lo) / 2  # ~1/sqrt(16) of the width
-    assert topk_mean_intervals(small, True) == pytest.approx(topk_mean_intervals(small, True), nan_ok=True)
+    again, once = topk_mean_intervals(small, True), topk_mean_intervals(small, True)  # deterministic
+    assert again.keys() == once.keys() and all(np.allclose(again[k], once[k], equal_nan=True) for k in again)
     # the closest 1 of 1 000 (and 5, 10, 50): a resample can only lose them, and such intervals
     # under-cover, so none is given
     for f in (0.001, 0.005, 0.01, 0.05):
