@@ -62,7 +62,7 @@ class WorkerContext(SamplingContext):
 
         art = self.artifacts
         art.k, self.batch = message["k"], message["batch"]
-        self.plan = message["plan"]
+        self.plan, art.centroids = message["plan"], message["centroids"]
         for name, (hparams, state) in message["classifiers"].items():
             model = ResNetClassifier(**hparams)
             model.load_state_dict(state)

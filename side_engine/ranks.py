@@ -151,7 +151,8 @@ def share_model(ctx: StageContext) -> None:
 
 def share_sampling_context(ctx: StageContext, plan: GuidancePlan) -> None:
     """The owner: what a worker needs besides the model to compute sampling batches, with no
-    access to the workspace: the guiding classifiers, the scorer's index and the guidance plan."""
+    access to the workspace: the guiding classifiers, the scorer's index, the kept clusters'
+    centroids (the cluster each image falls in, under synthetic-clusters) and the guidance plan."""
     share_model(ctx)
     art = ctx.artifacts
     classifiers = {name: (model.hparams, cpu_state(model)) for name, model in (("td", art.td), ("ti", art.ti))
@@ -162,7 +163,8 @@ def share_sampling_context(ctx: StageContext, plan: GuidancePlan) -> None:
             sscd = f.read()
     send({"op": SAMPLING, "k": art.k, "batch": ctx.batch, "classifiers": classifiers,
           "scorer": ctx.scorer_name, "sscd": sscd, "bands": ctx.bands,
-          "vectors": art.train_vectors, "groups": art.index.groups, "plan": plan})
+          "vectors": art.train_vectors, "groups": art.index.groups, "centroids": art.centroids,
+          "plan": plan})
 
 
 def run_round(kind: str, batches: list, compute: Callable) -> list:

@@ -302,3 +302,40 @@ def test_on_one_machines_cpu_the_owner_trains_alone_with_a_single_processs_threa
             assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_worker_receives_what_its_batches_read_of_the_owners_artifacts(monkeypatch):
+    """The sampling message carries everything ``compute_batch`` reads of the artifacts besides the
+    model: the guiding classifiers, the scorer's index, the guidance plan and, under
+    synthetic-clusters, the kept clusters' centroids (without them a batch computed by another
+    rank stored no cluster per sample, and the on-target rates counted it as a miss)."""
+    from types import SimpleNamespace
+
+    from side_engine import ranks
+    from side_engine.config import AuditConfig
+    from side_engine.neighbours import TrainIndex
+    from side_engine.rank_worker import WorkerContext
+    from side_engine.sampler import GuidancePlan
+    from side_engine.scorers import bands_for, make_scorer
+    from side_engine.stages.context import Artifacts
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(6, 16)).astype(np.float32)
+    bands = bands_for(AuditConfig().bands_pixel)
+    scorer = make_scorer("pixel")
+    centroids = rng.normal(size=(3, 16)).astype(np.float32)
+    owner = SimpleNamespace(
+        artifacts=Artifacts(k=3, centroids=centroids, train_vectors=vectors, scorer=scorer,
+                            index=TrainIndex(scorer, vectors, bands)),
+        batch=4, scorer_name="pixel", bands=bands, cfg=SimpleNamespace(sscd_model=""))
+    sent = []
+    monkeypatch.setattr(ranks, "share_model", lambda ctx: None)
+    monkeypatch.setattr(ranks, "send", sent.append)
+    plan = GuidancePlan((460, 999), {999: 0.5})
+    ranks.share_sampling_context(owner, plan)
+    worker = SimpleNamespace(artifacts=Artifacts(), device=torch.device("cpu"))
+    WorkerContext.add_sampling(worker, sent[0])
+    got = worker.artifacts
+    assert worker.plan == plan and worker.batch == 4 and got.k == 3
+    assert np.array_equal(got.centroids, centroids)
+    assert np.array_equal(got.index.groups, owner.artifacts.index.groups) and got.index.n == 6
