@@ -69,7 +69,7 @@ class RunStore:
 
     def timed(self, stage: str) -> StageTimer:
         """``with store.timed(name):`` stores the stage as running, then done, stopped or failed."""
-        return StageTimer(self, stage, self.progress, self.device)
+        return StageTimer(self, stage)
 
     # -- the key-value record ---------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -115,9 +115,6 @@ class RunStore:
 
     def training_sha256(self) -> set[str]:
         return {r[0] for r in self._db.execute("select sha256 from train_images")}
-
-    def training_count(self) -> int:
-        return self._db["train_images"].count
 
     # -- labels ------------------------------------------------------------------------------------
     def store_labels(self, labels: np.ndarray, k: int) -> None:
@@ -181,13 +178,11 @@ class StageTimer:
 
     store: RunStore
     name: str
-    progress: Progress
-    device: torch.device | None = None
     t0: float = field(default=0.0, init=False)
 
     def __enter__(self):
         self.t0 = time.time()
-        memory.reset_peak(self.device)
+        memory.reset_peak(self.store.device)
         row = self.store.stage_row(self.name)
         storage.set_stage(self.store.connection, self.name, NAMES.index(self.name), status="running",
                           started=row.get("started") or self.t0, message="")
@@ -200,10 +195,10 @@ class StageTimer:
         status = "done" if exc is None else ("stopped" if exc_type.__name__ == "Cancelled" else "failed")
         # a resumed stage keeps the largest peak of its runs
         peaks = {key: max(v, row.get(key) or 0.0) for key, v in
-                 (("peak_rss_mb", memory.peak_rss_mb()), ("peak_device_mb", memory.peak_device_mb(self.device)))
+                 (("peak_rss_mb", memory.peak_rss_mb()), ("peak_device_mb", memory.peak_device_mb(self.store.device)))
                  if v is not None}
         storage.set_stage(self.store.connection, self.name, NAMES.index(self.name), status=status, ended=now,
                           seconds=prev + (now - self.t0), message="" if exc is None else str(exc)[:500], **peaks)
         if exc is None:
-            self.progress.stage_finished(self.name, prev + now - self.t0)
+            self.store.progress.stage_finished(self.name, prev + now - self.t0)
         return False

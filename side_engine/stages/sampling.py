@@ -128,11 +128,12 @@ def check_guide(ctx: StageContext, sampler: GuidedSampler, shape) -> None:
                        f"; probe on target (scorer) {check.probe.get('on_target_guided')} guided vs "
                        f"{check.probe.get('on_target_unguided')} unguided of {check.probe.get('n')}"
                        if check.probe.get("on_target_defined", True) else ""))
+    window = guidance_plan(cfg, sampler.T, check).window
     if cfg.guidance_stop == "settled":
         ctx.report.log(f"settled stop: half of the {check.probe.get('n')} unguided probe samples had settled on the "
                        f"training image they end nearest to by t = {check.probe.get('settled_t')}; guidance acts at "
-                       f"native t {guidance_plan(cfg, sampler.T, check).window[0]} and above")
-    for text in guide_check.findings(check, guidance_plan(cfg, sampler.T, check).window, cfg.guidance_schedule):
+                       f"native t {window[0]} and above")
+    for text in guide_check.findings(check, window, cfg.guidance_schedule):
         ctx.report.warn(text)
 
 
