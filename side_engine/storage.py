@@ -146,10 +146,10 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
         except sqlite3.DatabaseError as e:
             if conn is not None:
                 conn.close()
-            # the other opener got there first: it took the lock, created the table, or recorded
-            # the migration both found pending (the later one's changes rolled back with it)
+            # the other opener got there first: it took the lock, created the table, added the
+            # column, or recorded the migration both found pending (the later one's changes rolled back with it)
             opening = isinstance(e, sqlite3.OperationalError)
-            racing = ("locked" in str(e) or "already exists" in str(e)) if opening else (
+            racing = any(word in str(e) for word in ("locked", "already exists", "duplicate column")) if opening else (
                 isinstance(e, sqlite3.IntegrityError) and "_sqlite_migrations" in str(e))
             if racing and attempt + 1 < OPEN_TRIES:
                 time.sleep(min(0.5, 0.02 * (attempt + 1)))
